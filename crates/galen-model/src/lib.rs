@@ -1,0 +1,26 @@
+//! Galen's domain vocabulary.
+//!
+//! Everything else in Galen speaks in these types: ids of patients and devices, the vital signs we
+//! understand (with their LOINC, IEEE 11073 MDC and UCUM identities), units and their conversion to
+//! the canonical unit of each vital sign, physiological plausibility, and the registry records
+//! (patients, devices, assignments of a device to a patient over a time interval).
+//!
+//! This crate does no I/O, never reads the wall clock except through [`SystemClock`], never logs and
+//! knows nothing about JSON, SQL or HTTP: wire and row formats live in the crates that own them.
+
+mod ids;
+mod measurement;
+mod registry;
+mod time_point;
+mod unit;
+mod vital;
+
+pub use ids::{AssignmentId, DeviceId, PatientId};
+pub use measurement::{Measurement, Rejection, RejectionReason, normalize};
+pub use registry::{
+    Assignment, Device, DeviceKind, DeviceStatus, HumanName, Identifier, NewAssignment, NewDevice,
+    NewPatient, Patient, RegistryError, Sex,
+};
+pub use time_point::{Clock, ManualClock, SystemClock, Timestamp, TimestampError};
+pub use unit::{Dimension, Unit};
+pub use vital::VitalSign;
