@@ -16,7 +16,9 @@ mod unit;
 mod vital;
 
 pub use ids::{AssignmentId, DeviceId, PatientId};
-pub use measurement::{Measurement, Rejection, RejectionReason, normalize};
+pub use measurement::{
+    FUTURE_TOLERANCE_MICROS, MAX_AGE_MICROS, Measurement, Rejection, RejectionReason, normalize,
+};
 pub use registry::{
     Assignment, Device, DeviceKind, DeviceStatus, HumanName, Identifier, NewAssignment, NewDevice,
     NewPatient, Patient, RegistryError, Sex,
