@@ -1,0 +1,723 @@
+//! The storage conformance suite: behaviour every backend must show.
+//!
+//! A backend's tests call [`run_all`] with a factory of fresh, empty databases. Each check opens
+//! the database, works through the ports only, and where durability matters closes and reopens it.
+//! Failures panic with a message naming the broken rule.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use galen_model::{
+    AssignmentId, DeviceId, DeviceKind, DeviceStatus, HumanName, Identifier, Measurement,
+    NewAssignment, NewDevice, NewPatient, PatientId, RejectionReason, Sex, Timestamp, VitalSign,
+};
+
+use crate::{AppendOutcome, DeadLetter, Error, IngestBatch, Point, Store};
+
+/// One empty database of the backend under test.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Opens the database. After the previous handle was closed, opening again must show every
+    /// durable write made through it.
+    async fn open(&self) -> Arc<dyn Store>;
+}
+
+/// Runs every check, each on a fresh database from `fresh`.
+pub async fn run_all(fresh: &(dyn Fn() -> Box<dyn Backend> + Sync)) {
+    registry_round_trip(fresh().as_ref()).await;
+    assignment_rules(fresh().as_ref()).await;
+    ingest_range_and_reopen(fresh().as_ref()).await;
+    duplicates_are_recognised(fresh().as_ref()).await;
+    out_of_order_and_volume(fresh().as_ref()).await;
+    aggregates_match_points(fresh().as_ref()).await;
+    latest_per_vital(fresh().as_ref()).await;
+    dead_letters_are_kept(fresh().as_ref()).await;
+}
+
+/// A fixed instant the checks build on: 2026-11-23T00:00:00Z.
+const T0: i64 = 1_795_392_000_000_000;
+const SECOND: i64 = 1_000_000;
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_micros(T0 + seconds * SECOND)
+}
+
+fn patient(mrn: &str, ward: &str, bed: &str) -> NewPatient {
+    NewPatient {
+        identifier: Identifier {
+            system: "urn:test:mrn".into(),
+            value: mrn.into(),
+        },
+        name: HumanName {
+            family: format!("Family {mrn}"),
+            given: "Given".into(),
+        },
+        birth_date: NewPatient::parse_birth_date("1960-05-17").expect("date"),
+        sex: Sex::Female,
+        ward: ward.into(),
+        bed: bed.into(),
+    }
+}
+
+fn device(serial: &str) -> NewDevice {
+    NewDevice {
+        serial: serial.into(),
+        manufacturer: "Acme".into(),
+        model: "M1".into(),
+        kind: DeviceKind::Monitor,
+        status: DeviceStatus::Active,
+    }
+}
+
+fn measurement(device: DeviceId, vital: VitalSign, seconds: i64, value: f64) -> Measurement {
+    Measurement {
+        device,
+        vital,
+        time: at(seconds),
+        value,
+        external_id: None,
+    }
+}
+
+async fn ingest(store: &dyn Store, measurements: Vec<Measurement>) -> Vec<AppendOutcome> {
+    store
+        .ingest(IngestBatch {
+            measurements,
+            dead_letters: Vec::new(),
+        })
+        .await
+        .expect("ingest")
+}
+
+async fn all_points(store: &dyn Store, device: DeviceId, vital: VitalSign) -> Vec<Point> {
+    store
+        .range(device, vital, Timestamp::MIN, Timestamp::MAX)
+        .await
+        .expect("range")
+}
+
+async fn registry_round_trip(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let first = store
+        .create_patient(patient("1", "B", "B-02"))
+        .await
+        .expect("create patient");
+    let second = store
+        .create_patient(patient("2", "A", "A-01"))
+        .await
+        .expect("create patient");
+    let third = store
+        .create_patient(patient("3", "B", "B-01"))
+        .await
+        .expect("create patient");
+    assert!(
+        matches!(
+            store.create_patient(patient("1", "C", "C-01")).await,
+            Err(Error::Conflict(_))
+        ),
+        "a second patient with the same identifier must be a conflict"
+    );
+    let listed: Vec<PatientId> = store
+        .patients(None)
+        .await
+        .expect("list")
+        .iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(
+        listed,
+        vec![second.id, third.id, first.id],
+        "patients sort by ward then bed"
+    );
+    let ward_b: Vec<PatientId> = store
+        .patients(Some("B".into()))
+        .await
+        .expect("list")
+        .iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(ward_b, vec![third.id, first.id]);
+    let mut moved = patient("1", "A", "A-09");
+    moved.name.given = "Renamed".into();
+    store
+        .update_patient(first.id, moved.clone())
+        .await
+        .expect("update");
+    assert_eq!(
+        store
+            .patient(first.id)
+            .await
+            .expect("read")
+            .map(|p| p.details),
+        Some(moved)
+    );
+    assert!(matches!(
+        store
+            .update_patient(PatientId(999), patient("9", "A", "A"))
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(store.patient(PatientId(999)).await.expect("read"), None);
+
+    let monitor = store
+        .create_device(device("SN-1"))
+        .await
+        .expect("create device");
+    assert!(matches!(
+        store.create_device(device("SN-1")).await,
+        Err(Error::Conflict(_))
+    ));
+    let mut retired = device("SN-1");
+    retired.status = DeviceStatus::Inactive;
+    store
+        .update_device(monitor.id, retired.clone())
+        .await
+        .expect("update device");
+    assert_eq!(
+        store
+            .device(monitor.id)
+            .await
+            .expect("read")
+            .map(|d| d.details),
+        Some(retired)
+    );
+    assert_eq!(store.devices().await.expect("list").len(), 1);
+    store.close().await.expect("close");
+
+    let reopened = backend.open().await;
+    assert_eq!(
+        reopened.patients(None).await.expect("list").len(),
+        3,
+        "patients survive reopening"
+    );
+    assert_eq!(
+        reopened.devices().await.expect("list").len(),
+        1,
+        "devices survive reopening"
+    );
+    reopened.close().await.expect("close");
+}
+
+async fn assignment_rules(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let ada = store
+        .create_patient(patient("1", "A", "A-01"))
+        .await
+        .expect("patient");
+    let bob = store
+        .create_patient(patient("2", "A", "A-02"))
+        .await
+        .expect("patient");
+    let monitor = store.create_device(device("SN-1")).await.expect("device");
+    let assign = |patient: PatientId, start: i64, end: Option<i64>| NewAssignment {
+        device: monitor.id,
+        patient,
+        start: at(start),
+        end: end.map(at),
+    };
+    let first = store
+        .create_assignment(assign(ada.id, 0, Some(100)))
+        .await
+        .expect("first assignment");
+    assert!(
+        matches!(
+            store.create_assignment(assign(bob.id, 50, None)).await,
+            Err(Error::Conflict(_))
+        ),
+        "overlapping assignments of one device must conflict"
+    );
+    let second = store
+        .create_assignment(assign(bob.id, 100, None))
+        .await
+        .expect("touching interval is fine");
+    assert!(matches!(
+        store
+            .create_assignment(assign(ada.id, 500, Some(600)))
+            .await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        store.create_assignment(assign(ada.id, 10, Some(10))).await,
+        Err(Error::Invalid(_))
+    ));
+    let missing = NewAssignment {
+        device: DeviceId(999),
+        patient: ada.id,
+        start: at(0),
+        end: None,
+    };
+    assert!(matches!(
+        store.create_assignment(missing).await,
+        Err(Error::NotFound(_))
+    ));
+    let missing = NewAssignment {
+        device: monitor.id,
+        patient: PatientId(999),
+        start: at(1000),
+        end: None,
+    };
+    assert!(matches!(
+        store.create_assignment(missing).await,
+        Err(Error::NotFound(_))
+    ));
+
+    assert!(
+        matches!(
+            store.end_assignment(first.id, at(200)).await,
+            Err(Error::Conflict(_))
+        ),
+        "already ended"
+    );
+    assert!(
+        matches!(
+            store.end_assignment(second.id, at(100)).await,
+            Err(Error::Conflict(_))
+        ),
+        "end after start"
+    );
+    let ended = store.end_assignment(second.id, at(300)).await.expect("end");
+    assert_eq!(ended.details.end, Some(at(300)));
+    assert!(matches!(
+        store.end_assignment(AssignmentId(999), at(300)).await,
+        Err(Error::NotFound(_))
+    ));
+    store
+        .create_assignment(assign(ada.id, 300, None))
+        .await
+        .expect("after the end, the device is free");
+    store.close().await.expect("close");
+
+    let reopened = backend.open().await;
+    let assignments = reopened.assignments().await.expect("list");
+    assert_eq!(assignments.len(), 3);
+    assert_eq!(
+        assignments[1], ended,
+        "assignment changes survive reopening"
+    );
+    reopened.close().await.expect("close");
+}
+
+async fn ingest_range_and_reopen(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let monitor = store
+        .create_device(device("SN-1"))
+        .await
+        .expect("device")
+        .id;
+    let mut measurements = Vec::new();
+    for second in 0..3000 {
+        measurements.push(measurement(
+            monitor,
+            VitalSign::HeartRate,
+            second,
+            60.0 + (second % 40) as f64,
+        ));
+        if second % 2 == 0 {
+            measurements.push(measurement(
+                monitor,
+                VitalSign::Spo2,
+                second,
+                90.0 + (second % 10) as f64,
+            ));
+        }
+    }
+    for batch in measurements.chunks(700) {
+        let outcomes = ingest(store.as_ref(), batch.to_vec()).await;
+        assert!(
+            outcomes
+                .iter()
+                .all(|outcome| *outcome == AppendOutcome::Accepted),
+            "new points are accepted"
+        );
+    }
+    let heart = all_points(store.as_ref(), monitor, VitalSign::HeartRate).await;
+    assert_eq!(heart.len(), 3000, "every accepted point is visible");
+    assert!(
+        heart.windows(2).all(|pair| pair[0].time < pair[1].time),
+        "points come in time order"
+    );
+    assert_eq!(
+        heart[41],
+        Point {
+            time: at(41),
+            value: 61.0
+        }
+    );
+    let window = store
+        .range(monitor, VitalSign::HeartRate, at(100), at(200))
+        .await
+        .expect("range");
+    assert_eq!(window.len(), 100, "range is [from, to)");
+    assert_eq!((window[0].time, window[99].time), (at(100), at(199)));
+    assert!(
+        store
+            .range(monitor, VitalSign::BodyTemperature, at(0), at(5000))
+            .await
+            .expect("range")
+            .is_empty()
+    );
+    assert!(
+        store
+            .range(DeviceId(42), VitalSign::HeartRate, at(0), at(5000))
+            .await
+            .expect("range")
+            .is_empty()
+    );
+    store.close().await.expect("close");
+
+    let reopened = backend.open().await;
+    assert_eq!(
+        all_points(reopened.as_ref(), monitor, VitalSign::HeartRate).await,
+        heart,
+        "points survive reopening"
+    );
+    assert_eq!(
+        all_points(reopened.as_ref(), monitor, VitalSign::Spo2)
+            .await
+            .len(),
+        1500
+    );
+    reopened.close().await.expect("close");
+}
+
+async fn duplicates_are_recognised(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let monitor = store
+        .create_device(device("SN-1"))
+        .await
+        .expect("device")
+        .id;
+    let other = store
+        .create_device(device("SN-2"))
+        .await
+        .expect("device")
+        .id;
+    let mut with_id = measurement(monitor, VitalSign::HeartRate, 10, 70.0);
+    with_id.external_id = Some("reading-1".into());
+    let outcomes = ingest(
+        store.as_ref(),
+        vec![
+            with_id.clone(),
+            measurement(monitor, VitalSign::HeartRate, 10, 71.0),
+            measurement(monitor, VitalSign::Spo2, 10, 97.0),
+            measurement(other, VitalSign::HeartRate, 10, 80.0),
+        ],
+    )
+    .await;
+    use AppendOutcome::{Accepted, Duplicate};
+    assert_eq!(
+        outcomes,
+        vec![Accepted, Duplicate, Accepted, Accepted],
+        "same device, vital and time is a duplicate"
+    );
+
+    let mut same_id_other_time = measurement(monitor, VitalSign::HeartRate, 11, 72.0);
+    same_id_other_time.external_id = Some("reading-1".into());
+    let mut same_id_other_device = measurement(other, VitalSign::HeartRate, 11, 72.0);
+    same_id_other_device.external_id = Some("reading-1".into());
+    let outcomes = ingest(
+        store.as_ref(),
+        vec![
+            with_id.clone(),
+            same_id_other_time,
+            same_id_other_device,
+            measurement(monitor, VitalSign::HeartRate, 9, 1.0),
+        ],
+    )
+    .await;
+    assert_eq!(
+        outcomes,
+        vec![Duplicate, Duplicate, Accepted, Accepted],
+        "ids are per device"
+    );
+    assert_eq!(
+        all_points(store.as_ref(), monitor, VitalSign::HeartRate)
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(
+        all_points(store.as_ref(), monitor, VitalSign::HeartRate).await[1].value,
+        70.0,
+        "first write wins"
+    );
+    store.close().await.expect("close");
+
+    let reopened = backend.open().await;
+    let outcomes = ingest(
+        reopened.as_ref(),
+        vec![with_id, measurement(monitor, VitalSign::HeartRate, 9, 5.0)],
+    )
+    .await;
+    assert_eq!(
+        outcomes,
+        vec![Duplicate, Duplicate],
+        "duplicates are recognised after reopening"
+    );
+    let stats = reopened.stats();
+    assert_eq!(
+        (stats.accepted, stats.duplicates),
+        (0, 2),
+        "stats count this session's outcomes"
+    );
+    reopened.close().await.expect("close");
+}
+
+/// A permutation that is deterministic without a random number generator.
+fn shuffled(count: i64) -> Vec<i64> {
+    let mut order: Vec<i64> = (0..count).collect();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    for index in (1..order.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        order.swap(index, (state % (index as u64 + 1)) as usize);
+    }
+    order
+}
+
+async fn out_of_order_and_volume(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let mut devices = Vec::new();
+    for index in 0..8 {
+        devices.push(
+            store
+                .create_device(device(&format!("SN-{index}")))
+                .await
+                .expect("device")
+                .id,
+        );
+    }
+    // Mostly in order, interleaved across series, with a late tail shuffled in.
+    let late: Vec<i64> = shuffled(400);
+    let mut batch = Vec::new();
+    for second in 400..5000 {
+        for device in &devices {
+            batch.push(measurement(
+                *device,
+                VitalSign::HeartRate,
+                second,
+                second as f64,
+            ));
+        }
+        if second % 500 == 0 {
+            let start = (second / 500 - 1) as usize * 40;
+            for late_second in &late[start..start + 40] {
+                for device in &devices {
+                    batch.push(measurement(
+                        *device,
+                        VitalSign::HeartRate,
+                        *late_second,
+                        *late_second as f64,
+                    ));
+                }
+            }
+        }
+        if batch.len() >= 5000 {
+            let outcomes = ingest(store.as_ref(), std::mem::take(&mut batch)).await;
+            assert!(
+                outcomes
+                    .iter()
+                    .all(|outcome| *outcome == AppendOutcome::Accepted)
+            );
+        }
+    }
+    for late_second in &late[360..] {
+        for device in &devices {
+            batch.push(measurement(
+                *device,
+                VitalSign::HeartRate,
+                *late_second,
+                *late_second as f64,
+            ));
+        }
+    }
+    ingest(store.as_ref(), batch).await;
+    let replay: Vec<Measurement> = late
+        .iter()
+        .map(|second| measurement(devices[3], VitalSign::HeartRate, *second, 0.0))
+        .collect();
+    assert!(
+        ingest(store.as_ref(), replay)
+            .await
+            .iter()
+            .all(|outcome| *outcome == AppendOutcome::Duplicate),
+        "late points already stored are duplicates"
+    );
+    for device in &devices {
+        let points = all_points(store.as_ref(), *device, VitalSign::HeartRate).await;
+        let times: Vec<Timestamp> = points.iter().map(|point| point.time).collect();
+        let expected: Vec<Timestamp> = (0..5000).map(at).collect();
+        assert_eq!(
+            times, expected,
+            "every point once, in order, whatever the arrival order"
+        );
+        assert!(
+            points
+                .iter()
+                .all(|point| point.value == ((point.time.micros() - T0) / SECOND) as f64)
+        );
+    }
+    store.close().await.expect("close");
+    let reopened = backend.open().await;
+    assert_eq!(
+        all_points(reopened.as_ref(), devices[7], VitalSign::HeartRate)
+            .await
+            .len(),
+        5000
+    );
+    reopened.close().await.expect("close");
+}
+
+async fn aggregates_match_points(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let monitor = store
+        .create_device(device("SN-1"))
+        .await
+        .expect("device")
+        .id;
+    let values: Vec<Measurement> = (0..1000)
+        .map(|second| {
+            measurement(
+                monitor,
+                VitalSign::RespiratoryRate,
+                second * 3,
+                ((second * 7) % 23) as f64,
+            )
+        })
+        .collect();
+    ingest(store.as_ref(), values).await;
+    let bucket = 60 * SECOND;
+    let buckets = store
+        .aggregate(
+            monitor,
+            VitalSign::RespiratoryRate,
+            at(30),
+            at(2000),
+            bucket,
+        )
+        .await
+        .expect("aggregate");
+    let points = store
+        .range(monitor, VitalSign::RespiratoryRate, at(30), at(2000))
+        .await
+        .expect("range");
+    let mut expected: Vec<(i64, Vec<f64>)> = Vec::new();
+    for point in points {
+        let start = point.time.micros().div_euclid(bucket) * bucket;
+        match expected.last_mut() {
+            Some((last, values)) if *last == start => values.push(point.value),
+            _ => expected.push((start, vec![point.value])),
+        }
+    }
+    assert_eq!(buckets.len(), expected.len());
+    for (bucket, (start, values)) in buckets.iter().zip(expected) {
+        assert_eq!(
+            bucket.start.micros(),
+            start,
+            "buckets align to multiples of their width"
+        );
+        assert_eq!(bucket.count, values.len() as u64);
+        assert_eq!(
+            bucket.min,
+            values.iter().copied().fold(f64::INFINITY, f64::min)
+        );
+        assert_eq!(
+            bucket.max,
+            values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+        );
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        assert!((bucket.mean - mean).abs() < 1e-9);
+    }
+    assert!(matches!(
+        store
+            .aggregate(monitor, VitalSign::RespiratoryRate, at(0), at(10), 0)
+            .await,
+        Err(Error::Invalid(_))
+    ));
+    store.close().await.expect("close");
+}
+
+async fn latest_per_vital(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let monitor = store
+        .create_device(device("SN-1"))
+        .await
+        .expect("device")
+        .id;
+    assert!(store.latest(monitor).await.expect("latest").is_empty());
+    ingest(
+        store.as_ref(),
+        vec![
+            measurement(monitor, VitalSign::Spo2, 20, 96.0),
+            measurement(monitor, VitalSign::HeartRate, 30, 80.0),
+            measurement(monitor, VitalSign::HeartRate, 10, 70.0),
+        ],
+    )
+    .await;
+    let expected = vec![
+        (
+            VitalSign::HeartRate,
+            Point {
+                time: at(30),
+                value: 80.0,
+            },
+        ),
+        (
+            VitalSign::Spo2,
+            Point {
+                time: at(20),
+                value: 96.0,
+            },
+        ),
+    ];
+    assert_eq!(store.latest(monitor).await.expect("latest"), expected);
+    store.close().await.expect("close");
+    let reopened = backend.open().await;
+    assert_eq!(
+        reopened.latest(monitor).await.expect("latest"),
+        expected,
+        "latest survives reopening"
+    );
+    reopened.close().await.expect("close");
+}
+
+async fn dead_letters_are_kept(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let letter = |index: usize| DeadLetter {
+        received: at(index as i64),
+        source: "http".into(),
+        reason: RejectionReason::Implausible,
+        message: format!("spo2 of {index} is outside the possible range"),
+        device: Some("SN-9".into()),
+        payload: format!("{{\"value\":{index}}}").into_bytes(),
+    };
+    store
+        .ingest(IngestBatch {
+            measurements: Vec::new(),
+            dead_letters: (0..5).map(letter).collect(),
+        })
+        .await
+        .expect("dead letters");
+    let first_page = store.dead_letters(0, 3).await.expect("list");
+    assert_eq!(first_page.len(), 3);
+    let rest = store
+        .dead_letters(first_page[2].id, 10)
+        .await
+        .expect("list");
+    assert_eq!(
+        rest.len(),
+        2,
+        "paging by id continues where the last page stopped"
+    );
+    assert_eq!(rest[1].letter, letter(4));
+    assert_eq!(store.stats().dead_letters, 5);
+    store.close().await.expect("close");
+    let reopened = backend.open().await;
+    assert_eq!(
+        reopened.dead_letters(0, 100).await.expect("list").len(),
+        5,
+        "dead letters survive reopening"
+    );
+    reopened.close().await.expect("close");
+}

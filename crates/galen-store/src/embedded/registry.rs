@@ -1,0 +1,349 @@
+//! Patients, devices and assignments in the embedded store.
+//!
+//! Registry writes use their own connection and `BEGIN IMMEDIATE` transactions; they take turns
+//! with the ingest writer through SQLite's busy timeout. They are rare and small.
+
+use async_trait::async_trait;
+use galen_model::{
+    Assignment, AssignmentId, Device, DeviceId, DeviceKind, DeviceStatus, HumanName, Identifier,
+    NewAssignment, NewDevice, NewPatient, Patient, PatientId, Sex, Timestamp,
+};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::{Shared, SqliteStore};
+use crate::RegistryStore;
+use crate::error::{Error, Result};
+
+const PATIENT_COLUMNS: &str =
+    "id, identifier_system, identifier_value, family, given, birth_date, sex, ward, bed";
+const DEVICE_COLUMNS: &str = "id, serial, manufacturer, model, kind, status";
+const ASSIGNMENT_COLUMNS: &str = "id, device_id, patient_id, start_ts, end_ts";
+
+fn corrupt(what: &str) -> rusqlite::Error {
+    rusqlite::Error::InvalidColumnType(0, what.to_owned(), rusqlite::types::Type::Text)
+}
+
+fn patient_from_row(row: &Row<'_>) -> rusqlite::Result<Patient> {
+    let birth_date: String = row.get(5)?;
+    let sex: String = row.get(6)?;
+    Ok(Patient {
+        id: PatientId(row.get(0)?),
+        details: NewPatient {
+            identifier: Identifier {
+                system: row.get(1)?,
+                value: row.get(2)?,
+            },
+            name: HumanName {
+                family: row.get(3)?,
+                given: row.get(4)?,
+            },
+            birth_date: NewPatient::parse_birth_date(&birth_date)
+                .map_err(|_| corrupt("birth_date"))?,
+            sex: Sex::parse(&sex).map_err(|_| corrupt("sex"))?,
+            ward: row.get(7)?,
+            bed: row.get(8)?,
+        },
+    })
+}
+
+fn device_from_row(row: &Row<'_>) -> rusqlite::Result<Device> {
+    let kind: String = row.get(4)?;
+    let status: String = row.get(5)?;
+    Ok(Device {
+        id: DeviceId(row.get(0)?),
+        details: NewDevice {
+            serial: row.get(1)?,
+            manufacturer: row.get(2)?,
+            model: row.get(3)?,
+            kind: DeviceKind::parse(&kind).map_err(|_| corrupt("kind"))?,
+            status: DeviceStatus::parse(&status).map_err(|_| corrupt("status"))?,
+        },
+    })
+}
+
+fn assignment_from_row(row: &Row<'_>) -> rusqlite::Result<Assignment> {
+    Ok(Assignment {
+        id: AssignmentId(row.get(0)?),
+        details: NewAssignment {
+            device: DeviceId(row.get(1)?),
+            patient: PatientId(row.get(2)?),
+            start: Timestamp::from_micros(row.get(3)?),
+            end: row.get::<_, Option<i64>>(4)?.map(Timestamp::from_micros),
+        },
+    })
+}
+
+/// Maps a uniqueness violation to [`Error::Conflict`] with `message`.
+fn unique(error: rusqlite::Error, message: &str) -> Error {
+    match &error {
+        rusqlite::Error::SqliteFailure(failure, _)
+            if failure.code == ErrorCode::ConstraintViolation =>
+        {
+            Error::Conflict(message.to_owned())
+        }
+        _ => Error::from(error),
+    }
+}
+
+fn format_date(patient: &NewPatient) -> String {
+    let date = patient.birth_date;
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
+}
+
+fn load_patient(connection: &Connection, id: i64) -> Result<Option<Patient>> {
+    Ok(connection
+        .prepare_cached(&format!(
+            "SELECT {PATIENT_COLUMNS} FROM patients WHERE id = ?1"
+        ))?
+        .query_row([id], patient_from_row)
+        .optional()?)
+}
+
+fn load_device(connection: &Connection, id: i64) -> Result<Option<Device>> {
+    Ok(connection
+        .prepare_cached(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"
+        ))?
+        .query_row([id], device_from_row)
+        .optional()?)
+}
+
+fn load_assignment(connection: &Connection, id: i64) -> Result<Option<Assignment>> {
+    Ok(connection
+        .prepare_cached(&format!(
+            "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE id = ?1"
+        ))?
+        .query_row([id], assignment_from_row)
+        .optional()?)
+}
+
+impl SqliteStore {
+    /// Runs registry work on the registry connection, on the blocking pool.
+    async fn registry<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.read(move |shared: &Shared| {
+            let mut connection = shared
+                .registry
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            work(&mut connection)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl RegistryStore for SqliteStore {
+    async fn create_patient(&self, patient: NewPatient) -> Result<Patient> {
+        self.registry(move |connection| {
+            let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            transaction
+                .execute(
+                    "INSERT INTO patients (identifier_system, identifier_value, family, given, birth_date, sex, ward, bed)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        patient.identifier.system,
+                        patient.identifier.value,
+                        patient.name.family,
+                        patient.name.given,
+                        format_date(&patient),
+                        patient.sex.code(),
+                        patient.ward,
+                        patient.bed
+                    ],
+                )
+                .map_err(|error| unique(error, "a patient with this identifier is already registered"))?;
+            let id = transaction.last_insert_rowid();
+            transaction.commit()?;
+            Ok(Patient { id: PatientId(id), details: patient })
+        })
+        .await
+    }
+
+    async fn update_patient(&self, id: PatientId, patient: NewPatient) -> Result<Patient> {
+        self.registry(move |connection| {
+            let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = transaction
+                .execute(
+                    "UPDATE patients SET identifier_system = ?2, identifier_value = ?3, family = ?4, given = ?5,
+                     birth_date = ?6, sex = ?7, ward = ?8, bed = ?9 WHERE id = ?1",
+                    params![
+                        id.0,
+                        patient.identifier.system,
+                        patient.identifier.value,
+                        patient.name.family,
+                        patient.name.given,
+                        format_date(&patient),
+                        patient.sex.code(),
+                        patient.ward,
+                        patient.bed
+                    ],
+                )
+                .map_err(|error| unique(error, "a patient with this identifier is already registered"))?;
+            if changed == 0 {
+                return Err(Error::NotFound("patient"));
+            }
+            transaction.commit()?;
+            Ok(Patient { id, details: patient })
+        })
+        .await
+    }
+
+    async fn patient(&self, id: PatientId) -> Result<Option<Patient>> {
+        self.read(move |shared| {
+            shared
+                .readers
+                .with(|connection| load_patient(connection, id.0))
+        })
+        .await
+    }
+
+    async fn patients(&self, ward: Option<String>) -> Result<Vec<Patient>> {
+        self.read(move |shared| {
+            shared.readers.with(|connection| {
+                let mut statement = connection.prepare_cached(&format!(
+                    "SELECT {PATIENT_COLUMNS} FROM patients WHERE ?1 IS NULL OR ward = ?1 ORDER BY ward, bed, id"
+                ))?;
+                let rows = statement.query_map([ward], patient_from_row)?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+        })
+        .await
+    }
+
+    async fn create_device(&self, device: NewDevice) -> Result<Device> {
+        self.registry(move |connection| {
+            let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            transaction
+                .execute(
+                    "INSERT INTO devices (serial, manufacturer, model, kind, status) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![device.serial, device.manufacturer, device.model, device.kind.code(), device.status.code()],
+                )
+                .map_err(|error| unique(error, "a device with this serial is already registered"))?;
+            let id = transaction.last_insert_rowid();
+            transaction.commit()?;
+            Ok(Device { id: DeviceId(id), details: device })
+        })
+        .await
+    }
+
+    async fn update_device(&self, id: DeviceId, device: NewDevice) -> Result<Device> {
+        self.registry(move |connection| {
+            let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = transaction
+                .execute(
+                    "UPDATE devices SET serial = ?2, manufacturer = ?3, model = ?4, kind = ?5, status = ?6 WHERE id = ?1",
+                    params![id.0, device.serial, device.manufacturer, device.model, device.kind.code(), device.status.code()],
+                )
+                .map_err(|error| unique(error, "a device with this serial is already registered"))?;
+            if changed == 0 {
+                return Err(Error::NotFound("device"));
+            }
+            transaction.commit()?;
+            Ok(Device { id, details: device })
+        })
+        .await
+    }
+
+    async fn device(&self, id: DeviceId) -> Result<Option<Device>> {
+        self.read(move |shared| {
+            shared
+                .readers
+                .with(|connection| load_device(connection, id.0))
+        })
+        .await
+    }
+
+    async fn devices(&self) -> Result<Vec<Device>> {
+        self.read(move |shared| {
+            shared.readers.with(|connection| {
+                let mut statement = connection
+                    .prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY id"))?;
+                let rows = statement.query_map([], device_from_row)?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+        })
+        .await
+    }
+
+    async fn create_assignment(&self, assignment: NewAssignment) -> Result<Assignment> {
+        assignment
+            .validate()
+            .map_err(|error| Error::Invalid(error.to_string()))?;
+        self.registry(move |connection| {
+            let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if load_device(&transaction, assignment.device.0)?.is_none() {
+                return Err(Error::NotFound("device"));
+            }
+            if load_patient(&transaction, assignment.patient.0)?.is_none() {
+                return Err(Error::NotFound("patient"));
+            }
+            // Half-open intervals [start, end) overlap when each starts before the other ends.
+            let overlapping: Option<i64> = transaction
+                .query_row(
+                    "SELECT id FROM assignments WHERE device_id = ?1 AND start_ts < ?3 AND (end_ts IS NULL OR end_ts > ?2) LIMIT 1",
+                    params![assignment.device.0, assignment.start.micros(), assignment.end.unwrap_or(Timestamp::MAX).micros()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(existing) = overlapping {
+                return Err(Error::Conflict(format!(
+                    "the device is already assigned during this interval (assignment {existing})"
+                )));
+            }
+            transaction.execute(
+                "INSERT INTO assignments (device_id, patient_id, start_ts, end_ts) VALUES (?1, ?2, ?3, ?4)",
+                params![assignment.device.0, assignment.patient.0, assignment.start.micros(), assignment.end.map(Timestamp::micros)],
+            )?;
+            let id = transaction.last_insert_rowid();
+            transaction.commit()?;
+            Ok(Assignment { id: AssignmentId(id), details: assignment })
+        })
+        .await
+    }
+
+    async fn end_assignment(&self, id: AssignmentId, end: Timestamp) -> Result<Assignment> {
+        self.registry(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut assignment =
+                load_assignment(&transaction, id.0)?.ok_or(Error::NotFound("assignment"))?;
+            if assignment.details.end.is_some() {
+                return Err(Error::Conflict("the assignment has already ended".into()));
+            }
+            if end <= assignment.details.start {
+                return Err(Error::Conflict(
+                    "an assignment must end after it starts".into(),
+                ));
+            }
+            transaction.execute(
+                "UPDATE assignments SET end_ts = ?2 WHERE id = ?1",
+                params![id.0, end.micros()],
+            )?;
+            transaction.commit()?;
+            assignment.details.end = Some(end);
+            Ok(assignment)
+        })
+        .await
+    }
+
+    async fn assignments(&self) -> Result<Vec<Assignment>> {
+        self.read(move |shared| {
+            shared.readers.with(|connection| {
+                let mut statement = connection.prepare_cached(&format!(
+                    "SELECT {ASSIGNMENT_COLUMNS} FROM assignments ORDER BY id"
+                ))?;
+                let rows = statement.query_map([], assignment_from_row)?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,91 @@
+//! The embedded store's SQLite schema and connection settings.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::error::{Error, Result};
+
+/// Version of the schema this code writes; stored in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS wal (
+    seq INTEGER PRIMARY KEY,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    series_id INTEGER NOT NULL,
+    start_ts INTEGER NOT NULL,
+    end_ts INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS chunks_series_start ON chunks(series_id, start_ts);
+CREATE INDEX IF NOT EXISTS chunks_series_end ON chunks(series_id, end_ts);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    received INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    device TEXT,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS patients (
+    id INTEGER PRIMARY KEY,
+    identifier_system TEXT NOT NULL,
+    identifier_value TEXT NOT NULL,
+    family TEXT NOT NULL,
+    given TEXT NOT NULL,
+    birth_date TEXT NOT NULL,
+    sex TEXT NOT NULL,
+    ward TEXT NOT NULL,
+    bed TEXT NOT NULL,
+    UNIQUE (identifier_system, identifier_value)
+);
+CREATE TABLE IF NOT EXISTS devices (
+    id INTEGER PRIMARY KEY,
+    serial TEXT NOT NULL UNIQUE,
+    manufacturer TEXT NOT NULL,
+    model TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS assignments (
+    id INTEGER PRIMARY KEY,
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    patient_id INTEGER NOT NULL REFERENCES patients(id),
+    start_ts INTEGER NOT NULL,
+    end_ts INTEGER
+);
+CREATE INDEX IF NOT EXISTS assignments_device ON assignments(device_id, start_ts);
+";
+
+/// Opens a connection with Galen's settings: WAL journal, `synchronous = FULL` (a commit is
+/// fsynced before it returns, so "acknowledged" means "durable" even on power loss), foreign
+/// keys, and a busy timeout so the registry and the ingest writer can take turns.
+pub(crate) fn connect(path: &Path) -> Result<Connection> {
+    let connection = Connection::open(path)?;
+    connection.busy_timeout(Duration::from_secs(10))?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    connection.pragma_update(None, "cache_size", -65_536)?;
+    Ok(connection)
+}
+
+/// Creates or checks the schema.
+pub(crate) fn migrate(connection: &Connection) -> Result<()> {
+    let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::Invalid(format!(
+            "the data directory was written by a newer Galen (schema {version}, this build knows {SCHEMA_VERSION})"
+        )));
+    }
+    connection.execute_batch(SCHEMA)?;
+    connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(())
+}

@@ -1,0 +1,488 @@
+//! The single writer thread: group commit of measurements and dead letters, and checkpoints.
+//!
+//! Ingest calls queue [`Command::Ingest`] on a bounded channel (back-pressure: callers wait when it
+//! is full). The thread takes everything queued, classifies each measurement as new or duplicate,
+//! and writes the whole group as ONE write-ahead-log row plus its dead letters in one transaction;
+//! one fsync covers thousands of measurements. Only after the commit does it publish the points to
+//! the memtable and answer the callers, so an acknowledged measurement is always durable.
+//!
+//! A checkpoint (periodic, or when the log grows) writes every changed open chunk as a chunk row
+//! and empties the log in one transaction; after a crash, the log is replayed on open.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::memtable::{MAX_SPAN_MICROS, Memtable};
+use super::{Counters, series_id};
+use crate::codec::{WalPoint, decode_chunk, decode_wal, encode_chunk, encode_wal};
+use crate::error::{Error, Result};
+use crate::types::{AppendOutcome, IngestBatch};
+
+/// Work for the writer thread.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Ingest {
+        batch: IngestBatch,
+        reply: oneshot::Sender<Result<Vec<AppendOutcome>>>,
+    },
+    Tick,
+    Close {
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// Tuning of the writer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WriterTuning {
+    pub(crate) chunk_points: usize,
+    pub(crate) checkpoint_interval: Duration,
+    pub(crate) checkpoint_points: usize,
+    pub(crate) max_group_measurements: usize,
+    pub(crate) recent_ids: usize,
+}
+
+/// External ids seen recently, per device, bounded in number (oldest forgotten first).
+#[derive(Debug, Default)]
+struct RecentIds {
+    set: HashSet<(i64, String)>,
+    order: VecDeque<(i64, String)>,
+}
+
+impl RecentIds {
+    fn contains(&self, device: i64, id: &str) -> bool {
+        // Avoids allocating in the common case of an empty set.
+        !self.set.is_empty() && self.set.contains(&(device, id.to_owned()))
+    }
+
+    fn insert(&mut self, device: i64, id: String, capacity: usize) {
+        if self.set.insert((device, id.clone())) {
+            self.order.push_back((device, id));
+        }
+        while self.order.len() > capacity {
+            if let Some(oldest) = self.order.pop_front() {
+                self.set.remove(&oldest);
+            }
+        }
+    }
+}
+
+pub(crate) struct Writer {
+    connection: Connection,
+    memtable: Arc<RwLock<Memtable>>,
+    counters: Arc<Counters>,
+    tuning: WriterTuning,
+    /// Newest time stored per series (memtable or chunk rows): anything newer is certainly new.
+    series_max: HashMap<i64, i64>,
+    recent_ids: RecentIds,
+    points_since_checkpoint: usize,
+    last_checkpoint: Instant,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Writer")
+            .field("series", &self.series_max.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// Loads the per-series watermarks and replays the write-ahead log into the memtable, then
+    /// checkpoints so the log starts empty.
+    pub(crate) fn recover(
+        connection: Connection,
+        memtable: Arc<RwLock<Memtable>>,
+        counters: Arc<Counters>,
+        tuning: WriterTuning,
+    ) -> Result<Writer> {
+        let mut series_max = HashMap::new();
+        {
+            let mut statement = connection
+                .prepare("SELECT series_id, MAX(end_ts) FROM chunks GROUP BY series_id")?;
+            let rows = statement
+                .query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (series, max) = row?;
+                series_max.insert(series, max);
+            }
+        }
+        let mut writer = Writer {
+            connection,
+            memtable,
+            counters,
+            tuning,
+            series_max,
+            recent_ids: RecentIds::default(),
+            points_since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+        };
+        let records: Vec<Vec<u8>> = {
+            let mut statement = writer
+                .connection
+                .prepare("SELECT data FROM wal ORDER BY seq")?;
+            let rows = statement.query_map([], |row| row.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut replayed = 0usize;
+        for record in records {
+            for point in decode_wal(&record)? {
+                let device = point.series >> 16;
+                if writer.classify(device, &point, &HashSet::new(), &HashSet::new())?
+                    == AppendOutcome::Accepted
+                {
+                    writer.publish(vec![point]);
+                    replayed += 1;
+                }
+            }
+        }
+        if replayed > 0 {
+            tracing::info!(replayed, "replayed write-ahead log");
+        }
+        writer.checkpoint()?;
+        Ok(writer)
+    }
+
+    /// Runs until closed or until every sender is gone.
+    pub(crate) fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
+        while let Some(command) = receiver.blocking_recv() {
+            let mut ingests = Vec::new();
+            let mut close = None;
+            let mut tick = false;
+            let mut queued = 0usize;
+            let mut next = Some(command);
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Ingest { batch, reply } => {
+                        self.counters.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                        queued += batch.measurements.len();
+                        ingests.push((batch, reply));
+                    }
+                    Command::Tick => tick = true,
+                    Command::Close { reply } => close = Some(reply),
+                }
+                if close.is_none() && queued < self.tuning.max_group_measurements {
+                    next = receiver.try_recv().ok();
+                }
+            }
+            if !ingests.is_empty() {
+                self.group_commit(ingests);
+            }
+            let due = self.points_since_checkpoint >= self.tuning.checkpoint_points
+                || (tick && self.last_checkpoint.elapsed() >= self.tuning.checkpoint_interval);
+            if (due || close.is_some())
+                && let Err(error) = self.checkpoint()
+            {
+                tracing::error!(%error, "checkpoint failed; the write-ahead log keeps the data");
+            }
+            if let Some(reply) = close {
+                receiver.close();
+                // Answer anything that raced the close instead of leaving it hanging.
+                while let Ok(command) = receiver.try_recv() {
+                    if let Command::Ingest { reply, .. } = command {
+                        self.counters.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                        let _ = reply.send(Err(Error::Closed));
+                    }
+                }
+                let _ = reply.send(Ok(()));
+                return;
+            }
+        }
+        if let Err(error) = self.checkpoint() {
+            tracing::error!(%error, "final checkpoint failed; the write-ahead log keeps the data");
+        }
+    }
+
+    /// Decides whether `point` is new. Never changes state.
+    fn classify(
+        &self,
+        device: i64,
+        point: &WalPoint,
+        group_keys: &HashSet<(i64, i64)>,
+        group_ids: &HashSet<(i64, &str)>,
+    ) -> Result<AppendOutcome> {
+        if let Some(id) = &point.external_id
+            && (group_ids.contains(&(device, id.as_str())) || self.recent_ids.contains(device, id))
+        {
+            return Ok(AppendOutcome::Duplicate);
+        }
+        if group_keys.contains(&(point.series, point.time)) {
+            return Ok(AppendOutcome::Duplicate);
+        }
+        let newest = self
+            .series_max
+            .get(&point.series)
+            .copied()
+            .unwrap_or(i64::MIN);
+        if point.time > newest {
+            return Ok(AppendOutcome::Accepted);
+        }
+        let in_memory = self
+            .memtable
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .contains(point.series, point.time);
+        if in_memory || self.chunk_contains(point.series, point.time)? {
+            return Ok(AppendOutcome::Duplicate);
+        }
+        Ok(AppendOutcome::Accepted)
+    }
+
+    /// Whether a chunk row holds `series` at `time`. Only reached for late (out-of-order) points.
+    fn chunk_contains(&self, series: i64, time: i64) -> Result<bool> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT data FROM chunks WHERE series_id = ?1 AND start_ts BETWEEN ?2 AND ?3 AND end_ts >= ?3",
+        )?;
+        let mut rows =
+            statement.query(params![series, time.saturating_sub(MAX_SPAN_MICROS), time])?;
+        while let Some(row) = rows.next()? {
+            let data: Vec<u8> = row.get(0)?;
+            if decode_chunk(&data)?
+                .binary_search_by_key(&time, |(existing, _)| *existing)
+                .is_ok()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Makes accepted points visible and remembers their ids. Call only once they are durable.
+    fn publish(&mut self, points: Vec<WalPoint>) {
+        {
+            let mut memtable = self
+                .memtable
+                .write()
+                .unwrap_or_else(|poison| poison.into_inner());
+            for point in &points {
+                memtable.apply(
+                    point.series,
+                    point.time,
+                    point.value,
+                    self.tuning.chunk_points,
+                );
+            }
+        }
+        self.points_since_checkpoint += points.len();
+        for point in points {
+            let newest = self.series_max.entry(point.series).or_insert(i64::MIN);
+            *newest = (*newest).max(point.time);
+            if let Some(id) = point.external_id {
+                self.recent_ids
+                    .insert(point.series >> 16, id, self.tuning.recent_ids);
+            }
+        }
+    }
+
+    fn group_commit(
+        &mut self,
+        ingests: Vec<(IngestBatch, oneshot::Sender<Result<Vec<AppendOutcome>>>)>,
+    ) {
+        let started = Instant::now();
+        match self.write_group(&ingests) {
+            Ok((outcomes, staged)) => {
+                self.publish(staged);
+                let elapsed = started.elapsed();
+                let mut batch_size = 0u64;
+                for ((_, reply), outcome) in ingests.into_iter().zip(outcomes) {
+                    batch_size += outcome.len() as u64;
+                    let _ = reply.send(Ok(outcome));
+                }
+                self.counters.record_commit(elapsed, batch_size);
+            }
+            Err(error) => {
+                tracing::error!(%error, "group commit failed; callers are told nothing was stored");
+                for (_, reply) in ingests {
+                    let _ = reply.send(Err(Error::Backend("group commit failed".into())));
+                }
+            }
+        }
+    }
+
+    /// Classifies and durably writes one group. Returns per-request outcomes and the new points.
+    #[allow(clippy::type_complexity)]
+    fn write_group(
+        &mut self,
+        ingests: &[(IngestBatch, oneshot::Sender<Result<Vec<AppendOutcome>>>)],
+    ) -> Result<(Vec<Vec<AppendOutcome>>, Vec<WalPoint>)> {
+        let mut group_keys = HashSet::new();
+        let mut staged = Vec::new();
+        let mut outcomes = Vec::with_capacity(ingests.len());
+        let mut duplicates = 0u64;
+        {
+            let mut group_ids: HashSet<(i64, &str)> = HashSet::new();
+            for (batch, _) in ingests {
+                let mut request_outcomes = Vec::with_capacity(batch.measurements.len());
+                for measurement in &batch.measurements {
+                    let series = series_id(measurement.device, measurement.vital);
+                    let point = WalPoint {
+                        series,
+                        time: measurement.time.micros(),
+                        value: measurement.value,
+                        external_id: measurement.external_id.clone(),
+                    };
+                    let outcome =
+                        self.classify(measurement.device.0, &point, &group_keys, &group_ids)?;
+                    if outcome == AppendOutcome::Accepted {
+                        group_keys.insert((series, point.time));
+                        if let Some(id) = &measurement.external_id {
+                            group_ids.insert((measurement.device.0, id.as_str()));
+                        }
+                        staged.push(point);
+                    } else {
+                        duplicates += 1;
+                    }
+                    request_outcomes.push(outcome);
+                }
+                outcomes.push(request_outcomes);
+            }
+        }
+        let sealing_count = self
+            .memtable
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .sealing
+            .len();
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !staged.is_empty() {
+            transaction
+                .prepare_cached("INSERT INTO wal (data) VALUES (?1)")?
+                .execute([encode_wal(&staged)])?;
+        }
+        write_sealing(&transaction, &self.memtable, sealing_count)?;
+        let mut letters = 0u64;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT INTO dead_letters (received, source, reason, message, device, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for (batch, _) in ingests {
+                for letter in &batch.dead_letters {
+                    insert.execute(params![
+                        letter.received.micros(),
+                        letter.source,
+                        letter.reason.code(),
+                        letter.message,
+                        letter.device,
+                        letter.payload,
+                    ])?;
+                    letters += 1;
+                }
+            }
+        }
+        transaction.commit()?;
+        drain_sealing(&self.memtable, sealing_count);
+        self.counters
+            .accepted
+            .fetch_add(staged.len() as u64, Ordering::Relaxed);
+        self.counters
+            .duplicates
+            .fetch_add(duplicates, Ordering::Relaxed);
+        self.counters
+            .dead_letters
+            .fetch_add(letters, Ordering::Relaxed);
+        Ok((outcomes, staged))
+    }
+
+    /// Persists sealed and dirty open chunks and empties the write-ahead log, atomically.
+    pub(crate) fn checkpoint(&mut self) -> Result<()> {
+        let (sealing_count, dirty) = {
+            let memtable = self
+                .memtable
+                .read()
+                .unwrap_or_else(|poison| poison.into_inner());
+            let dirty: Vec<(i64, Vec<(i64, f64)>)> = memtable
+                .open
+                .iter()
+                .filter(|(_, chunk)| chunk.dirty && !chunk.points.is_empty())
+                .map(|(series, chunk)| (*series, chunk.points.clone()))
+                .collect();
+            (memtable.sealing.len(), dirty)
+        };
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        write_sealing(&transaction, &self.memtable, sealing_count)?;
+        for (series, points) in &dirty {
+            upsert_chunk(&transaction, *series, points)?;
+        }
+        transaction.execute("DELETE FROM wal", [])?;
+        transaction.commit()?;
+        drain_sealing(&self.memtable, sealing_count);
+        {
+            let mut memtable = self
+                .memtable
+                .write()
+                .unwrap_or_else(|poison| poison.into_inner());
+            for (series, points) in &dirty {
+                // Only clean if nothing was added since we copied it (the writer is the only
+                // mutator and is here, so this always holds; checked anyway for clarity).
+                if let Some(chunk) = memtable.open.get_mut(series)
+                    && chunk.points.len() == points.len()
+                {
+                    chunk.dirty = false;
+                }
+            }
+        }
+        self.points_since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Writes the first `count` sealed chunks (the writer is the only one appending to the list, so
+/// the first `count` are exactly those seen when the count was taken).
+fn write_sealing(connection: &Connection, memtable: &RwLock<Memtable>, count: usize) -> Result<()> {
+    if count == 0 {
+        return Ok(());
+    }
+    let memtable = memtable.read().unwrap_or_else(|poison| poison.into_inner());
+    for (series, points) in memtable.sealing.iter().take(count) {
+        upsert_chunk(connection, *series, points)?;
+    }
+    Ok(())
+}
+
+/// Forgets sealed chunks once their rows are committed.
+fn drain_sealing(memtable: &RwLock<Memtable>, count: usize) {
+    if count > 0 {
+        memtable
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .sealing
+            .drain(..count);
+    }
+}
+
+fn upsert_chunk(connection: &Connection, series: i64, points: &[(i64, f64)]) -> Result<()> {
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return Ok(());
+    };
+    connection
+        .prepare_cached(
+            "INSERT OR REPLACE INTO chunks (series_id, start_ts, end_ts, count, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![series, first.0, last.0, points.len() as i64, encode_chunk(points)])?;
+    Ok(())
+}
+
+/// The newest chunk-row point of a series, for `latest` when the memtable has none.
+pub(crate) fn newest_in_chunks(connection: &Connection, series: i64) -> Result<Option<(i64, f64)>> {
+    let data: Option<Vec<u8>> = connection
+        .prepare_cached(
+            "SELECT data FROM chunks WHERE series_id = ?1 ORDER BY end_ts DESC LIMIT 1",
+        )?
+        .query_row([series], |row| row.get(0))
+        .optional()?;
+    Ok(match data {
+        Some(data) => decode_chunk(&data)?.last().copied(),
+        None => None,
+    })
+}

@@ -1,0 +1,114 @@
+//! Galen's storage ports and their embedded adapter.
+//!
+//! Two ports: [`MeasurementStore`] (the time series and the dead-letter store) and [`RegistryStore`]
+//! (patients, devices, assignments). Callers hold an `Arc<dyn Store>` and never know which backend
+//! is behind it. The embedded backend ([`embedded::SqliteStore`]) is the default; a PostgreSQL
+//! backend plugs in behind the same traits and must pass the same [`conformance`] suite.
+//!
+//! Every port method documents what is durable or visible when it returns.
+
+mod codec;
+pub mod embedded;
+mod error;
+mod types;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use galen_model::{
+    Assignment, AssignmentId, Device, DeviceId, NewAssignment, NewDevice, NewPatient, Patient,
+    PatientId, Timestamp, VitalSign,
+};
+
+pub use error::{Error, Result};
+pub use types::{
+    AppendOutcome, Bucket, DeadLetter, IngestBatch, Point, StoreStats, StoredDeadLetter,
+};
+
+/// The time series of measurements and the dead letters of refused input.
+#[async_trait]
+pub trait MeasurementStore: Send + Sync + Debug {
+    /// Appends measurements and dead letters in one durable group commit.
+    ///
+    /// Returns one outcome per measurement, in order. When it returns `Ok`, every measurement
+    /// reported [`AppendOutcome::Accepted`] and every dead letter is durable (it survives a crash
+    /// of the process or the machine) and visible to [`MeasurementStore::range`] and
+    /// [`MeasurementStore::latest`]. A measurement is a [`AppendOutcome::Duplicate`] when the same
+    /// device already has a value of the same vital sign at the same time, or (within the recent-id
+    /// window) a measurement with the same external id. On `Err` nothing in the batch may be
+    /// assumed stored; retrying the whole batch is safe because duplicates are recognised.
+    async fn ingest(&self, batch: IngestBatch) -> Result<Vec<AppendOutcome>>;
+
+    /// The points of one device's vital sign with `from <= time < to`, in time order.
+    async fn range(
+        &self,
+        device: DeviceId,
+        vital: VitalSign,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Point>>;
+
+    /// Per-bucket statistics of one device's vital sign over `from <= time < to`. Buckets are
+    /// `bucket_micros` wide and aligned to multiples of it since the epoch; empty buckets are
+    /// omitted.
+    async fn aggregate(
+        &self,
+        device: DeviceId,
+        vital: VitalSign,
+        from: Timestamp,
+        to: Timestamp,
+        bucket_micros: i64,
+    ) -> Result<Vec<Bucket>>;
+
+    /// The newest point of every vital sign the device has reported, in [`VitalSign::ALL`] order.
+    async fn latest(&self, device: DeviceId) -> Result<Vec<(VitalSign, Point)>>;
+
+    /// Dead letters with an id greater than `after`, oldest first, at most `limit`.
+    async fn dead_letters(&self, after: i64, limit: usize) -> Result<Vec<StoredDeadLetter>>;
+
+    /// Counters describing the write path, for `/metrics`.
+    fn stats(&self) -> StoreStats;
+
+    /// Flushes everything buffered and stops background work. Later calls fail with
+    /// [`Error::Closed`]. Dropping the store without closing loses nothing acknowledged.
+    async fn close(&self) -> Result<()>;
+}
+
+/// Patients, devices and assignments. Every mutating method is durable when it returns `Ok`.
+#[async_trait]
+pub trait RegistryStore: Send + Sync + Debug {
+    /// Registers a patient. [`Error::Conflict`] if the identifier is already registered.
+    async fn create_patient(&self, patient: NewPatient) -> Result<Patient>;
+    /// Replaces a patient's details. [`Error::NotFound`] or [`Error::Conflict`] as for create.
+    async fn update_patient(&self, id: PatientId, patient: NewPatient) -> Result<Patient>;
+    /// One patient.
+    async fn patient(&self, id: PatientId) -> Result<Option<Patient>>;
+    /// All patients, or those of one ward, sorted by ward then bed.
+    async fn patients(&self, ward: Option<String>) -> Result<Vec<Patient>>;
+
+    /// Registers a device. [`Error::Conflict`] if the serial is already registered.
+    async fn create_device(&self, device: NewDevice) -> Result<Device>;
+    /// Replaces a device's details.
+    async fn update_device(&self, id: DeviceId, device: NewDevice) -> Result<Device>;
+    /// One device.
+    async fn device(&self, id: DeviceId) -> Result<Option<Device>>;
+    /// All devices, by id.
+    async fn devices(&self) -> Result<Vec<Device>>;
+
+    /// Assigns a device to a patient. [`Error::NotFound`] if either does not exist;
+    /// [`Error::Conflict`] if the device already has an assignment overlapping the interval.
+    async fn create_assignment(&self, assignment: NewAssignment) -> Result<Assignment>;
+    /// Closes an open assignment at `end`. [`Error::Conflict`] if it is already closed or `end`
+    /// is not after its start.
+    async fn end_assignment(&self, id: AssignmentId, end: Timestamp) -> Result<Assignment>;
+    /// Every assignment, by id.
+    async fn assignments(&self) -> Result<Vec<Assignment>>;
+}
+
+/// A complete backend.
+pub trait Store: MeasurementStore + RegistryStore {}
+
+impl<T: MeasurementStore + RegistryStore> Store for T {}

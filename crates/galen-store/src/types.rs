@@ -1,0 +1,102 @@
+//! Values that cross the storage ports.
+
+use galen_model::{Measurement, RejectionReason, Timestamp};
+
+/// One value of a series.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// When it was measured.
+    pub time: Timestamp,
+    /// The value in the vital sign's canonical unit.
+    pub value: f64,
+}
+
+/// Statistics of the points in one time bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    /// Start of the bucket.
+    pub start: Timestamp,
+    /// Number of points.
+    pub count: u64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Arithmetic mean.
+    pub mean: f64,
+}
+
+/// What became of one appended measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Stored.
+    Accepted,
+    /// Already stored earlier (a retry); nothing changed.
+    Duplicate,
+}
+
+/// A refused item kept for inspection and replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// When Galen received it.
+    pub received: Timestamp,
+    /// Which adapter received it (`http`, `mqtt`, ...).
+    pub source: String,
+    /// Why it was refused.
+    pub reason: RejectionReason,
+    /// The explanation sent to the sender.
+    pub message: String,
+    /// The device serial the sender claimed, when one could be read.
+    pub device: Option<String>,
+    /// The item as received (for a whole refused request, its body, possibly truncated).
+    pub payload: Vec<u8>,
+}
+
+/// A dead letter with its store-assigned id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDeadLetter {
+    /// Increasing id.
+    pub id: i64,
+    /// The letter.
+    pub letter: DeadLetter,
+}
+
+/// Input of one [`crate::MeasurementStore::ingest`] call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IngestBatch {
+    /// Validated measurements.
+    pub measurements: Vec<Measurement>,
+    /// Refused items to keep.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// Write-path counters, cumulative since the store opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StoreStats {
+    /// Durable group commits.
+    pub commits: u64,
+    /// Measurements accepted.
+    pub accepted: u64,
+    /// Measurements recognised as duplicates.
+    pub duplicates: u64,
+    /// Dead letters stored.
+    pub dead_letters: u64,
+    /// Sum of commit durations, seconds.
+    pub commit_seconds_sum: f64,
+    /// Commit durations histogram: counts of commits at or below each bound of
+    /// [`StoreStats::COMMIT_BUCKETS`] (cumulative, Prometheus style).
+    pub commit_seconds_buckets: [u64; 8],
+    /// Sum of measurements per commit (with `commits`, gives the mean batch size).
+    pub batch_size_sum: u64,
+    /// Largest group commit so far.
+    pub batch_size_max: u64,
+    /// Ingest calls waiting for the writer.
+    pub queue_depth: u64,
+    /// Checkpoints (open chunks persisted, write-ahead log truncated).
+    pub checkpoints: u64,
+}
+
+impl StoreStats {
+    /// Upper bounds, in seconds, of the commit latency histogram.
+    pub const COMMIT_BUCKETS: [f64; 8] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
+}
