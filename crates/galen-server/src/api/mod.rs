@@ -1,0 +1,103 @@
+//! The HTTP surface. Wire formats (JSON shapes) live here and only here; handlers convert them to
+//! and from galen-model types explicitly.
+
+mod measurements;
+mod ops;
+mod registry;
+mod vitals;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware;
+use axum::routing::{get, post};
+use galen_model::Timestamp;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, ApiResult};
+use crate::{App, assets, auth};
+
+pub(crate) fn router(app: App) -> Router {
+    let protected = Router::new()
+        .route("/", get(assets::index))
+        .route("/patients/{id}", get(assets::patient_page))
+        .route("/metrics", get(ops::metrics))
+        .route(
+            "/api/v1/measurements",
+            post(measurements::post_measurements),
+        )
+        .route("/api/v1/dead-letters", get(ops::dead_letters))
+        .route(
+            "/api/v1/patients",
+            get(registry::list_patients).post(registry::create_patient),
+        )
+        .route(
+            "/api/v1/patients/{id}",
+            get(registry::patient).put(registry::update_patient),
+        )
+        .route("/api/v1/patients/{id}/vitals", get(vitals::patient_vitals))
+        .route(
+            "/api/v1/devices",
+            get(registry::list_devices).post(registry::create_device),
+        )
+        .route(
+            "/api/v1/devices/{id}",
+            get(registry::device).put(registry::update_device),
+        )
+        .route("/api/v1/devices/{id}/vitals", get(vitals::device_vitals))
+        .route(
+            "/api/v1/assignments",
+            get(registry::list_assignments).post(registry::create_assignment),
+        )
+        .route(
+            "/api/v1/assignments/{id}/end",
+            post(registry::end_assignment),
+        )
+        .route("/api/v1/dashboard", get(vitals::dashboard))
+        .route("/api/v1/stream", get(vitals::stream))
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/assets/{name}", get(assets::asset))
+        .merge(protected)
+        // Bodies are read (and limited) by the handlers themselves so that an oversize ingest
+        // request can be answered and recorded precisely.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(app)
+}
+
+/// Whether the request says its body is JSON.
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Parses a JSON request body with errors that say what to fix.
+pub(crate) fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> ApiResult<T> {
+    if !is_json(headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with 'Content-Type: application/json'",
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
+}
+
+/// Parses an optional RFC 3339 query parameter.
+pub(crate) fn parse_time(name: &str, text: Option<&str>) -> ApiResult<Option<Timestamp>> {
+    text.map(|text| {
+        Timestamp::parse_rfc3339(text)
+            .map_err(|error| ApiError::bad_request(format!("{name}: {error}")))
+    })
+    .transpose()
+}

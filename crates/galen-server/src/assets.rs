@@ -1,0 +1,38 @@
+//! Dashboard pages and their static assets, compiled into the binary: running Galen needs no
+//! npm, no CDN and no files beside the executable.
+
+use axum::extract::Path;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+pub(crate) const INDEX_HTML: &str = include_str!("../assets/index.html");
+pub(crate) const PATIENT_HTML: &str = include_str!("../assets/patient.html");
+pub(crate) const LOGIN_HTML: &str = include_str!("../assets/login.html");
+const STYLE_CSS: &str = include_str!("../assets/style.css");
+const DASHBOARD_JS: &str = include_str!("../assets/dashboard.js");
+const PATIENT_JS: &str = include_str!("../assets/patient.js");
+
+pub(crate) async fn index() -> Html<&'static str> {
+    Html(INDEX_HTML)
+}
+
+pub(crate) async fn patient_page(Path(_id): Path<String>) -> Html<&'static str> {
+    Html(PATIENT_HTML)
+}
+
+pub(crate) async fn asset(Path(name): Path<String>) -> Response {
+    let (body, content_type) = match name.as_str() {
+        "style.css" => (STYLE_CSS, "text/css; charset=utf-8"),
+        "dashboard.js" => (DASHBOARD_JS, "text/javascript; charset=utf-8"),
+        "patient.js" => (PATIENT_JS, "text/javascript; charset=utf-8"),
+        _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,132 @@
+//! The registry cache: devices by serial, assignments by device, patients by id.
+//!
+//! Ingest resolves every item's device and patient here without touching the store. The cache is
+//! reloaded whole after every registry change made through this process (the registry is small:
+//! thousands of rows, reloaded in milliseconds). A second node would need change notification;
+//! that arrives with the scale-out work.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use galen_model::{Assignment, Device, DeviceId, Patient, PatientId, Timestamp};
+use galen_store::Store;
+
+/// A read-only view of the registry at one moment.
+#[derive(Debug, Default)]
+pub struct DirectorySnapshot {
+    devices_by_serial: HashMap<String, Device>,
+    devices: HashMap<DeviceId, Device>,
+    assignments: HashMap<DeviceId, Vec<Assignment>>,
+    patients: HashMap<PatientId, Patient>,
+}
+
+impl DirectorySnapshot {
+    /// The device with this serial.
+    pub fn device_by_serial(&self, serial: &str) -> Option<&Device> {
+        self.devices_by_serial.get(serial)
+    }
+
+    /// The device with this id.
+    pub fn device(&self, id: DeviceId) -> Option<&Device> {
+        self.devices.get(&id)
+    }
+
+    /// The patient with this id.
+    pub fn patient(&self, id: PatientId) -> Option<&Patient> {
+        self.patients.get(&id)
+    }
+
+    /// Every patient, sorted by ward, bed and id.
+    pub fn patients(&self) -> Vec<&Patient> {
+        let mut patients: Vec<&Patient> = self.patients.values().collect();
+        patients.sort_by(|left, right| {
+            (&left.details.ward, &left.details.bed, left.id).cmp(&(
+                &right.details.ward,
+                &right.details.bed,
+                right.id,
+            ))
+        });
+        patients
+    }
+
+    /// The patient `device` was assigned to at `time`.
+    pub fn patient_at(&self, device: DeviceId, time: Timestamp) -> Option<PatientId> {
+        self.assignments
+            .get(&device)?
+            .iter()
+            .find(|assignment| assignment.covers(time))
+            .map(|assignment| assignment.details.patient)
+    }
+
+    /// Assignments of `patient` that overlap `[from, to)`.
+    pub fn assignments_of(
+        &self,
+        patient: PatientId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Vec<Assignment> {
+        let mut found: Vec<Assignment> = self
+            .assignments
+            .values()
+            .flatten()
+            .filter(|assignment| {
+                assignment.details.patient == patient && assignment.overlaps(from, Some(to))
+            })
+            .copied()
+            .collect();
+        found.sort_by_key(|assignment| assignment.details.start);
+        found
+    }
+
+    /// Devices assigned to `patient` at `time`.
+    pub fn devices_of(&self, patient: PatientId, time: Timestamp) -> Vec<&Device> {
+        self.assignments_of(patient, time, time.add_micros(1))
+            .iter()
+            .filter_map(|assignment| self.devices.get(&assignment.details.device))
+            .collect()
+    }
+}
+
+/// Shared, reloadable registry cache.
+#[derive(Debug, Clone, Default)]
+pub struct Directory(Arc<RwLock<DirectorySnapshot>>);
+
+impl Directory {
+    /// Loads the registry from `store`.
+    pub async fn load(store: &dyn Store) -> galen_store::Result<Directory> {
+        let directory = Directory::default();
+        directory.reload(store).await?;
+        Ok(directory)
+    }
+
+    /// Replaces the cache with the store's current registry.
+    pub async fn reload(&self, store: &dyn Store) -> galen_store::Result<()> {
+        let devices = store.devices().await?;
+        let patients = store.patients(None).await?;
+        let assignments = store.assignments().await?;
+        let mut snapshot = DirectorySnapshot::default();
+        for device in devices {
+            snapshot
+                .devices_by_serial
+                .insert(device.details.serial.clone(), device.clone());
+            snapshot.devices.insert(device.id, device);
+        }
+        for patient in patients {
+            snapshot.patients.insert(patient.id, patient);
+        }
+        for assignment in assignments {
+            snapshot
+                .assignments
+                .entry(assignment.details.device)
+                .or_default()
+                .push(assignment);
+        }
+        *self.0.write().unwrap_or_else(|poison| poison.into_inner()) = snapshot;
+        Ok(())
+    }
+
+    /// A read guard on the current snapshot. Hold it briefly and never across an `.await`.
+    pub fn read(&self) -> RwLockReadGuard<'_, DirectorySnapshot> {
+        self.0.read().unwrap_or_else(|poison| poison.into_inner())
+    }
+}

@@ -1,0 +1,159 @@
+//! Galen's runtime: the ingest pipeline, the HTTP API, the live ward view and the metrics.
+//!
+//! A measurement flows one way: an adapter (today the HTTP endpoint `POST /api/v1/measurements`,
+//! or the in-process simulator) hands raw items to the [`Pipeline`], which resolves the device
+//! from the registry cache ([`Directory`]), validates and normalises each item (galen-model),
+//! appends the accepted ones and the dead letters in one durable group commit (galen-store), and
+//! only then answers the sender and publishes the new values to live subscribers (SSE).
+//!
+//! Build the router with [`App::router`] and call it in-process in tests, or run it on an
+//! already-bound listener with [`App::serve`].
+
+mod api;
+mod assets;
+mod auth;
+mod directory;
+mod error;
+mod live;
+mod metrics;
+mod pipeline;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use galen_model::Clock;
+use galen_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+
+pub use directory::Directory;
+pub use live::LiveMeasurement;
+pub use metrics::Metrics;
+pub use pipeline::{Incoming, IngestSummary, ItemResult, Pipeline};
+
+/// Settings of the HTTP server. Built by the binary from flags, environment and config file.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Bearer token that API clients and dashboard users must present. `None` only in demo mode:
+    /// then everything is open, and the dashboard says so.
+    pub api_token: Option<String>,
+    /// Largest accepted request body, bytes.
+    pub max_body_bytes: usize,
+    /// A tile is marked stale when its newest reading is older than this.
+    pub stale_after_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            api_token: None,
+            max_body_bytes: 16 * 1024 * 1024,
+            stale_after_seconds: 60,
+        }
+    }
+}
+
+/// Errors starting the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] galen_store::Error),
+    /// Serving failed.
+    #[error("serving failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub(crate) struct AppInner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) directory: Directory,
+    pub(crate) pipeline: Pipeline,
+    pub(crate) live: broadcast::Sender<Arc<Vec<LiveMeasurement>>>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: ServerConfig,
+    pub(crate) shutdown: watch::Sender<bool>,
+}
+
+/// The assembled runtime; cheap to clone.
+#[derive(Clone)]
+pub struct App(pub(crate) Arc<AppInner>);
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("App")
+            .field("config", &"..")
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Loads the registry cache from `store` and wires the pipeline.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: ServerConfig,
+    ) -> Result<App, Error> {
+        let directory = Directory::load(store.as_ref()).await?;
+        let (live, _) = broadcast::channel(1024);
+        let metrics = Arc::new(Metrics::default());
+        let pipeline = Pipeline::new(
+            store.clone(),
+            directory.clone(),
+            live.clone(),
+            metrics.clone(),
+            clock.clone(),
+        );
+        let (shutdown, _) = watch::channel(false);
+        Ok(App(Arc::new(AppInner {
+            store,
+            directory,
+            pipeline,
+            live,
+            metrics,
+            clock,
+            config,
+            shutdown,
+        })))
+    }
+
+    /// The ingest pipeline, for in-process adapters such as the demo simulator.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.0.pipeline
+    }
+
+    /// The registry cache.
+    pub fn directory(&self) -> &Directory {
+        &self.0.directory
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.0.store
+    }
+
+    /// The whole HTTP surface: API, dashboard, health and metrics.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` completes; then ends live streams, stops accepting,
+    /// finishes in-flight requests and closes the store (flushing everything buffered).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let signal = self.0.shutdown.clone();
+        let graceful = async move {
+            shutdown.await;
+            let _ = signal.send(true);
+        };
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(graceful)
+            .await?;
+        self.0.store.close().await?;
+        Ok(())
+    }
+}

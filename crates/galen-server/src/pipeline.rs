@@ -1,0 +1,274 @@
+//! The ingest pipeline shared by every adapter.
+//!
+//! `items -> resolve device (Directory) -> normalise (galen-model) -> one durable group commit of
+//! accepted measurements and dead letters (galen-store) -> per-item results + live events`.
+//! The store call is the only await: results are returned, and live events published, only after
+//! the commit, so nothing is acknowledged or shown that could still be lost.
+
+use std::sync::Arc;
+
+use galen_model::{Clock, PatientId, Rejection, RejectionReason, Timestamp, normalize};
+use galen_store::{AppendOutcome, DeadLetter, IngestBatch, Store};
+use tokio::sync::broadcast;
+
+use crate::directory::Directory;
+use crate::live::LiveMeasurement;
+use crate::metrics::Metrics;
+
+/// One item as an adapter read it, before validation.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// Device serial.
+    pub device: &'a str,
+    /// LOINC, MDC or alias.
+    pub code: &'a str,
+    /// Value in `unit`.
+    pub value: f64,
+    /// Unit as sent.
+    pub unit: &'a str,
+    /// Measurement time.
+    pub time: Timestamp,
+    /// The sender's id of the item, for duplicate detection.
+    pub id: Option<&'a str>,
+    /// The item as received, kept in the dead-letter store if it is refused.
+    pub raw: &'a [u8],
+}
+
+/// An item the adapter could not read at all (missing field, bad time, wrong type).
+#[derive(Debug, Clone)]
+pub struct Unreadable<'a> {
+    /// Why.
+    pub rejection: Rejection,
+    /// The device serial, when it could be read.
+    pub device: Option<&'a str>,
+    /// The item as received.
+    pub raw: &'a [u8],
+}
+
+/// What became of one item.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemResult {
+    /// Durably stored.
+    Accepted {
+        /// The patient it was attributed to; `None` means the device had no assignment covering
+        /// the measurement's time: the value is kept and reported as unassigned.
+        patient: Option<PatientId>,
+    },
+    /// Already stored by an earlier request.
+    Duplicate {
+        /// As for accepted.
+        patient: Option<PatientId>,
+    },
+    /// Refused and kept as a dead letter.
+    Rejected(Rejection),
+}
+
+/// Counts of one ingest call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestSummary {
+    /// Stored now.
+    pub accepted: usize,
+    /// Stored before.
+    pub duplicates: usize,
+    /// Refused.
+    pub rejected: usize,
+    /// Of the accepted, those no assignment covers.
+    pub unassigned: usize,
+}
+
+enum Pending {
+    Stored {
+        index: usize,
+        patient: Option<PatientId>,
+    },
+    Rejected(Rejection),
+}
+
+/// The ingest pipeline; cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    store: Arc<dyn Store>,
+    directory: Directory,
+    live: broadcast::Sender<Arc<Vec<LiveMeasurement>>>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Pipeline").finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        directory: Directory,
+        live: broadcast::Sender<Arc<Vec<LiveMeasurement>>>,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Pipeline {
+        Pipeline {
+            store,
+            directory,
+            live,
+            metrics,
+            clock,
+        }
+    }
+
+    /// Validates, stores and publishes `items`; returns one result per item, in order.
+    ///
+    /// When this returns `Ok`, every [`ItemResult::Accepted`] item and every dead letter is
+    /// durable. On `Err` nothing may be assumed stored and the sender should retry (duplicates
+    /// are recognised).
+    pub async fn ingest(
+        &self,
+        source: &str,
+        items: Vec<Result<Incoming<'_>, Unreadable<'_>>>,
+    ) -> Result<(Vec<ItemResult>, IngestSummary), galen_store::Error> {
+        let now = self.clock.now();
+        let mut batch = IngestBatch::default();
+        let mut pending = Vec::with_capacity(items.len());
+        let mut serials = Vec::new();
+        let publish = self.live.receiver_count() > 0;
+        {
+            let directory = self.directory.read();
+            for item in &items {
+                let incoming = match item {
+                    Ok(incoming) => incoming,
+                    Err(unreadable) => {
+                        batch.dead_letters.push(dead_letter(
+                            now,
+                            source,
+                            &unreadable.rejection,
+                            unreadable.device,
+                            unreadable.raw,
+                        ));
+                        pending.push(Pending::Rejected(unreadable.rejection.clone()));
+                        continue;
+                    }
+                };
+                let checked = match directory.device_by_serial(incoming.device) {
+                    None => Err(Rejection::new(
+                        RejectionReason::UnknownDevice,
+                        format!(
+                            "device {:?} is not registered; register it with POST /api/v1/devices",
+                            incoming.device
+                        ),
+                    )),
+                    Some(device) if !device.details.status.accepts_data() => Err(Rejection::new(
+                        RejectionReason::DeviceNotAccepting,
+                        format!(
+                            "device {:?} is marked {}; its data is refused",
+                            incoming.device,
+                            device.details.status.code()
+                        ),
+                    )),
+                    Some(device) => normalize(
+                        device.id,
+                        incoming.code,
+                        incoming.value,
+                        incoming.unit,
+                        incoming.time,
+                        now,
+                        incoming.id.map(str::to_owned),
+                    ),
+                };
+                match checked {
+                    Ok(measurement) => {
+                        let patient = directory.patient_at(measurement.device, measurement.time);
+                        pending.push(Pending::Stored {
+                            index: batch.measurements.len(),
+                            patient,
+                        });
+                        if publish {
+                            serials.push(incoming.device);
+                        }
+                        batch.measurements.push(measurement);
+                    }
+                    Err(rejection) => {
+                        batch.dead_letters.push(dead_letter(
+                            now,
+                            source,
+                            &rejection,
+                            Some(incoming.device),
+                            incoming.raw,
+                        ));
+                        pending.push(Pending::Rejected(rejection));
+                    }
+                }
+            }
+        }
+        // Live views need a little of each measurement after the batch has moved into the store.
+        let published: Vec<_> = if publish {
+            batch
+                .measurements
+                .iter()
+                .map(|measurement| (measurement.vital, measurement.value, measurement.time))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let outcomes = self.store.ingest(batch).await?;
+        let mut summary = IngestSummary::default();
+        let mut live = Vec::new();
+        let results: Vec<ItemResult> = pending
+            .into_iter()
+            .map(|pending| match pending {
+                Pending::Rejected(rejection) => {
+                    summary.rejected += 1;
+                    self.metrics.rejected(rejection.reason);
+                    ItemResult::Rejected(rejection)
+                }
+                Pending::Stored { index, patient } => match outcomes.get(index) {
+                    Some(AppendOutcome::Accepted) => {
+                        summary.accepted += 1;
+                        if patient.is_none() {
+                            summary.unassigned += 1;
+                        }
+                        if let (Some((vital, value, time)), Some(serial)) =
+                            (published.get(index), serials.get(index))
+                        {
+                            live.push(LiveMeasurement {
+                                patient,
+                                device: (*serial).to_owned(),
+                                vital: *vital,
+                                value: *value,
+                                time: *time,
+                            });
+                        }
+                        ItemResult::Accepted { patient }
+                    }
+                    _ => {
+                        summary.duplicates += 1;
+                        ItemResult::Duplicate { patient }
+                    }
+                },
+            })
+            .collect();
+        self.metrics.ingested(source, &summary);
+        if !live.is_empty() {
+            // An error only means nobody is listening right now.
+            let _ = self.live.send(Arc::new(live));
+        }
+        Ok((results, summary))
+    }
+}
+
+fn dead_letter(
+    now: Timestamp,
+    source: &str,
+    rejection: &Rejection,
+    device: Option<&str>,
+    raw: &[u8],
+) -> DeadLetter {
+    DeadLetter {
+        received: now,
+        source: source.to_owned(),
+        reason: rejection.reason,
+        message: rejection.message.clone(),
+        device: device.map(str::to_owned),
+        payload: raw.to_vec(),
+    }
+}

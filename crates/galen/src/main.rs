@@ -1,0 +1,143 @@
+//! The `galen` binary: command line, configuration, wiring and shutdown.
+//!
+//! Only this crate reads the environment, config files and the wall clock's time zone; the
+//! libraries get plain config structs.
+
+mod bench;
+mod client;
+mod config;
+mod demo;
+mod simulate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use galen_model::SystemClock;
+use galen_server::{App, ServerConfig};
+use galen_store::embedded::{SqliteOptions, SqliteStore};
+use tokio::net::TcpListener;
+
+/// Galen: connect medical devices, watch every patient live, keep every measurement.
+#[derive(Debug, Parser)]
+#[command(name = "galen", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run Galen with 24 simulated patients on two wards, open access, and print the dashboard URL.
+    Demo(demo::DemoArgs),
+    /// Run Galen for real: configured by a TOML file, GALEN_* environment variables and flags.
+    Serve(config::ServeArgs),
+    /// Drive a running Galen server over HTTP with simulated patients.
+    Simulate(simulate::SimulateArgs),
+    /// Measure ingest throughput and query latency against a baseline in the same run.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::Serve(args) => serve(args).await,
+            Command::Simulate(args) => simulate::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    })
+}
+
+/// Sets up structured logging on stderr. Logs carry internal ids only, never names or MRNs.
+pub(crate) fn init_logging(format: config::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GALEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        config::LogFormat::Json => builder.json().try_init(),
+        config::LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Binds the HTTP listener, naming the flag to change when the port is taken.
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|error| {
+        if error.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!("address {addr} is already in use; choose another with --http-addr (or GALEN_HTTP_ADDR)")
+        } else {
+            anyhow::anyhow!("cannot listen on {addr}: {error}")
+        }
+    })
+}
+
+/// Opens the embedded store in `data_dir`.
+pub(crate) async fn open_store(data_dir: PathBuf) -> Result<SqliteStore> {
+    let shown = data_dir.display().to_string();
+    tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir, SqliteOptions::default()))
+        .await
+        .context("opening the store")?
+        .with_context(|| format!("opening the data directory {shown}"))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: draining requests and flushing the store");
+}
+
+/// Starts the HTTP server on `listener` and prints where it is. Returns when it stops.
+pub(crate) async fn run_server(app: App, listener: TcpListener, what: &str) -> Result<()> {
+    let local = listener.local_addr().context("reading the bound address")?;
+    println!("galen: {what} at http://{local}/");
+    tracing::info!(address = %local, "listening");
+    app.serve(listener, shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn serve(args: config::ServeArgs) -> Result<()> {
+    let settings = config::Settings::resolve(args)?;
+    init_logging(settings.log_format);
+    let api_token = match settings.api_token.clone() {
+        Some(token) => token,
+        None => config::load_or_create_token(&settings.data_dir)?,
+    };
+    let listener = bind(settings.http_addr).await?;
+    let store = open_store(settings.data_dir.clone()).await?;
+    let server_config = ServerConfig {
+        api_token: Some(api_token),
+        max_body_bytes: settings.max_body_bytes,
+        stale_after_seconds: settings.stale_after_seconds,
+    };
+    let app = App::new(Arc::new(store), Arc::new(SystemClock), server_config).await?;
+    run_server(app, listener, "dashboard").await
+}
