@@ -358,11 +358,12 @@
       }
       svg('path', { class: 'band', d: band }, root);
       svg('path', { class: 'mean', d: line }, root);
-      if (buckets.length <= 60) {
-        // Few readings: mark each one so isolated values stay visible.
-        for (const b of buckets) {
-          svg('circle', { class: 'dot', cx: clampX(b.start + B / 2), cy: r1(y(b.mean)), r: 3 }, root);
-        }
+      // Mark readings with dots when they are few and well spaced, and always
+      // mark isolated ones, so a lone value stays visible.
+      const allDots = buckets.length <= 60 && (typical / (to - from)) * pw > 6;
+      for (const s of segments) {
+        if (!allDots && s.length > 1) continue;
+        for (const b of s) svg('circle', { class: 'dot', cx: clampX(b.start + B / 2), cy: r1(y(b.mean)), r: 3 }, root);
       }
     }
 

@@ -9,6 +9,7 @@
 //! A checkpoint (periodic, or when the log grows) writes every changed open chunk as a chunk row
 //! and empties the log in one transaction; after a crash, the log is replayed on open.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
@@ -78,9 +79,15 @@ pub(crate) struct Writer {
     tuning: WriterTuning,
     /// Newest time stored per series (memtable or chunk rows): anything newer is certainly new.
     series_max: HashMap<i64, i64>,
+    /// Newest time per series outside its open chunk (sealed chunks and chunk rows): a point newer
+    /// than this that the open chunk lacks is new, without asking SQLite.
+    sealed_max: HashMap<i64, i64>,
     recent_ids: RecentIds,
     points_since_checkpoint: usize,
     last_checkpoint: Instant,
+    /// The chunk row `chunk_contains` decoded last: `(series, times)`. Replay after a crash
+    /// checks runs of consecutive points against the same chunk; this makes that one decode.
+    last_chunk: RefCell<Option<(i64, Vec<i64>)>>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -101,6 +108,7 @@ impl Writer {
         counters: Arc<Counters>,
         tuning: WriterTuning,
     ) -> Result<Writer> {
+        let started = Instant::now();
         let mut series_max = HashMap::new();
         {
             let mut statement = connection
@@ -117,10 +125,12 @@ impl Writer {
             memtable,
             counters,
             tuning,
+            sealed_max: series_max.clone(),
             series_max,
             recent_ids: RecentIds::default(),
             points_since_checkpoint: 0,
             last_checkpoint: Instant::now(),
+            last_chunk: RefCell::new(None),
         };
         let records: Vec<Vec<u8>> = {
             let mut statement = writer
@@ -129,6 +139,8 @@ impl Writer {
             let rows = statement.query_map([], |row| row.get(0))?;
             rows.collect::<Result<_, _>>()?
         };
+        let loaded_ms = started.elapsed().as_millis() as u64;
+        let wal_records = records.len();
         let mut replayed = 0usize;
         for record in records {
             for point in decode_wal(&record)? {
@@ -141,10 +153,19 @@ impl Writer {
                 }
             }
         }
-        if replayed > 0 {
-            tracing::info!(replayed, "replayed write-ahead log");
-        }
+        let replay_ms = started.elapsed().as_millis() as u64;
         writer.checkpoint()?;
+        if replayed > 0 {
+            let total_ms = started.elapsed().as_millis() as u64;
+            tracing::info!(
+                replayed,
+                wal_records,
+                loaded_ms,
+                replay_ms,
+                total_ms,
+                "replayed write-ahead log"
+            );
+        }
         Ok(writer)
     }
 
@@ -235,6 +256,12 @@ impl Writer {
 
     /// Whether a chunk row holds `series` at `time`. Only reached for late (out-of-order) points.
     fn chunk_contains(&self, series: i64, time: i64) -> Result<bool> {
+        if let Some((cached_series, times)) = self.last_chunk.borrow().as_ref()
+            && *cached_series == series
+            && times.binary_search(&time).is_ok()
+        {
+            return Ok(true);
+        }
         let mut statement = self.connection.prepare_cached(
             "SELECT data FROM chunks WHERE series_id = ?1 AND start_ts BETWEEN ?2 AND ?3 AND end_ts >= ?3",
         )?;
@@ -242,10 +269,12 @@ impl Writer {
             statement.query(params![series, time.saturating_sub(MAX_SPAN_MICROS), time])?;
         while let Some(row) = rows.next()? {
             let data: Vec<u8> = row.get(0)?;
-            if decode_chunk(&data)?
-                .binary_search_by_key(&time, |(existing, _)| *existing)
-                .is_ok()
-            {
+            let times: Vec<i64> = decode_chunk(&data)?
+                .into_iter()
+                .map(|(existing, _)| existing)
+                .collect();
+            if times.binary_search(&time).is_ok() {
+                *self.last_chunk.borrow_mut() = Some((series, times));
                 return Ok(true);
             }
         }
@@ -260,12 +289,16 @@ impl Writer {
                 .write()
                 .unwrap_or_else(|poison| poison.into_inner());
             for point in &points {
-                memtable.apply(
+                let sealed = memtable.apply(
                     point.series,
                     point.time,
                     point.value,
                     self.tuning.chunk_points,
                 );
+                if let Some(sealed_newest) = sealed {
+                    let known = self.sealed_max.entry(point.series).or_insert(i64::MIN);
+                    *known = (*known).max(sealed_newest);
+                }
             }
         }
         self.points_since_checkpoint += points.len();
@@ -397,11 +430,11 @@ impl Writer {
                 .memtable
                 .read()
                 .unwrap_or_else(|poison| poison.into_inner());
-            let dirty: Vec<(i64, Vec<(i64, f64)>)> = memtable
+            let dirty: Vec<(i64, Vec<(i64, f64)>, Option<i64>)> = memtable
                 .open
                 .iter()
                 .filter(|(_, chunk)| chunk.dirty && !chunk.points.is_empty())
-                .map(|(series, chunk)| (*series, chunk.points.clone()))
+                .map(|(series, chunk)| (*series, chunk.points.clone(), chunk.persisted_start))
                 .collect();
             (memtable.sealing.len(), dirty)
         };
@@ -409,8 +442,8 @@ impl Writer {
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         write_sealing(&transaction, &self.memtable, sealing_count)?;
-        for (series, points) in &dirty {
-            upsert_chunk(&transaction, *series, points)?;
+        for (series, points, persisted_start) in &dirty {
+            upsert_chunk(&transaction, *series, points, *persisted_start)?;
         }
         transaction.execute("DELETE FROM wal", [])?;
         transaction.commit()?;
@@ -420,13 +453,11 @@ impl Writer {
                 .memtable
                 .write()
                 .unwrap_or_else(|poison| poison.into_inner());
-            for (series, points) in &dirty {
-                // Only clean if nothing was added since we copied it (the writer is the only
-                // mutator and is here, so this always holds; checked anyway for clarity).
-                if let Some(chunk) = memtable.open.get_mut(series)
-                    && chunk.points.len() == points.len()
-                {
+            for (series, points, _) in &dirty {
+                // The writer is the only mutator and is here, so the chunk is still the one copied.
+                if let Some(chunk) = memtable.open.get_mut(series) {
                     chunk.dirty = false;
+                    chunk.persisted_start = points.first().map(|(time, _)| *time);
                 }
             }
         }
@@ -444,8 +475,13 @@ fn write_sealing(connection: &Connection, memtable: &RwLock<Memtable>, count: us
         return Ok(());
     }
     let memtable = memtable.read().unwrap_or_else(|poison| poison.into_inner());
-    for (series, points) in memtable.sealing.iter().take(count) {
-        upsert_chunk(connection, *series, points)?;
+    for sealed in memtable.sealing.iter().take(count) {
+        upsert_chunk(
+            connection,
+            sealed.series,
+            &sealed.points,
+            sealed.persisted_start,
+        )?;
     }
     Ok(())
 }
@@ -461,10 +497,24 @@ fn drain_sealing(memtable: &RwLock<Memtable>, count: usize) {
     }
 }
 
-fn upsert_chunk(connection: &Connection, series: i64, points: &[(i64, f64)]) -> Result<()> {
+/// Writes a chunk row keyed by its first point, replacing the row of the same chunk written
+/// earlier under another start (an out-of-order point moved the start).
+fn upsert_chunk(
+    connection: &Connection,
+    series: i64,
+    points: &[(i64, f64)],
+    persisted_start: Option<i64>,
+) -> Result<()> {
     let (Some(first), Some(last)) = (points.first(), points.last()) else {
         return Ok(());
     };
+    if let Some(previous) = persisted_start
+        && previous != first.0
+    {
+        connection
+            .prepare_cached("DELETE FROM chunks WHERE series_id = ?1 AND start_ts = ?2")?
+            .execute(params![series, previous])?;
+    }
     connection
         .prepare_cached(
             "INSERT OR REPLACE INTO chunks (series_id, start_ts, end_ts, count, data) VALUES (?1, ?2, ?3, ?4, ?5)",
