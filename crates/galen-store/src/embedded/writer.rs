@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::memtable::{MAX_SPAN_MICROS, Memtable};
+use super::memtable::{MAX_SPAN_MICROS, Memtable, Sealed};
 use super::{Counters, series_id};
 use crate::codec::{WalPoint, decode_chunk, decode_wal, encode_chunk, encode_wal};
 use crate::error::{Error, Result};
@@ -430,11 +430,15 @@ impl Writer {
                 .memtable
                 .read()
                 .unwrap_or_else(|poison| poison.into_inner());
-            let dirty: Vec<(i64, Vec<(i64, f64)>, Option<i64>)> = memtable
+            let dirty: Vec<Sealed> = memtable
                 .open
                 .iter()
                 .filter(|(_, chunk)| chunk.dirty && !chunk.points.is_empty())
-                .map(|(series, chunk)| (*series, chunk.points.clone(), chunk.persisted_start))
+                .map(|(series, chunk)| Sealed {
+                    series: *series,
+                    points: chunk.points.clone(),
+                    persisted_start: chunk.persisted_start,
+                })
                 .collect();
             (memtable.sealing.len(), dirty)
         };
@@ -442,8 +446,13 @@ impl Writer {
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         write_sealing(&transaction, &self.memtable, sealing_count)?;
-        for (series, points, persisted_start) in &dirty {
-            upsert_chunk(&transaction, *series, points, *persisted_start)?;
+        for chunk in &dirty {
+            upsert_chunk(
+                &transaction,
+                chunk.series,
+                &chunk.points,
+                chunk.persisted_start,
+            )?;
         }
         transaction.execute("DELETE FROM wal", [])?;
         transaction.commit()?;
@@ -453,11 +462,11 @@ impl Writer {
                 .memtable
                 .write()
                 .unwrap_or_else(|poison| poison.into_inner());
-            for (series, points, _) in &dirty {
+            for written in &dirty {
                 // The writer is the only mutator and is here, so the chunk is still the one copied.
-                if let Some(chunk) = memtable.open.get_mut(series) {
+                if let Some(chunk) = memtable.open.get_mut(&written.series) {
                     chunk.dirty = false;
-                    chunk.persisted_start = points.first().map(|(time, _)| *time);
+                    chunk.persisted_start = written.points.first().map(|(time, _)| *time);
                 }
             }
         }
