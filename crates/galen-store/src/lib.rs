@@ -12,7 +12,6 @@ pub mod embedded;
 mod error;
 mod types;
 
-#[cfg(feature = "conformance")]
 pub mod conformance;
 
 use std::fmt::Debug;
