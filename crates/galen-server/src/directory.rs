@@ -77,19 +77,16 @@ impl DirectorySnapshot {
         found.sort_by_key(|assignment| assignment.details.start);
         found
     }
-
-    /// Devices assigned to `patient` at `time`.
-    pub fn devices_of(&self, patient: PatientId, time: Timestamp) -> Vec<&Device> {
-        self.assignments_of(patient, time, time.add_micros(1))
-            .iter()
-            .filter_map(|assignment| self.devices.get(&assignment.details.device))
-            .collect()
-    }
 }
 
 /// Shared, reloadable registry cache.
 #[derive(Debug, Clone, Default)]
-pub struct Directory(Arc<RwLock<DirectorySnapshot>>);
+pub struct Directory {
+    snapshot: Arc<RwLock<DirectorySnapshot>>,
+    /// Serialises reloads: without it, a reload that read the store before a change could
+    /// install its older snapshot after a reload that saw the change.
+    reloading: Arc<tokio::sync::Mutex<()>>,
+}
 
 impl Directory {
     /// Loads the registry from `store`.
@@ -101,6 +98,7 @@ impl Directory {
 
     /// Replaces the cache with the store's current registry.
     pub async fn reload(&self, store: &dyn Store) -> galen_store::Result<()> {
+        let _one_at_a_time = self.reloading.lock().await;
         let devices = store.devices().await?;
         let patients = store.patients(None).await?;
         let assignments = store.assignments().await?;
@@ -121,12 +119,17 @@ impl Directory {
                 .or_default()
                 .push(assignment);
         }
-        *self.0.write().unwrap_or_else(|poison| poison.into_inner()) = snapshot;
+        *self
+            .snapshot
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = snapshot;
         Ok(())
     }
 
     /// A read guard on the current snapshot. Hold it briefly and never across an `.await`.
     pub fn read(&self) -> RwLockReadGuard<'_, DirectorySnapshot> {
-        self.0.read().unwrap_or_else(|poison| poison.into_inner())
+        self.snapshot
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 }

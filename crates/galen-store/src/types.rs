@@ -48,7 +48,8 @@ pub struct DeadLetter {
     pub message: String,
     /// The device serial the sender claimed, when one could be read.
     pub device: Option<String>,
-    /// The item as received (for a whole refused request, its body, possibly truncated).
+    /// The item as received; for a refused request, its body (empty when the body was refused
+    /// for its size, which the message states).
     pub payload: Vec<u8>,
 }
 

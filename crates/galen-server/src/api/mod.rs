@@ -17,6 +17,9 @@ use serde::de::DeserializeOwned;
 use crate::error::{ApiError, ApiResult};
 use crate::{App, assets, auth};
 
+/// Largest body of a registry or login request.
+const REGISTRY_BODY_LIMIT: usize = 1024 * 1024;
+
 pub(crate) fn router(app: App) -> Router {
     let protected = Router::new()
         .route("/", get(assets::index))
@@ -65,9 +68,11 @@ pub(crate) fn router(app: App) -> Router {
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/assets/{name}", get(assets::asset))
         .merge(protected)
-        // Bodies are read (and limited) by the handlers themselves so that an oversize ingest
-        // request can be answered and recorded precisely.
-        .layer(axum::extract::DefaultBodyLimit::disable())
+        // Registry and login bodies are small: 1 MiB at most. The ingest handler reads its body
+        // itself with the configured limit, so that an oversize batch is answered and recorded.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            app.0.config.max_body_bytes.min(REGISTRY_BODY_LIMIT),
+        ))
         .with_state(app)
 }
 

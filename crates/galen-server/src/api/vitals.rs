@@ -221,10 +221,18 @@ pub(crate) async fn dashboard(
             .into_iter()
             .cloned()
             .map(|patient| {
-                let devices: Vec<(DeviceId, String)> = directory
-                    .devices_of(patient.id, now)
+                // (device, serial, start of its assignment to this patient)
+                let devices: Vec<(DeviceId, String, Timestamp)> = directory
+                    .assignments_of(patient.id, now, now.add_micros(1))
                     .iter()
-                    .map(|device| (device.id, device.details.serial.clone()))
+                    .filter_map(|assignment| {
+                        let device = directory.device(assignment.details.device)?;
+                        Some((
+                            device.id,
+                            device.details.serial.clone(),
+                            assignment.details.start,
+                        ))
+                    })
                     .collect();
                 (patient, devices)
             })
@@ -241,8 +249,17 @@ pub(crate) async fn dashboard(
     let mut tiles = Vec::with_capacity(patients.len());
     for (patient, devices) in patients {
         let mut newest: Vec<(VitalSign, Point)> = Vec::new();
-        for (device, _) in &devices {
-            for (vital, point) in app.0.store.latest(*device).await? {
+        for (device, _, since) in &devices {
+            // A device's newest value from before this patient's assignment belongs to someone
+            // else; and if the newest is older than the assignment, nothing newer exists.
+            for (vital, point) in app
+                .0
+                .store
+                .latest(*device)
+                .await?
+                .into_iter()
+                .filter(|(_, point)| point.time >= *since)
+            {
                 match newest.iter_mut().find(|(known, _)| *known == vital) {
                     Some(existing) if existing.1.time < point.time => existing.1 = point,
                     Some(_) => {}
@@ -263,7 +280,7 @@ pub(crate) async fn dashboard(
             "name": display_name(&details.name.given, &details.name.family),
             "ward": details.ward,
             "bed": details.bed,
-            "devices": devices.iter().map(|(_, serial)| serial.clone()).collect::<Vec<_>>(),
+            "devices": devices.iter().map(|(_, serial, _)| serial.clone()).collect::<Vec<_>>(),
             "latest": latest,
         }));
     }

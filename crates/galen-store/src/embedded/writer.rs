@@ -320,13 +320,12 @@ impl Writer {
         match self.write_group(&ingests) {
             Ok((outcomes, staged)) => {
                 self.publish(staged);
-                let elapsed = started.elapsed();
-                let mut batch_size = 0u64;
+                // Counters first, so that anyone who saw the answer also sees it counted.
+                let batch_size: u64 = outcomes.iter().map(|outcome| outcome.len() as u64).sum();
+                self.counters.record_commit(started.elapsed(), batch_size);
                 for ((_, reply), outcome) in ingests.into_iter().zip(outcomes) {
-                    batch_size += outcome.len() as u64;
                     let _ = reply.send(Ok(outcome));
                 }
-                self.counters.record_commit(elapsed, batch_size);
             }
             Err(error) => {
                 tracing::error!(%error, "group commit failed; callers are told nothing was stored");
