@@ -168,6 +168,19 @@ impl VitalSign {
 
     /// Resolves an alias, LOINC or MDC code. Aliases and MDC names match case-insensitively.
     pub fn parse(code: &str) -> Option<VitalSign> {
+        // Fast path for the spellings devices send most (this runs once per measurement).
+        let exact = match code {
+            "heart_rate" | "8867-4" => Some(VitalSign::HeartRate),
+            "spo2" | "2708-6" | "59408-5" => Some(VitalSign::Spo2),
+            "respiratory_rate" | "9279-1" => Some(VitalSign::RespiratoryRate),
+            "temperature" | "8310-5" => Some(VitalSign::BodyTemperature),
+            "systolic_bp" | "8480-6" => Some(VitalSign::SystolicBp),
+            "diastolic_bp" | "8462-4" => Some(VitalSign::DiastolicBp),
+            _ => None,
+        };
+        if exact.is_some() {
+            return exact;
+        }
         let code = code.trim();
         VitalSign::ALL.into_iter().find(|vital| {
             vital

@@ -50,27 +50,35 @@ pub(crate) struct WriterTuning {
 /// External ids seen recently, per device, bounded in number (oldest forgotten first).
 #[derive(Debug, Default)]
 struct RecentIds {
-    set: HashSet<(i64, String)>,
-    order: VecDeque<(i64, String)>,
+    by_device: FastMap<i64, FastSet<Arc<str>>>,
+    order: VecDeque<(i64, Arc<str>)>,
 }
 
 impl RecentIds {
     fn contains(&self, device: i64, id: &str) -> bool {
-        // Avoids allocating in the common case of an empty set.
-        !self.set.is_empty() && self.set.contains(&(device, id.to_owned()))
+        self.by_device.get(&device).is_some_and(|ids| ids.contains(id))
     }
 
     fn insert(&mut self, device: i64, id: String, capacity: usize) {
-        if self.set.insert((device, id.clone())) {
+        let id: Arc<str> = Arc::from(id);
+        if self.by_device.entry(device).or_default().insert(id.clone()) {
             self.order.push_back((device, id));
         }
         while self.order.len() > capacity {
-            if let Some(oldest) = self.order.pop_front() {
-                self.set.remove(&oldest);
+            if let Some((device, oldest)) = self.order.pop_front()
+                && let Some(ids) = self.by_device.get_mut(&device)
+            {
+                ids.remove(&oldest);
             }
         }
     }
 }
+
+/// Hash maps and sets of the write path. foldhash is several times faster than the standard
+/// SipHash here and still seeds itself randomly per process, so crafted ids cannot be aimed at
+/// collisions ahead of time.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
 pub(crate) struct Writer {
     connection: Connection,
@@ -78,10 +86,10 @@ pub(crate) struct Writer {
     counters: Arc<Counters>,
     tuning: WriterTuning,
     /// Newest time stored per series (memtable or chunk rows): anything newer is certainly new.
-    series_max: HashMap<i64, i64>,
+    series_max: FastMap<i64, i64>,
     /// Newest time per series outside its open chunk (sealed chunks and chunk rows): a point newer
     /// than this that the open chunk lacks is new, without asking SQLite.
-    sealed_max: HashMap<i64, i64>,
+    sealed_max: FastMap<i64, i64>,
     recent_ids: RecentIds,
     points_since_checkpoint: usize,
     last_checkpoint: Instant,
@@ -109,7 +117,7 @@ impl Writer {
         tuning: WriterTuning,
     ) -> Result<Writer> {
         let started = Instant::now();
-        let mut series_max = HashMap::new();
+        let mut series_max = FastMap::default();
         {
             let mut statement = connection
                 .prepare("SELECT series_id, MAX(end_ts) FROM chunks GROUP BY series_id")?;
@@ -145,7 +153,7 @@ impl Writer {
         for record in records {
             for point in decode_wal(&record)? {
                 let device = point.series >> 16;
-                if writer.classify(device, &point, &HashSet::new(), &HashSet::new())?
+                if writer.classify(device, &point, &FastSet::default(), &FastSet::default())?
                     == AppendOutcome::Accepted
                 {
                     writer.publish(vec![point]);
@@ -224,8 +232,8 @@ impl Writer {
         &self,
         device: i64,
         point: &WalPoint,
-        group_keys: &HashSet<(i64, i64)>,
-        group_ids: &HashSet<(i64, &str)>,
+        group_keys: &FastSet<(i64, i64)>,
+        group_ids: &FastSet<(i64, &str)>,
     ) -> Result<AppendOutcome> {
         if let Some(id) = &point.external_id
             && (group_ids.contains(&(device, id.as_str())) || self.recent_ids.contains(device, id))
@@ -342,12 +350,12 @@ impl Writer {
         &mut self,
         ingests: &[(IngestBatch, oneshot::Sender<Result<Vec<AppendOutcome>>>)],
     ) -> Result<(Vec<Vec<AppendOutcome>>, Vec<WalPoint>)> {
-        let mut group_keys = HashSet::new();
+        let mut group_keys = FastSet::default();
         let mut staged = Vec::new();
         let mut outcomes = Vec::with_capacity(ingests.len());
         let mut duplicates = 0u64;
         {
-            let mut group_ids: HashSet<(i64, &str)> = HashSet::new();
+            let mut group_ids: FastSet<(i64, &str)> = FastSet::default();
             for (batch, _) in ingests {
                 let mut request_outcomes = Vec::with_capacity(batch.measurements.len());
                 for measurement in &batch.measurements {
