@@ -13,7 +13,7 @@ use galen_model::{
     Sex, SystemClock, Timestamp,
 };
 use galen_server::{App, Incoming, Pipeline, ServerConfig};
-use galen_sim::{SimConfig, Simulator, demo_scenarios};
+use galen_sim::{Reading, Scenario, SimConfig, Simulator, demo_scenarios};
 use galen_store::Store;
 
 use crate::config::{DEFAULT_DATA_DIR, LogFormat, default_addr};
@@ -148,17 +148,68 @@ pub(crate) async fn register_demo(
             let assignment = NewAssignment {
                 device: device.id,
                 patient: patient.id,
-                start: now.add_seconds(-3600),
+                start: now.add_seconds(-(HISTORY_HOURS + 1) * 3600),
                 end: None,
             };
             match store.create_assignment(assignment).await {
-                // An earlier assignment of this device reaches into the last hour: keep it.
+                // An earlier assignment of this device reaches into the history window: keep it.
                 Ok(_) | Err(galen_store::Error::Conflict(_)) => {}
                 Err(other) => return Err(other.into()),
             }
         }
     }
     Ok(())
+}
+
+/// Hours of history the demo creates on a fresh data directory, so trend charts have a past.
+const HISTORY_HOURS: i64 = 6;
+
+/// Fills the last [`HISTORY_HOURS`] with one stable vital-sign set per minute per patient (the
+/// hours before the storylines start), unless the monitors already have data.
+async fn backfill(app: &App, seed: u64, patients: usize, now: Timestamp) -> Result<()> {
+    let first_device = app
+        .directory()
+        .read()
+        .device_by_serial(&Simulator::device_serial(0))
+        .map(|device| device.id);
+    if let Some(device) = first_device
+        && !app.store().latest(device).await?.is_empty()
+    {
+        return Ok(());
+    }
+    let start = now.add_seconds(-HISTORY_HOURS * 3600);
+    let mut history = Simulator::new(SimConfig::uniform(
+        seed,
+        patients,
+        Scenario::Stable,
+        1.0 / 60.0,
+        start.micros(),
+    ));
+    let readings = history.step(now.add_seconds(-1).micros());
+    for chunk in readings.chunks(20_000) {
+        let items = chunk.iter().map(|reading| Ok(incoming(reading))).collect();
+        app.pipeline().ingest("sim", items).await?;
+    }
+    tracing::info!(
+        readings = readings.len(),
+        hours = HISTORY_HOURS,
+        "demo history created"
+    );
+    Ok(())
+}
+
+/// A simulated reading as an in-process adapter hands it to the pipeline.
+fn incoming(reading: &Reading) -> Incoming<'_> {
+    Incoming {
+        device: &reading.device_serial,
+        code: reading.code,
+        value: reading.value,
+        unit: reading.unit,
+        time: Timestamp::from_micros(reading.time_micros),
+        // In-process: no retries to recognise, and ids would collide across restarts.
+        id: None,
+        raw: b"",
+    }
 }
 
 /// Feeds the simulator's readings into the pipeline every 250 ms until the process stops.
@@ -172,18 +223,7 @@ async fn feed(pipeline: Pipeline, mut simulator: Simulator, clock: Arc<dyn Clock
         }
         let items = readings
             .iter()
-            .map(|reading| {
-                Ok(Incoming {
-                    device: &reading.device_serial,
-                    code: reading.code,
-                    value: reading.value,
-                    unit: reading.unit,
-                    time: Timestamp::from_micros(reading.time_micros),
-                    // In-process: no retries to recognise, and ids would collide across restarts.
-                    id: None,
-                    raw: b"",
-                })
-            })
+            .map(|reading| Ok(incoming(reading)))
             .collect();
         if let Err(error) = pipeline.ingest("sim", items).await {
             tracing::warn!(%error, "simulated readings not stored");
@@ -204,6 +244,9 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         .await
         .context("registering the demo patients")?;
     let app = App::new(store, clock.clone(), ServerConfig::default()).await?;
+    backfill(&app, args.seed, args.patients, now)
+        .await
+        .context("creating the demo history")?;
     let simulator = Simulator::new(SimConfig {
         seed: args.seed,
         scenarios: demo_scenarios(args.patients),

@@ -56,7 +56,9 @@ struct RecentIds {
 
 impl RecentIds {
     fn contains(&self, device: i64, id: &str) -> bool {
-        self.by_device.get(&device).is_some_and(|ids| ids.contains(id))
+        self.by_device
+            .get(&device)
+            .is_some_and(|ids| ids.contains(id))
     }
 
     fn insert(&mut self, device: i64, id: String, capacity: usize) {
