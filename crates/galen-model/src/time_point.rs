@@ -71,14 +71,24 @@ impl Timestamp {
 
     /// RFC 3339 in UTC with millisecond precision, or microseconds when the instant needs them.
     pub fn to_rfc3339(self) -> String {
+        let mut out = String::with_capacity(27);
+        self.write_rfc3339(&mut out);
+        out
+    }
+
+    /// Appends [`Timestamp::to_rfc3339`]'s text to `out` (no allocation when `out` has room):
+    /// serialising long series is dominated by this.
+    pub fn write_rfc3339(self, out: &mut String) {
+        use std::fmt::Write;
         let seconds = self.0.div_euclid(1_000_000);
         let micros = self.0.rem_euclid(1_000_000);
         let Ok(date_time) = OffsetDateTime::from_unix_timestamp(seconds) else {
-            return if self.0 < 0 {
-                "0000-01-01T00:00:00Z".into()
+            out.push_str(if self.0 < 0 {
+                "0000-01-01T00:00:00Z"
             } else {
-                "9999-12-31T23:59:59Z".into()
-            };
+                "9999-12-31T23:59:59Z"
+            });
+            return;
         };
         let (year, month, day) = (
             date_time.year(),
@@ -86,14 +96,15 @@ impl Timestamp {
             date_time.day(),
         );
         let (hour, minute, second) = (date_time.hour(), date_time.minute(), date_time.second());
-        if micros % 1_000 == 0 {
-            format!(
-                "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{:03}Z",
-                micros / 1_000
-            )
+        let _ = write!(
+            out,
+            "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}."
+        );
+        let _ = if micros % 1_000 == 0 {
+            write!(out, "{:03}Z", micros / 1_000)
         } else {
-            format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}Z")
-        }
+            write!(out, "{micros:06}Z")
+        };
     }
 }
 

@@ -5,10 +5,13 @@
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
+use std::fmt::Write;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use galen_model::{DeviceId, PatientId, Timestamp, VitalSign};
 use galen_store::{Bucket, Point};
@@ -92,7 +95,7 @@ async fn read_series(
     app: &App,
     window: &Window,
     intervals: Vec<(DeviceId, Timestamp, Timestamp)>,
-) -> ApiResult<Value> {
+) -> ApiResult<(Value, Vec<Point>)> {
     let store = &app.0.store;
     let mut answer = json!({
         "code": window.vital.alias(),
@@ -141,19 +144,40 @@ async fn read_series(
         let truncated = points.len() > MAX_POINTS;
         points.truncate(MAX_POINTS);
         answer["truncated"] = json!(truncated);
-        answer["points"] = points
-            .iter()
-            .map(|point| json!({ "time": point.time.to_rfc3339(), "value": point.value }))
-            .collect();
+        return Ok((answer, points));
     }
-    Ok(answer)
+    Ok((answer, Vec::new()))
+}
+
+/// Renders a series answer. Raw points are written straight into the body: building a JSON
+/// value per point made a 24 h series (86 400 points) take tens of milliseconds.
+fn render(answer: Value, points: &[Point]) -> Response {
+    let mut body = answer.to_string();
+    if answer.get("truncated").is_some() {
+        body.pop();
+        body.reserve(points.len() * 48 + 16);
+        body.push_str(",\"points\":[");
+        for (index, point) in points.iter().enumerate() {
+            if index > 0 {
+                body.push(',');
+            }
+            body.push_str("{\"time\":\"");
+            point.time.write_rfc3339(&mut body);
+            body.push_str("\",\"value\":");
+            // Stored values are finite (NaN and infinities are refused on ingest).
+            let _ = write!(body, "{}", point.value);
+            body.push('}');
+        }
+        body.push_str("]}");
+    }
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 pub(crate) async fn patient_vitals(
     State(app): State<App>,
     Path(id): Path<i64>,
     Query(query): Query<VitalsQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let window = window(&app, &query)?;
     let patient = PatientId(id);
     let intervals: Vec<(DeviceId, Timestamp, Timestamp)> = {
@@ -174,9 +198,9 @@ pub(crate) async fn patient_vitals(
             })
             .collect()
     };
-    let mut answer = read_series(&app, &window, intervals).await?;
+    let (mut answer, points) = read_series(&app, &window, intervals).await?;
     answer["patient"] = json!(id);
-    Ok(Json(answer))
+    Ok(render(answer, &points))
 }
 
 /// A device's own series, attributed or not: this is where unassigned data is found.
@@ -184,15 +208,15 @@ pub(crate) async fn device_vitals(
     State(app): State<App>,
     Path(id): Path<i64>,
     Query(query): Query<VitalsQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let window = window(&app, &query)?;
     if app.0.directory.read().device(DeviceId(id)).is_none() {
         return Err(ApiError::not_found("device"));
     }
-    let mut answer =
+    let (mut answer, points) =
         read_series(&app, &window, vec![(DeviceId(id), window.from, window.to)]).await?;
     answer["device"] = json!(id);
-    Ok(Json(answer))
+    Ok(render(answer, &points))
 }
 
 #[derive(Deserialize)]
