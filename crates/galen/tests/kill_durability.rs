@@ -3,113 +3,15 @@
 //!
 //! The test talks plain HTTP/1.1 over `std::net` so it shares no code with the server.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{micros_to_rfc3339, post, request, start};
 use serde_json::{Value, json};
-
-const TOKEN: &str = "kill-test-token-0123456789";
-
-struct Server {
-    child: Child,
-    address: String,
-}
-
-fn start(data_dir: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_galen"))
-        .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("GALEN_API_TOKEN", TOKEN)
-        .env("GALEN_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start galen serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = lines
-        .next()
-        .expect("a line from galen")
-        .expect("readable stdout");
-    let address = line
-        .split("http://")
-        .nth(1)
-        .map(|rest| rest.trim_end_matches('/').to_owned())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    // Keep draining stdout so the server never blocks on a full pipe.
-    thread::spawn(move || for _ in lines {});
-    Server { child, address }
-}
-
-/// One HTTP/1.1 request with `Connection: close`; returns status and body.
-fn request(
-    address: &str,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let body = body.unwrap_or("");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .get(9..12)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let (head, rest) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(rest)
-    } else {
-        rest.to_owned()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut body = String::new();
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if size == 0 || tail.len() < size {
-            break;
-        }
-        body.push_str(&tail[..size]);
-        rest = tail[size..].trim_start_matches("\r\n");
-    }
-    body
-}
-
-fn post(address: &str, path: &str, body: &Value) -> Value {
-    let (status, answer) =
-        request(address, "POST", path, Some(&body.to_string())).expect("request");
-    assert!(
-        (200..300).contains(&status),
-        "{path} answered {status}: {answer}"
-    );
-    serde_json::from_str(&answer).expect("json")
-}
-
-fn micros_to_rfc3339(micros: i64) -> String {
-    let time =
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).expect("time");
-    time.format(&time::format_description::well_known::Rfc3339)
-        .expect("format")
-}
 
 /// Sends batches from several threads until told to stop or the server dies; returns the
 /// times of every measurement the server acknowledged.
