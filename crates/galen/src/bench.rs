@@ -160,28 +160,28 @@ async fn register(
     Ok(ids)
 }
 
-/// Starts the server on a free loopback port; returns its URL and a handle that stops it.
-async fn start_server(
-    app: App,
+/// Runs the real server on `store` on a free loopback port; returns a client for it and what
+/// stops it.
+async fn serve_in_process(
+    store: Arc<galen_store::embedded::SqliteStore>,
 ) -> Result<(
-    String,
+    HttpClient,
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 )> {
+    let app = App::new(store, Arc::new(SystemClock), ServerConfig::default()).await?;
     let listener = crate::bind("127.0.0.1:0".parse().context("address")?).await?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let client = HttpClient::new(&format!("http://{}", listener.local_addr()?), None)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        if let Err(error) = app
-            .serve(listener, async move {
-                let _ = stopped.await;
-            })
-            .await
-        {
+        let stopped = async move {
+            let _ = stopped.await;
+        };
+        if let Err(error) = app.serve(listener, stopped).await {
             tracing::error!(%error, "benchmark server failed");
         }
     });
-    Ok((url, stop, server))
+    Ok((client, stop, server))
 }
 
 async fn ingest(args: IngestArgs) -> Result<()> {
@@ -212,14 +212,7 @@ async fn ingest(args: IngestArgs) -> Result<()> {
 
     let store = Arc::new(crate::open_store(directory.join("galen")).await?);
     register(store.as_ref(), args.devices, start.add_seconds(-60)).await?;
-    let app = App::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        ServerConfig::default(),
-    )
-    .await?;
-    let (url, stop, server) = start_server(app).await?;
-    let client = HttpClient::new(&url, None)?;
+    let (client, stop, server) = serve_in_process(store.clone()).await?;
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -378,14 +371,7 @@ async fn query(args: QueryArgs) -> Result<()> {
         stored as f64 / fill_seconds
     );
 
-    let app = App::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        ServerConfig::default(),
-    )
-    .await?;
-    let (url, stop, server) = start_server(app).await?;
-    let client = HttpClient::new(&url, None)?;
+    let (client, stop, server) = serve_in_process(store.clone()).await?;
     let to = first.add_seconds(per_device);
     let from = to.add_seconds(-86_400);
     let (mut direct, mut http) = (Vec::new(), Vec::new());

@@ -8,6 +8,7 @@ use galen_model::{
     Assignment, AssignmentId, Device, DeviceId, DeviceKind, DeviceStatus, HumanName, Identifier,
     NewAssignment, NewDevice, NewPatient, Patient, PatientId, Sex, Timestamp,
 };
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{Shared, SqliteStore};
@@ -95,6 +96,51 @@ fn format_date(patient: &NewPatient) -> String {
     )
 }
 
+/// Column values of a patient, in `PATIENT_COLUMNS` order without the id.
+fn patient_values(patient: &NewPatient) -> Vec<SqlValue> {
+    vec![
+        patient.identifier.system.clone().into(),
+        patient.identifier.value.clone().into(),
+        patient.name.family.clone().into(),
+        patient.name.given.clone().into(),
+        format_date(patient).into(),
+        patient.sex.code().to_owned().into(),
+        patient.ward.clone().into(),
+        patient.bed.clone().into(),
+    ]
+}
+
+/// Column values of a device, in `DEVICE_COLUMNS` order without the id.
+fn device_values(device: &NewDevice) -> Vec<SqlValue> {
+    vec![
+        device.serial.clone().into(),
+        device.manufacturer.clone().into(),
+        device.model.clone().into(),
+        device.kind.code().to_owned().into(),
+        device.status.code().to_owned().into(),
+    ]
+}
+
+/// Runs one insert or update in its own immediate transaction. A uniqueness violation becomes
+/// [`Error::Conflict`] with `conflict`. Returns the rows changed and the last inserted row id.
+fn write_row(
+    connection: &mut Connection,
+    sql: &str,
+    values: Vec<SqlValue>,
+    conflict: &str,
+) -> Result<(usize, i64)> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let changed = transaction
+        .execute(sql, rusqlite::params_from_iter(values))
+        .map_err(|error| unique(error, conflict))?;
+    let id = transaction.last_insert_rowid();
+    transaction.commit()?;
+    Ok((changed, id))
+}
+
+const PATIENT_CONFLICT: &str = "a patient with this identifier is already registered";
+const DEVICE_CONFLICT: &str = "a device with this serial is already registered";
+
 fn load_patient(connection: &Connection, id: i64) -> Result<Option<Patient>> {
     Ok(connection
         .prepare_cached(&format!(
@@ -143,25 +189,9 @@ impl SqliteStore {
 impl RegistryStore for SqliteStore {
     async fn create_patient(&self, patient: NewPatient) -> Result<Patient> {
         self.registry(move |connection| {
-            let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            transaction
-                .execute(
-                    "INSERT INTO patients (identifier_system, identifier_value, family, given, birth_date, sex, ward, bed)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![
-                        patient.identifier.system,
-                        patient.identifier.value,
-                        patient.name.family,
-                        patient.name.given,
-                        format_date(&patient),
-                        patient.sex.code(),
-                        patient.ward,
-                        patient.bed
-                    ],
-                )
-                .map_err(|error| unique(error, "a patient with this identifier is already registered"))?;
-            let id = transaction.last_insert_rowid();
-            transaction.commit()?;
+            let sql = "INSERT INTO patients (identifier_system, identifier_value, family, given, birth_date, sex, ward, bed)
+                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+            let (_, id) = write_row(connection, sql, patient_values(&patient), PATIENT_CONFLICT)?;
             Ok(Patient { id: PatientId(id), details: patient })
         })
         .await
@@ -169,29 +199,14 @@ impl RegistryStore for SqliteStore {
 
     async fn update_patient(&self, id: PatientId, patient: NewPatient) -> Result<Patient> {
         self.registry(move |connection| {
-            let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let changed = transaction
-                .execute(
-                    "UPDATE patients SET identifier_system = ?2, identifier_value = ?3, family = ?4, given = ?5,
-                     birth_date = ?6, sex = ?7, ward = ?8, bed = ?9 WHERE id = ?1",
-                    params![
-                        id.0,
-                        patient.identifier.system,
-                        patient.identifier.value,
-                        patient.name.family,
-                        patient.name.given,
-                        format_date(&patient),
-                        patient.sex.code(),
-                        patient.ward,
-                        patient.bed
-                    ],
-                )
-                .map_err(|error| unique(error, "a patient with this identifier is already registered"))?;
-            if changed == 0 {
-                return Err(Error::NotFound("patient"));
+            let sql = "UPDATE patients SET identifier_system = ?1, identifier_value = ?2, family = ?3, given = ?4,
+                       birth_date = ?5, sex = ?6, ward = ?7, bed = ?8 WHERE id = ?9";
+            let mut values = patient_values(&patient);
+            values.push(id.0.into());
+            match write_row(connection, sql, values, PATIENT_CONFLICT)? {
+                (0, _) => Err(Error::NotFound("patient")),
+                _ => Ok(Patient { id, details: patient }),
             }
-            transaction.commit()?;
-            Ok(Patient { id, details: patient })
         })
         .await
     }
@@ -220,15 +235,8 @@ impl RegistryStore for SqliteStore {
 
     async fn create_device(&self, device: NewDevice) -> Result<Device> {
         self.registry(move |connection| {
-            let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            transaction
-                .execute(
-                    "INSERT INTO devices (serial, manufacturer, model, kind, status) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![device.serial, device.manufacturer, device.model, device.kind.code(), device.status.code()],
-                )
-                .map_err(|error| unique(error, "a device with this serial is already registered"))?;
-            let id = transaction.last_insert_rowid();
-            transaction.commit()?;
+            let sql = "INSERT INTO devices (serial, manufacturer, model, kind, status) VALUES (?1, ?2, ?3, ?4, ?5)";
+            let (_, id) = write_row(connection, sql, device_values(&device), DEVICE_CONFLICT)?;
             Ok(Device { id: DeviceId(id), details: device })
         })
         .await
@@ -236,18 +244,13 @@ impl RegistryStore for SqliteStore {
 
     async fn update_device(&self, id: DeviceId, device: NewDevice) -> Result<Device> {
         self.registry(move |connection| {
-            let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let changed = transaction
-                .execute(
-                    "UPDATE devices SET serial = ?2, manufacturer = ?3, model = ?4, kind = ?5, status = ?6 WHERE id = ?1",
-                    params![id.0, device.serial, device.manufacturer, device.model, device.kind.code(), device.status.code()],
-                )
-                .map_err(|error| unique(error, "a device with this serial is already registered"))?;
-            if changed == 0 {
-                return Err(Error::NotFound("device"));
+            let sql = "UPDATE devices SET serial = ?1, manufacturer = ?2, model = ?3, kind = ?4, status = ?5 WHERE id = ?6";
+            let mut values = device_values(&device);
+            values.push(id.0.into());
+            match write_row(connection, sql, values, DEVICE_CONFLICT)? {
+                (0, _) => Err(Error::NotFound("device")),
+                _ => Ok(Device { id, details: device }),
             }
-            transaction.commit()?;
-            Ok(Device { id, details: device })
         })
         .await
     }
