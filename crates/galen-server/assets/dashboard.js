@@ -3,6 +3,11 @@
 (() => {
   'use strict';
 
+  const {
+    $, parseTime, serverNow, syncServerClock, setText, formatAge, unitLabel, clockText,
+    everySecond, withWard, apiFetch, setConn, measurementList, liveStream,
+  } = window.Galen;
+
   const CODES = ['heart_rate', 'spo2', 'respiratory_rate', 'temperature', 'systolic_bp', 'diastolic_bp'];
 
   // DISPLAY HINT ONLY — NOT AN ALARM. Fixed, non-configurable limits used
@@ -17,8 +22,6 @@
     temperature: (v) => v >= 38.5 || v < 35.5,
   };
 
-  const UNIT_LABELS = { Cel: '°C', '[degF]': '°F', 'mm[Hg]': 'mmHg', 'mmHg': 'mmHg', '/min': '/min', '%': '%' };
-
   const RESYNC_MS = 5 * 60 * 1000;       // periodic dashboard refetch (skew, admissions)
   const UNKNOWN_REFETCH_MS = 15 * 1000;  // at most one refetch per this for unknown patients
   const MAX_PENDING = 5000;
@@ -27,7 +30,6 @@
     ward: '',
     wards: [],
     staleAfterMs: 60 * 1000,
-    skewMs: 0,               // server clock minus browser clock
     tiles: new Map(),        // patient id -> tile record
     loaded: false,
     pending: [],             // SSE measurements received before the first snapshot
@@ -35,61 +37,20 @@
     fetching: null,
     lastUnknownRefetch: 0,
     updates: 0,
-    es: null,
-    hadError: false,
-    reconnectTimer: 0,
-    reconnectDelay: 1000,
   };
 
-  const $ = (id) => document.getElementById(id);
   const grid = $('grid');
   const gridMessage = $('grid-message');
   const wardSelect = $('ward-select');
-  const connStatus = $('conn-status');
-  const banner = $('conn-banner');
   const clock = $('clock');
   const template = $('tile-template');
 
   // ---------- helpers ----------
 
-  // RFC 3339 -> epoch milliseconds (fractional, keeps sub-ms digits).
-  function parseTime(s) {
-    if (typeof s !== 'string') return NaN;
-    const m = /^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:?\d{2})$/.exec(s.trim());
-    if (!m) return Date.parse(s);
-    let zone = m[3].toUpperCase();
-    if (zone !== 'Z' && zone.length === 5) zone = zone.slice(0, 3) + ':' + zone.slice(3);
-    const base = Date.parse(m[1].replace(/[t ]/, 'T') + zone);
-    return m[2] ? base + Number('0.' + m[2]) * 1000 : base;
-  }
-
-  const serverNow = () => Date.now() + state.skewMs;
-
-  function setText(el, text) {
-    if (el && el.textContent !== text) el.textContent = text;
-  }
-
-  function formatAge(ms) {
-    const s = Math.max(0, Math.floor(ms / 1000));
-    if (s < 60) return s + ' s ago';
-    const m = Math.floor(s / 60);
-    if (m < 60) return m + ' min ago';
-    const h = Math.floor(m / 60);
-    if (h < 48) return h + ' h ago';
-    return Math.floor(h / 24) + ' d ago';
-  }
-
   function formatValue(code, v) {
     if (typeof v !== 'number' || !Number.isFinite(v)) return '–';
     return code === 'temperature' ? v.toFixed(1) : String(Math.round(v));
   }
-
-  function unitLabel(u) {
-    if (typeof u !== 'string' || u === '') return '';
-    return Object.prototype.hasOwnProperty.call(UNIT_LABELS, u) ? UNIT_LABELS[u] : u;
-  }
-
-  function pad2(n) { return n < 10 ? '0' + n : String(n); }
 
   // ---------- tiles ----------
 
@@ -251,16 +212,15 @@
 
   async function loadDashboard() {
     const seq = ++state.fetchSeq;
-    const url = '/api/v1/dashboard' + (state.ward ? '?ward=' + encodeURIComponent(state.ward) : '');
+    const url = withWard('/api/v1/dashboard', state.ward);
     const t0 = Date.now();
-    const res = await fetch(url, { credentials: 'same-origin', cache: 'no-store', headers: { Accept: 'application/json' } });
-    if (res.status === 401) { location.assign('/login'); return; } // signed out (real mode)
+    const res = await apiFetch(url);
+    if (res.status === 401) return; // signed out (real mode): apiFetch went to /login
     if (!res.ok) throw new Error('dashboard request failed: HTTP ' + res.status);
     const data = await res.json();
     const t1 = Date.now();
     if (seq !== state.fetchSeq) return; // a newer request (e.g. ward change) superseded this one
-    const gen = parseTime(data.generated_at);
-    if (Number.isFinite(gen)) state.skewMs = gen - (t0 + t1) / 2;
+    syncServerClock(data.generated_at, t0, t1);
     applySnapshot(data);
     if (!state.loaded) {
       state.loaded = true;
@@ -318,9 +278,8 @@
   }
 
   function onMeasurements(ev) {
-    let list;
-    try { list = JSON.parse(ev.data); } catch (_) { return; }
-    if (!Array.isArray(list)) list = [list];
+    const list = measurementList(ev);
+    if (!list) return;
     if (!state.loaded) {
       for (const m of list) if (state.pending.length < MAX_PENDING) state.pending.push(m);
       return;
@@ -328,42 +287,13 @@
     applyMeasurements(list);
   }
 
-  function setConn(s) {
-    const text = s === 'live' ? 'Live' : s === 'lost' ? 'Connection lost — reconnecting…' : 'Connecting…';
-    if (connStatus.dataset.state !== s) connStatus.dataset.state = s;
-    setText(connStatus, text);
-    banner.hidden = s !== 'lost';
-  }
-
-  function connect() {
-    clearTimeout(state.reconnectTimer);
-    if (state.es) state.es.close();
-    const url = '/api/v1/stream' + (state.ward ? '?ward=' + encodeURIComponent(state.ward) : '');
-    const es = new EventSource(url);
-    state.es = es;
-    es.addEventListener('measurements', (ev) => { if (es === state.es) onMeasurements(ev); });
-    // The server says this subscriber fell behind and missed events: reload the snapshot.
-    es.addEventListener('resync', () => { if (es === state.es) refresh(); });
-    es.onopen = () => {
-      if (es !== state.es) return;
-      setConn('live');
-      state.reconnectDelay = 1000;
-      if (state.hadError) {
-        state.hadError = false;
-        refresh(); // catch up on whatever we missed while disconnected
-      }
-    };
-    es.onerror = () => {
-      if (es !== state.es) return;
-      state.hadError = true;
-      setConn('lost');
-      if (es.readyState === EventSource.CLOSED) {
-        // The browser gave up (e.g. HTTP error status); retry ourselves with backoff.
-        state.reconnectTimer = setTimeout(connect, state.reconnectDelay);
-        state.reconnectDelay = Math.min(state.reconnectDelay * 2, 30000);
-      }
-    };
-  }
+  const stream = liveStream({
+    url: () => withWard('/api/v1/stream', state.ward),
+    measurements: onMeasurements,
+    // The server says this subscriber fell behind and missed events, or the
+    // stream is back after an error: reload the snapshot.
+    resync: refresh,
+  });
 
   // ---------- ward filter ----------
 
@@ -379,27 +309,20 @@
     history.replaceState(null, '', url.pathname + url.search + url.hash);
     state.loaded = false;
     state.pending = [];
-    state.hadError = false;
     state.fetchSeq++; // drop responses for the previous filter
     state.fetching = null;
     refresh();
-    connect();
+    stream.restart();
   });
 
   // ---------- clock / freshness tick ----------
 
   function tick() {
     const d = new Date();
-    setText(clock, pad2(d.getHours()) + ':' + pad2(d.getMinutes()) + ':' + pad2(d.getSeconds()));
+    setText(clock, clockText(d));
     if (clock.dateTime !== d.toISOString()) clock.dateTime = d.toISOString();
     const now = serverNow();
     for (const rec of state.tiles.values()) renderFreshness(rec, now);
-  }
-
-  function scheduleTick() {
-    tick();
-    // Align to the next wall-clock second so the clock does not drift visibly.
-    setTimeout(scheduleTick, 1000 - (Date.now() % 1000) + 5);
   }
 
   // ---------- start ----------
@@ -408,10 +331,10 @@
   if (state.ward) updateWards([state.ward]);
   document.body.dataset.updates = '0';
   setConn('connecting');
-  scheduleTick();
+  everySecond(tick);
   refresh();
-  connect();
+  stream.connect();
   setInterval(() => { if (!document.hidden) refresh(); }, RESYNC_MS);
   document.addEventListener('visibilitychange', () => { if (!document.hidden) refresh(); });
-  window.addEventListener('pagehide', () => { if (state.es) state.es.close(); });
+  window.addEventListener('pagehide', () => stream.close());
 })();

@@ -4,6 +4,11 @@
 (() => {
   'use strict';
 
+  const {
+    $, parseTime, serverNow, syncServerClock, setText, formatAge, unitLabel, pad2, clockText,
+    everySecond, withWard, apiFetch, setConn, measurementList, liveStream,
+  } = window.Galen;
+
   const SVG_NS = 'http://www.w3.org/2000/svg';
 
   const CHARTS = [
@@ -18,76 +23,34 @@
   const RANGES = { '1h': 3600, '6h': 6 * 3600, '24h': 24 * 3600, '72h': 72 * 3600 };
   const DEFAULT_RANGE = '24h';
   const TARGET_BUCKETS = 300;
-  const UNIT_LABELS = { Cel: '°C', '[degF]': '°F', 'mm[Hg]': 'mmHg', '/min': '/min', '%': '%' };
   const REFETCH_OFFLINE_MS = 30 * 1000;   // while the live stream is down
   const REFETCH_ONLINE_MS = 5 * 60 * 1000; // resync even when live
   const SLIDE_MS = 15 * 1000;              // redraw idle charts so the window slides
 
-  const $ = (id) => document.getElementById(id);
   const chartsEl = $('charts');
   const pageMessage = $('page-message');
-  const connStatus = $('conn-status');
-  const banner = $('conn-banner');
   const clock = $('clock');
 
   const state = {
     id: null,
     patient: null,
     range: DEFAULT_RANGE,
-    skewMs: 0,
     staleAfterMs: 60 * 1000,
     charts: [],
     byCode: new Map(),
     loadSeq: 0,
-    es: null,
     connected: false,
-    hadError: false,
-    reconnectTimer: 0,
-    reconnectDelay: 1000,
     lastFetch: 0,
   };
 
   // ---------- helpers ----------
-
-  function parseTime(s) {
-    if (typeof s !== 'string') return NaN;
-    const m = /^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:?\d{2})$/.exec(s.trim());
-    if (!m) return Date.parse(s);
-    let zone = m[3].toUpperCase();
-    if (zone !== 'Z' && zone.length === 5) zone = zone.slice(0, 3) + ':' + zone.slice(3);
-    const base = Date.parse(m[1].replace(/[t ]/, 'T') + zone);
-    return m[2] ? base + Number('0.' + m[2]) * 1000 : base;
-  }
-
-  const serverNow = () => Date.now() + state.skewMs;
-  const pad2 = (n) => (n < 10 ? '0' + n : String(n));
-
-  function setText(el, text) {
-    if (el && el.textContent !== text) el.textContent = text;
-  }
-
-  function unitLabel(u, fallback) {
-    if (typeof u !== 'string' || u === '') return fallback;
-    return Object.prototype.hasOwnProperty.call(UNIT_LABELS, u) ? UNIT_LABELS[u] : u;
-  }
-
-  function formatAge(ms) {
-    const s = Math.max(0, Math.floor(ms / 1000));
-    if (s < 60) return s + ' s ago';
-    const m = Math.floor(s / 60);
-    if (m < 60) return m + ' min ago';
-    const h = Math.floor(m / 60);
-    if (h < 48) return h + ' h ago';
-    return Math.floor(h / 24) + ' d ago';
-  }
 
   function fmt(v, decimals) {
     return typeof v === 'number' && Number.isFinite(v) ? v.toFixed(decimals) : '–';
   }
 
   async function getJson(url) {
-    const res = await fetch(url, { credentials: 'same-origin', cache: 'no-store', headers: { Accept: 'application/json' } });
-    if (res.status === 401) location.assign('/login'); // signed out (real mode)
+    const res = await apiFetch(url); // on 401 (signed out, real mode) this goes to /login
     if (!res.ok) {
       const err = new Error('HTTP ' + res.status);
       err.status = res.status;
@@ -390,6 +353,10 @@
 
   // ---------- loading ----------
 
+  function patientWard() {
+    return state.patient && state.patient.ward ? String(state.patient.ward) : '';
+  }
+
   async function loadChart(chart, seq, from, to, bucket) {
     const url = '/api/v1/patients/' + encodeURIComponent(state.id) + '/vitals' +
       '?code=' + encodeURIComponent(chart.def.code) +
@@ -414,13 +381,12 @@
 
   async function loadLatest() {
     // Latest readings + stale threshold + server clock come from the dashboard snapshot.
-    const ward = state.patient && state.patient.ward ? String(state.patient.ward) : '';
+    const ward = patientWard();
     try {
       const t0 = Date.now();
-      const data = await getJson('/api/v1/dashboard' + (ward ? '?ward=' + encodeURIComponent(ward) : ''));
+      const data = await getJson(withWard('/api/v1/dashboard', ward));
       const t1 = Date.now();
-      const gen = parseTime(data.generated_at);
-      if (Number.isFinite(gen)) state.skewMs = gen - (t0 + t1) / 2;
+      syncServerClock(data.generated_at, t0, t1);
       const sa = Number(data.stale_after_seconds);
       if (Number.isFinite(sa) && sa > 0) state.staleAfterMs = sa * 1000;
       const me = (Array.isArray(data.patients) ? data.patients : []).find((p) => p && String(p.id) === String(state.id));
@@ -492,9 +458,8 @@
   // ---------- live stream ----------
 
   function onMeasurements(ev) {
-    let list;
-    try { list = JSON.parse(ev.data); } catch (_) { return; }
-    if (!Array.isArray(list)) list = [list];
+    const list = measurementList(ev);
+    if (!list) return;
     for (const m of list) {
       if (!m || m.patient == null || String(m.patient) !== String(state.id)) continue;
       const chart = state.byCode.get(m.code);
@@ -507,50 +472,22 @@
     }
   }
 
-  function setConn(s) {
-    const text = s === 'live' ? 'Live' : s === 'lost' ? 'Connection lost — reconnecting…' : 'Connecting…';
-    connStatus.dataset.state = s;
-    setText(connStatus, text);
-    banner.hidden = s !== 'lost';
-  }
-
-  function connect() {
-    clearTimeout(state.reconnectTimer);
-    if (state.es) state.es.close();
-    const ward = state.patient && state.patient.ward ? String(state.patient.ward) : '';
-    const es = new EventSource('/api/v1/stream' + (ward ? '?ward=' + encodeURIComponent(ward) : ''));
-    state.es = es;
-    es.addEventListener('measurements', (ev) => { if (es === state.es) onMeasurements(ev); });
-    // The server says this subscriber fell behind and missed events: reload.
-    es.addEventListener('resync', () => { if (es === state.es) loadLatest().then(loadAllCharts); });
-    es.onopen = () => {
-      if (es !== state.es) return;
-      state.connected = true;
-      state.reconnectDelay = 1000;
-      setConn('live');
-      if (state.hadError) {
-        state.hadError = false;
-        loadLatest().then(loadAllCharts);
-      }
-    };
-    es.onerror = () => {
-      if (es !== state.es) return;
-      state.connected = false;
-      state.hadError = true;
-      setConn('lost');
-      if (es.readyState === EventSource.CLOSED) {
-        state.reconnectTimer = setTimeout(connect, state.reconnectDelay);
-        state.reconnectDelay = Math.min(state.reconnectDelay * 2, 30000);
-      }
-    };
-  }
+  const stream = liveStream({
+    url: () => withWard('/api/v1/stream', patientWard()),
+    measurements: onMeasurements,
+    // The server says this subscriber fell behind and missed events, or the
+    // stream is back after an error: reload.
+    resync: () => loadLatest().then(loadAllCharts),
+    open: () => { state.connected = true; },
+    lost: () => { state.connected = false; },
+  });
 
   // ---------- timers ----------
 
   let lastSlide = Date.now();
   function tick() {
     const d = new Date();
-    setText(clock, pad2(d.getHours()) + ':' + pad2(d.getMinutes()) + ':' + pad2(d.getSeconds()));
+    setText(clock, clockText(d));
     if (!state.patient) return;
     if (Date.now() - lastSlide >= SLIDE_MS) {
       lastSlide = Date.now();
@@ -562,11 +499,6 @@
       return;
     }
     redrawDirty();
-  }
-
-  function scheduleTick() {
-    tick();
-    setTimeout(scheduleTick, 1000 - (Date.now() % 1000) + 5);
   }
 
   let resizeFrame = 0;
@@ -592,7 +524,7 @@
     const m = /^\/patients\/([^/]+)\/?$/.exec(location.pathname);
     const id = m ? decodeURIComponent(m[1]) : '';
     setRange(new URLSearchParams(location.search).get('range') || DEFAULT_RANGE, false);
-    scheduleTick();
+    everySecond(tick);
     if (!id) {
       setText($('patient-name'), 'Unknown patient');
       showError('No patient id in the address.');
@@ -619,12 +551,12 @@
     state.patient = patient;
     renderHeader(patient);
     buildCharts();
-    connect();
+    stream.connect();
     await loadLatest();
     await loadAllCharts();
   }
 
   setConn('connecting');
-  window.addEventListener('pagehide', () => { if (state.es) state.es.close(); });
+  window.addEventListener('pagehide', () => stream.close());
   start();
 })();

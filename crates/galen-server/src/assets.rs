@@ -9,6 +9,7 @@ pub(crate) const INDEX_HTML: &str = include_str!("../assets/index.html");
 pub(crate) const PATIENT_HTML: &str = include_str!("../assets/patient.html");
 pub(crate) const LOGIN_HTML: &str = include_str!("../assets/login.html");
 const STYLE_CSS: &str = include_str!("../assets/style.css");
+const COMMON_JS: &str = include_str!("../assets/common.js");
 const DASHBOARD_JS: &str = include_str!("../assets/dashboard.js");
 const PATIENT_JS: &str = include_str!("../assets/patient.js");
 
@@ -23,6 +24,7 @@ pub(crate) async fn patient_page(Path(_id): Path<String>) -> Html<&'static str> 
 pub(crate) async fn asset(Path(name): Path<String>) -> Response {
     let (body, content_type) = match name.as_str() {
         "style.css" => (STYLE_CSS, "text/css; charset=utf-8"),
+        "common.js" => (COMMON_JS, "text/javascript; charset=utf-8"),
         "dashboard.js" => (DASHBOARD_JS, "text/javascript; charset=utf-8"),
         "patient.js" => (PATIENT_JS, "text/javascript; charset=utf-8"),
         _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
