@@ -374,7 +374,7 @@ async fn query(args: QueryArgs) -> Result<()> {
     let (client, stop, server) = serve_in_process(store.clone()).await?;
     let to = first.add_seconds(per_device);
     let from = to.add_seconds(-86_400);
-    let (mut direct, mut http) = (Vec::new(), Vec::new());
+    let (mut direct, mut http, mut bucketed) = (Vec::new(), Vec::new(), Vec::new());
     let mut points = 0usize;
     for run in 0..args.runs {
         let (device, patient) = ids[run % ids.len()];
@@ -393,6 +393,16 @@ async fn query(args: QueryArgs) -> Result<()> {
         let started = Instant::now();
         let answer = client.get_json(&path).await?;
         http.push(started.elapsed().as_secs_f64() * 1000.0);
+        let started = Instant::now();
+        let buckets = client.get_json(&format!("{path}&bucket=5m")).await?;
+        bucketed.push(started.elapsed().as_secs_f64() * 1000.0);
+        let counted: u64 = buckets["buckets"]
+            .as_array()
+            .map(|all| all.iter().filter_map(|b| b["count"].as_u64()).sum())
+            .unwrap_or(0);
+        if counted != points as u64 {
+            bail!("the 5-minute buckets count {counted} points where the store has {points}");
+        }
         let served = answer["points"].as_array().map(Vec::len).unwrap_or(0);
         if served != points {
             bail!("the API served {served} points where the store has {points}");
@@ -402,11 +412,13 @@ async fn query(args: QueryArgs) -> Result<()> {
     server.await?;
     println!(
         "24 h query of one vital sign ({points} points) with {stored} stored: store port median {:.2} ms, p95 {:.2} ms; \
-         HTTP API (JSON) median {:.2} ms, p95 {:.2} ms",
+         HTTP API raw points (JSON) median {:.2} ms, p95 {:.2} ms; HTTP API 5-minute buckets median {:.2} ms, p95 {:.2} ms",
         percentile(&mut direct, 0.5),
         percentile(&mut direct, 0.95),
         percentile(&mut http, 0.5),
-        percentile(&mut http, 0.95)
+        percentile(&mut http, 0.95),
+        percentile(&mut bucketed, 0.5),
+        percentile(&mut bucketed, 0.95)
     );
     Ok(())
 }
