@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -48,29 +49,37 @@ pub(crate) struct WriterTuning {
 }
 
 /// External ids seen recently, per device, bounded in number (oldest forgotten first).
+///
+/// Entries are 128-bit keys of `(device, id)` from two independently, randomly seeded hashers:
+/// no allocation or string comparison per measurement, and two different ids match only on a
+/// 128-bit collision (about 2^-128 per pair; the set lives in memory and is rebuilt from the
+/// write-ahead log, so fresh seeds each start are fine).
 #[derive(Debug, Default)]
 struct RecentIds {
-    by_device: FastMap<i64, FastSet<Arc<str>>>,
-    order: VecDeque<(i64, Arc<str>)>,
+    keys: FastSet<u128>,
+    order: VecDeque<u128>,
+    seeds: (foldhash::fast::RandomState, foldhash::fast::RandomState),
 }
 
 impl RecentIds {
-    fn contains(&self, device: i64, id: &str) -> bool {
-        self.by_device
-            .get(&device)
-            .is_some_and(|ids| ids.contains(id))
+    fn key(&self, device: i64, id: &str) -> u128 {
+        let high = self.seeds.0.hash_one((device, id));
+        let low = self.seeds.1.hash_one((device, id));
+        (u128::from(high) << 64) | u128::from(low)
     }
 
-    fn insert(&mut self, device: i64, id: String, capacity: usize) {
-        let id: Arc<str> = Arc::from(id);
-        if self.by_device.entry(device).or_default().insert(id.clone()) {
-            self.order.push_back((device, id));
+    fn contains(&self, device: i64, id: &str) -> bool {
+        !self.keys.is_empty() && self.keys.contains(&self.key(device, id))
+    }
+
+    fn insert(&mut self, device: i64, id: &str, capacity: usize) {
+        let key = self.key(device, id);
+        if self.keys.insert(key) {
+            self.order.push_back(key);
         }
         while self.order.len() > capacity {
-            if let Some((device, oldest)) = self.order.pop_front()
-                && let Some(ids) = self.by_device.get_mut(&device)
-            {
-                ids.remove(&oldest);
+            if let Some(oldest) = self.order.pop_front() {
+                self.keys.remove(&oldest);
             }
         }
     }
@@ -317,7 +326,7 @@ impl Writer {
             *newest = (*newest).max(point.time);
             if let Some(id) = point.external_id {
                 self.recent_ids
-                    .insert(point.series >> 16, id, self.tuning.recent_ids);
+                    .insert(point.series >> 16, &id, self.tuning.recent_ids);
             }
         }
     }
