@@ -155,3 +155,129 @@ pub(crate) fn load_or_create_token(data_dir: &Path) -> Result<String> {
     );
     Ok(token)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn resolve(flags: &[&str]) -> Result<Settings> {
+        let mut argv = vec!["galen"];
+        argv.extend_from_slice(flags);
+        Settings::resolve(Cli::try_parse_from(argv).expect("flags parse").args)
+    }
+
+    fn config_file(directory: &Path, text: &str) -> String {
+        let path = directory.join("galen.toml");
+        std::fs::write(&path, text).expect("write config");
+        path.display().to_string()
+    }
+
+    #[test]
+    fn defaults_then_file_then_flags() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let defaults = resolve(&[]).expect("defaults");
+        assert_eq!(defaults.http_addr, default_addr());
+        assert_eq!(defaults.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(
+            (defaults.stale_after_seconds, defaults.log_format),
+            (60, LogFormat::Text)
+        );
+
+        let token_file = directory.path().join("token");
+        std::fs::write(&token_file, "  file-token-0123456789abcdef\n").expect("token file");
+        let file = config_file(
+            directory.path(),
+            &format!(
+                "http_addr = \"127.0.0.1:9000\"\ndata_dir = \"/var/lib/galen\"\nstale_after_seconds = 120\n\
+                 log_format = \"json\"\napi_token_file = \"{}\"\n",
+                token_file.display()
+            ),
+        );
+        let from_file = resolve(&["--config", &file]).expect("file");
+        assert_eq!(from_file.http_addr.to_string(), "127.0.0.1:9000");
+        assert_eq!(from_file.data_dir, PathBuf::from("/var/lib/galen"));
+        assert_eq!(
+            (from_file.stale_after_seconds, from_file.log_format),
+            (120, LogFormat::Json)
+        );
+        assert_eq!(
+            from_file.api_token.as_deref(),
+            Some("file-token-0123456789abcdef"),
+            "trimmed"
+        );
+
+        let flags = resolve(&[
+            "--config",
+            &file,
+            "--http-addr",
+            "0.0.0.0:8443",
+            "--stale-after-seconds",
+            "30",
+        ])
+        .expect("flags");
+        assert_eq!(
+            flags.http_addr.to_string(),
+            "0.0.0.0:8443",
+            "flags beat the file"
+        );
+        assert_eq!(flags.stale_after_seconds, 30);
+        assert_eq!(
+            flags.data_dir,
+            PathBuf::from("/var/lib/galen"),
+            "the file still fills the rest"
+        );
+    }
+
+    #[test]
+    fn bad_configuration_is_refused_with_a_reason() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let typo = config_file(directory.path(), "http_adress = \"127.0.0.1:1\"\n");
+        let error = format!(
+            "{:#}",
+            resolve(&["--config", &typo]).expect_err("unknown key")
+        );
+        assert!(error.contains("http_adress"), "{error}");
+        let error = format!(
+            "{:#}",
+            resolve(&["--api-token", "short"]).expect_err("short token")
+        );
+        assert!(error.contains("at least 16"), "{error}");
+        let error = format!(
+            "{:#}",
+            resolve(&["--config", "/nonexistent/galen.toml"]).expect_err("missing file")
+        );
+        assert!(error.contains("/nonexistent/galen.toml"), "{error}");
+    }
+
+    #[test]
+    fn generated_token_is_private_random_and_stable() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let token = load_or_create_token(directory.path()).expect("token");
+        assert_eq!(token.len(), 64);
+        assert!(token.chars().all(|character| character.is_ascii_hexdigit()));
+        assert_eq!(
+            load_or_create_token(directory.path()).expect("again"),
+            token,
+            "kept across starts"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(directory.path().join(TOKEN_FILE))
+                .expect("file")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "owner-only");
+        }
+        let other = tempfile::tempdir().expect("temp dir");
+        assert_ne!(load_or_create_token(other.path()).expect("other"), token);
+    }
+}

@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -19,15 +20,33 @@ pub struct Server {
 }
 
 pub fn start(data_dir: &Path) -> Server {
+    start_with_log(data_dir, "warn", None)
+}
+
+/// Starts `galen serve`; with `log` given, its stderr is collected there instead of inherited.
+pub fn start_with_log(data_dir: &Path, level: &str, log: Option<Arc<Mutex<String>>>) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_galen"))
         .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("GALEN_API_TOKEN", TOKEN)
-        .env("GALEN_LOG", "warn")
+        .env("GALEN_LOG", level)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(if log.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        })
         .spawn()
         .expect("start galen serve");
+    if let (Some(log), Some(stderr)) = (log, child.stderr.take()) {
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = log.lock().expect("log lock");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+    }
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let line = lines
