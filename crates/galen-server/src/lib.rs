@@ -29,7 +29,7 @@ use tokio::sync::{broadcast, watch};
 pub use directory::Directory;
 pub use live::LiveMeasurement;
 pub use metrics::Metrics;
-pub use pipeline::{Incoming, IngestSummary, ItemResult, Pipeline};
+pub use pipeline::{Incoming, IngestSummary, ItemResult, Pipeline, Unreadable};
 
 /// Settings of the HTTP server. Built by the binary from flags, environment and config file.
 #[derive(Debug, Clone)]

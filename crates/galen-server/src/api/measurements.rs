@@ -51,6 +51,45 @@ fn claimed_device(raw: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// One item of a request after parsing.
+enum Parsed<'a> {
+    Item {
+        wire: WireMeasurement<'a>,
+        time: Timestamp,
+        /// The id as text, whether it was sent as a string or a number.
+        id: Option<Cow<'a, str>>,
+    },
+    Unreadable {
+        rejection: Rejection,
+        /// The device serial, if the item names one, for the dead letter.
+        device: Option<String>,
+    },
+}
+
+fn parse_item(raw: &RawValue) -> Parsed<'_> {
+    let unreadable = |rejection| Parsed::Unreadable {
+        rejection,
+        device: claimed_device(raw.get()),
+    };
+    let wire: WireMeasurement<'_> = match serde_json::from_str(raw.get()) {
+        Ok(wire) => wire,
+        Err(error) => {
+            let message = format!("item is not a measurement: {error}");
+            return unreadable(Rejection::new(RejectionReason::Malformed, message));
+        }
+    };
+    let time = match Timestamp::parse_rfc3339(&wire.time) {
+        Ok(time) => time,
+        Err(error) => {
+            return unreadable(Rejection::new(RejectionReason::BadTime, error.to_string()));
+        }
+    };
+    let id = wire.id.map(|raw_id| {
+        serde_json::from_str::<Cow<'_, str>>(raw_id.get()).unwrap_or(Cow::Borrowed(raw_id.get()))
+    });
+    Parsed::Item { wire, time, id }
+}
+
 /// Records a refused whole request and answers it.
 async fn refuse_request(
     app: &App,
@@ -136,57 +175,28 @@ pub(crate) async fn post_measurements(
     };
 
     // Parse every item on its own so one bad item cannot take the others down.
-    let mut claimed = Vec::new();
-    let parsed: Vec<Result<(WireMeasurement<'_>, Timestamp), Rejection>> = raw_items
-        .iter()
-        .map(|raw| {
-            let wire: WireMeasurement<'_> = serde_json::from_str(raw.get()).map_err(|error| {
-                Rejection::new(
-                    RejectionReason::Malformed,
-                    format!("item is not a measurement: {error}"),
-                )
-            })?;
-            let time = Timestamp::parse_rfc3339(&wire.time)
-                .map_err(|error| Rejection::new(RejectionReason::BadTime, error.to_string()))?;
-            Ok((wire, time))
-        })
-        .collect();
-    for (raw, result) in raw_items.iter().zip(&parsed) {
-        claimed.push(match result {
-            Err(_) => claimed_device(raw.get()),
-            Ok(_) => None,
-        });
-    }
-    let ids: Vec<Option<Cow<'_, str>>> = parsed
-        .iter()
-        .map(|result| {
-            let raw_id = result.as_ref().ok()?.0.id?;
-            Some(match serde_json::from_str::<Cow<'_, str>>(raw_id.get()) {
-                Ok(text) => text,
-                Err(_) => Cow::Borrowed(raw_id.get()),
-            })
-        })
-        .collect();
+    let parsed: Vec<Parsed<'_>> = raw_items.iter().map(|raw| parse_item(raw)).collect();
     let items = parsed
         .iter()
         .zip(&raw_items)
-        .zip(&claimed)
-        .zip(&ids)
-        .map(|(((result, raw), claimed), id)| match result {
-            Ok((wire, time)) => Ok(Incoming {
-                device: &wire.device,
-                code: &wire.code,
-                value: wire.value,
-                unit: &wire.unit,
-                time: *time,
-                id: id.as_deref(),
-                raw: raw.get().as_bytes(),
-            }),
-            Err(rejection) => Err(Unreadable {
-                rejection: rejection.clone(),
-                device: claimed.as_deref(),
-                raw: raw.get().as_bytes(),
-            }),
+        .map(|(parsed, raw)| {
+            let raw = raw.get().as_bytes();
+            match parsed {
+                Parsed::Item { wire, time, id } => Ok(Incoming {
+                    device: &wire.device,
+                    code: &wire.code,
+                    value: wire.value,
+                    unit: &wire.unit,
+                    time: *time,
+                    id: id.as_deref(),
+                    raw,
+                }),
+                Parsed::Unreadable { rejection, device } => Err(Unreadable {
+                    rejection: rejection.clone(),
+                    device: device.as_deref(),
+                    raw,
+                }),
+            }
         })
         .collect();
 

@@ -48,7 +48,7 @@ pub(crate) struct WriterTuning {
     pub(crate) recent_ids: usize,
 }
 
-/// External ids seen recently, per device, bounded in number (oldest forgotten first).
+/// External ids seen recently, bounded in number (oldest forgotten first).
 ///
 /// Entries are 128-bit keys of `(device, id)` from two independently, randomly seeded hashers:
 /// no allocation or string comparison per measurement, and two different ids match only on a
