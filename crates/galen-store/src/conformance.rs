@@ -12,7 +12,10 @@ use galen_model::{
     NewAssignment, NewDevice, NewPatient, PatientId, RejectionReason, Sex, Timestamp, VitalSign,
 };
 
-use crate::{AppendOutcome, DeadLetter, Error, IngestBatch, Point, Store};
+use crate::{
+    AlarmQuery, AlarmRecord, AppendOutcome, ClinicalEntry, DeadLetter, DeliveryRecord, Error,
+    IngestBatch, Point, ScoreRecord, Store,
+};
 
 /// One empty database of the backend under test.
 #[async_trait]
@@ -32,6 +35,7 @@ pub async fn run_all(fresh: &(dyn Fn() -> Box<dyn Backend> + Sync)) {
     aggregates_match_points(fresh().as_ref()).await;
     latest_per_vital(fresh().as_ref()).await;
     dead_letters_are_kept(fresh().as_ref()).await;
+    clinical_records(fresh().as_ref()).await;
 }
 
 /// A fixed instant the checks build on: 2026-11-23T00:00:00Z.
@@ -718,6 +722,182 @@ async fn dead_letters_are_kept(backend: &dyn Backend) {
         reopened.dead_letters(0, 100).await.expect("list").len(),
         5,
         "dead letters survive reopening"
+    );
+    reopened.close().await.expect("close");
+}
+
+fn alarm_record(alarm: &str, patient: i64, seconds: i64, state: &str) -> AlarmRecord {
+    AlarmRecord {
+        seq: 0,
+        alarm: alarm.into(),
+        patient: PatientId(patient),
+        time: at(seconds),
+        rule: "limit.spo2.low".into(),
+        transition: if state == "resolved" {
+            "resolved"
+        } else {
+            "raised"
+        }
+        .into(),
+        priority: "high".into(),
+        state: state.into(),
+        body: format!("{{\"alarm\":\"{alarm}\"}}"),
+    }
+}
+
+async fn clinical_records(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let entry = |patient: i64, seconds: i64, kind: &str| ClinicalEntry {
+        id: 0,
+        patient: PatientId(patient),
+        time: at(seconds),
+        kind: kind.into(),
+        author: "nurse.jones".into(),
+        body: "{\"level\":\"A\"}".into(),
+    };
+    let late = store
+        .add_entry(entry(1, 20, "consciousness"))
+        .await
+        .expect("entry");
+    let early = store
+        .add_entry(entry(1, 10, "oxygen"))
+        .await
+        .expect("entry");
+    store
+        .add_entry(entry(2, 15, "acknowledge"))
+        .await
+        .expect("entry");
+    assert!(
+        late.id > 0 && early.id > late.id,
+        "ids are assigned in insertion order"
+    );
+    let all = store.entries(None, at(0), at(100)).await.expect("entries");
+    let times: Vec<i64> = all
+        .iter()
+        .map(|entry| (entry.time.micros() - T0) / SECOND)
+        .collect();
+    assert_eq!(times, [10, 15, 20], "entries come back in time order");
+    let one = store
+        .entries(Some(PatientId(1)), at(0), at(20))
+        .await
+        .expect("entries");
+    assert_eq!(
+        one,
+        vec![early.clone()],
+        "patient filter and half-open range"
+    );
+
+    let score = |seconds: i64, total: i64| ScoreRecord {
+        patient: PatientId(1),
+        time: at(seconds),
+        table: "news2".into(),
+        total,
+        band: "medium".into(),
+        complete: seconds % 2 == 0,
+        body: format!("{{\"total\":{total}}}"),
+    };
+    let appended = store
+        .append_outputs(
+            vec![score(1, 2), score(2, 5), score(3, 7)],
+            vec![
+                alarm_record("1-1", 1, 2, "active"),
+                alarm_record("1-2", 1, 3, "active"),
+                alarm_record("2-1", 2, 3, "active"),
+            ],
+        )
+        .await
+        .expect("append");
+    assert!(
+        appended.windows(2).all(|pair| pair[0].seq < pair[1].seq),
+        "seq increases"
+    );
+    store
+        .append_outputs(Vec::new(), vec![alarm_record("1-1", 1, 9, "resolved")])
+        .await
+        .expect("append");
+    let newest_two = store
+        .scores(PatientId(1), "news2", at(0), at(10), 2)
+        .await
+        .expect("scores");
+    assert_eq!(
+        newest_two,
+        vec![score(2, 5), score(3, 7)],
+        "the newest, oldest first"
+    );
+    assert!(
+        store
+            .scores(PatientId(1), "qsofa", at(0), at(10), 9)
+            .await
+            .expect("scores")
+            .is_empty()
+    );
+
+    let query = AlarmQuery {
+        patient: Some(PatientId(1)),
+        after: 0,
+        from: at(0),
+        to: at(100),
+        limit: 100,
+    };
+    let patient_log = store.alarm_records(query).await.expect("alarms");
+    assert_eq!(patient_log.len(), 3);
+    let resumed = store
+        .alarm_records(AlarmQuery {
+            after: patient_log[0].seq,
+            ..query
+        })
+        .await
+        .expect("alarms");
+    assert_eq!(resumed.len(), 2, "resume after a seq");
+    let open: Vec<String> = store
+        .open_alarms()
+        .await
+        .expect("open")
+        .into_iter()
+        .map(|record| record.alarm)
+        .collect();
+    assert_eq!(open, ["1-2", "2-1"], "a resolved alarm is not open");
+
+    let delivery = DeliveryRecord {
+        id: 0,
+        endpoint: "pager".into(),
+        event: "1-1/1".into(),
+        attempt: 1,
+        time: at(4),
+        status: Some(503),
+        error: Some("service unavailable".into()),
+        delivered: false,
+    };
+    let stored = store
+        .record_delivery(delivery.clone())
+        .await
+        .expect("delivery");
+    assert!(stored.id > 0);
+    store.close().await.expect("close");
+
+    let reopened = backend.open().await;
+    assert_eq!(
+        reopened
+            .entries(None, at(0), at(100))
+            .await
+            .expect("entries")
+            .len(),
+        3
+    );
+    assert_eq!(
+        reopened.deliveries(0, 10).await.expect("deliveries"),
+        vec![stored]
+    );
+    assert_eq!(
+        reopened
+            .alarm_records(AlarmQuery {
+                patient: None,
+                ..query
+            })
+            .await
+            .expect("alarms")
+            .len(),
+        4
     );
     reopened.close().await.expect("close");
 }

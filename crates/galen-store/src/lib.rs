@@ -7,6 +7,7 @@
 //!
 //! Every port method documents what is durable or visible when it returns.
 
+mod clinical;
 mod codec;
 pub mod embedded;
 mod error;
@@ -22,6 +23,9 @@ use galen_model::{
     PatientId, Timestamp, VitalSign,
 };
 
+pub use clinical::{
+    AlarmQuery, AlarmRecord, ClinicalEntry, ClinicalStore, DeliveryRecord, ScoreRecord,
+};
 pub use error::{Error, Result};
 pub use types::{
     AppendOutcome, Bucket, DeadLetter, IngestBatch, Point, StoreStats, StoredDeadLetter,
@@ -108,6 +112,6 @@ pub trait RegistryStore: Send + Sync + Debug {
 }
 
 /// A complete backend.
-pub trait Store: MeasurementStore + RegistryStore {}
+pub trait Store: MeasurementStore + RegistryStore + ClinicalStore {}
 
-impl<T: MeasurementStore + RegistryStore> Store for T {}
+impl<T: MeasurementStore + RegistryStore + ClinicalStore> Store for T {}

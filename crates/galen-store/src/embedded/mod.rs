@@ -7,6 +7,7 @@
 //! chunk rows of one series plus the memtable. A series is one vital sign of one device; patient
 //! attribution is applied on read from the assignments.
 
+mod clinical;
 mod memtable;
 mod registry;
 mod schema;

@@ -170,7 +170,7 @@ fn load_assignment(connection: &Connection, id: i64) -> Result<Option<Assignment
 
 impl SqliteStore {
     /// Runs registry work on the registry connection, on the blocking pool.
-    async fn registry<T: Send + 'static>(
+    pub(super) async fn registry<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// Version of the schema this code writes; stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS wal (
@@ -62,6 +62,50 @@ CREATE TABLE IF NOT EXISTS assignments (
     end_ts INTEGER
 );
 CREATE INDEX IF NOT EXISTS assignments_device ON assignments(device_id, start_ts);
+-- Schema 2: the clinical engine's inputs (entries) and outputs (scores, alarm transitions).
+CREATE TABLE IF NOT EXISTS clinical_entries (
+    id INTEGER PRIMARY KEY,
+    patient_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    author TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS clinical_entries_time ON clinical_entries(ts, id);
+CREATE TABLE IF NOT EXISTS scores (
+    id INTEGER PRIMARY KEY,
+    patient_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    score_table TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    band TEXT NOT NULL,
+    complete INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS scores_patient ON scores(patient_id, score_table, ts);
+CREATE TABLE IF NOT EXISTS alarm_log (
+    seq INTEGER PRIMARY KEY,
+    alarm TEXT NOT NULL,
+    patient_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    rule TEXT NOT NULL,
+    transition TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    state TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alarm_log_patient ON alarm_log(patient_id, seq);
+CREATE INDEX IF NOT EXISTS alarm_log_alarm ON alarm_log(alarm, seq);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    event TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    status INTEGER,
+    error TEXT,
+    delivered INTEGER NOT NULL
+);
 ";
 
 /// Opens a connection with Galen's settings: WAL journal, `synchronous = FULL` (a commit is
