@@ -280,6 +280,6 @@ impl Freshness {
     /// Whether `reading` still counts at `now`.
     pub fn is_fresh(&self, parameter: Parameter, reading_time: Timestamp, now: Timestamp) -> bool {
         let max_age_micros = i64::from(self.max_age_seconds[parameter.index()]) * 1_000_000;
-        now.micros() - reading_time.micros() <= max_age_micros
+        now.micros().saturating_sub(reading_time.micros()) <= max_age_micros
     }
 }
