@@ -392,6 +392,10 @@ pub struct RestoredAlarm {
     pub silenced_until: Option<Timestamp>,
     /// Time of its last transition.
     pub last_transition: Timestamp,
+    /// The value that raised it.
+    pub value: Option<f64>,
+    /// The limit it was compared with.
+    pub threshold: Option<f64>,
 }
 
 /// Per-minute means of one parameter over the last [`crate::config::MAX_TREND_MINUTES`]
@@ -487,6 +491,9 @@ struct Alarm {
     escalation_level: u8,
     next_notify: Option<Timestamp>,
     silenced_until: Option<Timestamp>,
+    /// The value and limit that raised the alarm or last worsened it.
+    value: Option<f64>,
+    threshold: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -578,6 +585,10 @@ pub struct AlarmView {
     pub escalation_level: u8,
     /// Audio pause end.
     pub silenced_until: Option<Timestamp>,
+    /// The value that raised the alarm or last worsened it.
+    pub value: Option<f64>,
+    /// The limit or threshold it was compared with.
+    pub threshold: Option<f64>,
 }
 
 /// The clinical engine for all patients of a node.
@@ -789,6 +800,8 @@ impl Engine {
             escalation_level: restored.escalation_level,
             next_notify,
             silenced_until: restored.silenced_until,
+            value: restored.value,
+            threshold: restored.threshold,
         });
         let patient = restored.alarm.patient;
         if let Some(next) = state.schedule(&config) {
@@ -842,6 +855,8 @@ impl Alarm {
             raised_at: self.raised_at,
             escalation_level: self.escalation_level,
             silenced_until: self.silenced_until,
+            value: self.value,
+            threshold: self.threshold,
         }
     }
 }
@@ -900,7 +915,7 @@ impl PatientState {
         if let Some(after) = silent_after(config) {
             for device in &self.devices {
                 if !device.silent {
-                    consider(Some(device.last_seen.add_micros(seconds(after))));
+                    consider(Some(silent_at(device.last_seen, after)));
                 }
             }
         }
@@ -925,9 +940,7 @@ impl PatientState {
                 let silent: Vec<DeviceId> = self
                     .devices
                     .iter_mut()
-                    .filter(|device| {
-                        !device.silent && device.last_seen.add_micros(seconds(after)) <= now
-                    })
+                    .filter(|device| !device.silent && silent_at(device.last_seen, after) <= now)
                     .map(|device| {
                         device.silent = true;
                         device.device
@@ -1592,6 +1605,8 @@ impl PatientState {
                             .after(level)
                             .map(|after| now.add_micros(seconds(after))),
                         silenced_until: None,
+                        value: condition.value,
+                        threshold: condition.threshold,
                     };
                     self.next_alarm += 1;
                     emit(
@@ -1613,6 +1628,8 @@ impl PatientState {
                     // A worse condition is a new condition: it clears an acknowledgement and
                     // restarts escalation.
                     alarm.priority = level;
+                    alarm.value = condition.value;
+                    alarm.threshold = condition.threshold;
                     alarm.state = AlarmState::Active;
                     alarm.silenced_until = None;
                     alarm.next_notify = config
@@ -1698,6 +1715,12 @@ fn limit_rule(config: &ClinicalConfig, rule: &str) -> Result<usize, EntryError> 
 
 fn rule_of(config: &ClinicalConfig, matches: impl Fn(&RuleKind) -> bool) -> Option<usize> {
     config.rules.iter().position(|rule| matches(&rule.kind))
+}
+
+/// A device is silent once *more* than `after` seconds passed since its last data: a reading
+/// exactly `after` seconds later is on time.
+fn silent_at(last_seen: Timestamp, after: u32) -> Timestamp {
+    last_seen.add_micros(seconds(after) + 1)
 }
 
 fn silent_after(config: &ClinicalConfig) -> Option<u32> {

@@ -12,6 +12,7 @@
 mod api;
 mod assets;
 mod auth;
+pub mod clinical;
 mod directory;
 mod error;
 mod live;
@@ -26,6 +27,7 @@ use galen_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
+pub use clinical::{Clinical, ClinicalEvent, ClinicalSettings, WebhookEndpoint};
 pub use directory::Directory;
 pub use live::LiveMeasurement;
 pub use metrics::Metrics;
@@ -41,6 +43,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// A tile is marked stale when its newest reading is older than this.
     pub stale_after_seconds: u64,
+    /// Scores, alarm rules and notifications.
+    pub clinical: ClinicalSettings,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +53,7 @@ impl Default for ServerConfig {
             api_token: None,
             max_body_bytes: 16 * 1024 * 1024,
             stale_after_seconds: 60,
+            clinical: ClinicalSettings::default(),
         }
     }
 }
@@ -64,6 +69,20 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+/// Why a staff entry was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryRefused {
+    /// Storing it failed; nothing was applied.
+    #[error(transparent)]
+    Store(galen_store::Error),
+    /// The engine refused it (stored, not applied).
+    #[error(transparent)]
+    Engine(galen_clinical::EntryError),
+    /// The engine is shutting down.
+    #[error("the clinical engine is not running")]
+    Stopped,
+}
+
 pub(crate) struct AppInner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) directory: Directory,
@@ -71,6 +90,7 @@ pub(crate) struct AppInner {
     pub(crate) live: broadcast::Sender<Arc<Vec<LiveMeasurement>>>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) clinical: Clinical,
     pub(crate) config: ServerConfig,
     pub(crate) shutdown: watch::Sender<bool>,
 }
@@ -98,12 +118,41 @@ impl App {
         let directory = Directory::load(store.as_ref()).await?;
         let (live, _) = broadcast::channel(1024);
         let metrics = Arc::new(Metrics::default());
+        let now = clock.now();
+        let assigned: Vec<_> = {
+            let snapshot = directory.read();
+            snapshot
+                .patients()
+                .into_iter()
+                .flat_map(|patient| {
+                    snapshot
+                        .assignments_of(patient.id, now, now.add_micros(1))
+                        .into_iter()
+                        .map(|assignment| {
+                            (
+                                patient.id,
+                                assignment.details.device,
+                                assignment.details.start,
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let clinical = Clinical::start(
+            store.clone(),
+            clock.clone(),
+            config.clinical.clone(),
+            assigned,
+        )
+        .await?;
         let pipeline = Pipeline::new(
             store.clone(),
             directory.clone(),
             live.clone(),
             metrics.clone(),
             clock.clone(),
+            clinical.clone(),
         );
         let (shutdown, _) = watch::channel(false);
         Ok(App(Arc::new(AppInner {
@@ -113,6 +162,7 @@ impl App {
             live,
             metrics,
             clock,
+            clinical,
             config,
             shutdown,
         })))
@@ -126,6 +176,46 @@ impl App {
     /// The registry cache.
     pub fn directory(&self) -> &Directory {
         &self.0.directory
+    }
+
+    /// Records a staff entry (observation, setting or alarm action) durably, then applies it.
+    /// Returns the stored entry's id, or why it was refused (a refused entry stays stored: it
+    /// documents the attempt, and a replay refuses it the same way).
+    pub async fn record_entry(
+        &self,
+        patient: galen_model::PatientId,
+        by: &str,
+        kind: galen_clinical::EntryKind,
+        reason: Option<String>,
+    ) -> Result<i64, EntryRefused> {
+        let entry = clinical::entries::StoredEntry { kind, reason };
+        let (code, body) = entry.encode();
+        let now = self.0.clock.now();
+        let stored = self
+            .0
+            .store
+            .add_entry(galen_store::ClinicalEntry {
+                id: 0,
+                patient,
+                time: now,
+                kind: code.to_owned(),
+                author: by.to_owned(),
+                body,
+            })
+            .await
+            .map_err(EntryRefused::Store)?;
+        self.0
+            .clinical
+            .apply(entry.into_engine(stored.id, patient, now, by.to_owned()))
+            .await
+            .map_err(|_| EntryRefused::Stopped)?
+            .map_err(EntryRefused::Engine)?;
+        Ok(stored.id)
+    }
+
+    /// The clinical runtime (scores, alarms).
+    pub fn clinical(&self) -> &Clinical {
+        &self.0.clinical
     }
 
     /// The store.

@@ -7,10 +7,12 @@
 
 use std::sync::Arc;
 
+use galen_clinical::Input;
 use galen_model::{Clock, PatientId, Rejection, RejectionReason, Timestamp, normalize};
 use galen_store::{AppendOutcome, DeadLetter, IngestBatch, Store};
 use tokio::sync::broadcast;
 
+use crate::clinical::Clinical;
 use crate::directory::Directory;
 use crate::live::LiveMeasurement;
 use crate::metrics::Metrics;
@@ -92,6 +94,7 @@ pub struct Pipeline {
     live: broadcast::Sender<Arc<Vec<LiveMeasurement>>>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
+    clinical: Clinical,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -107,6 +110,7 @@ impl Pipeline {
         live: broadcast::Sender<Arc<Vec<LiveMeasurement>>>,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
+        clinical: Clinical,
     ) -> Pipeline {
         Pipeline {
             store,
@@ -114,6 +118,7 @@ impl Pipeline {
             live,
             metrics,
             clock,
+            clinical,
         }
     }
 
@@ -132,6 +137,8 @@ impl Pipeline {
         let mut pending = Vec::with_capacity(items.len());
         let mut serials = Vec::new();
         let publish = self.live.receiver_count() > 0;
+        // Values flagged absent by a known, assigned device: technical-alarm inputs.
+        let mut absent = Vec::new();
         {
             let directory = self.directory.read();
             for item in &items {
@@ -188,6 +195,16 @@ impl Pipeline {
                         batch.measurements.push(measurement);
                     }
                     Err(rejection) => {
+                        if rejection.reason == RejectionReason::DataAbsent
+                            && let Some(device) = directory.device_by_serial(incoming.device)
+                            && let Some(patient) = directory.patient_at(device.id, incoming.time)
+                        {
+                            absent.push(Input::DataAbsent {
+                                patient,
+                                device: device.id,
+                                time: incoming.time,
+                            });
+                        }
                         batch.dead_letters.push(dead_letter(
                             now,
                             source,
@@ -200,16 +217,21 @@ impl Pipeline {
                 }
             }
         }
-        // Live views need a little of each measurement after the batch has moved into the store.
-        let published: Vec<_> = if publish {
-            batch
-                .measurements
-                .iter()
-                .map(|measurement| (measurement.vital, measurement.value, measurement.time))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        // Live views and the clinical engine need a little of each measurement after the batch
+        // has moved into the store.
+        let published: Vec<_> = batch
+            .measurements
+            .iter()
+            .map(|measurement| {
+                (
+                    measurement.device,
+                    measurement.vital,
+                    measurement.value,
+                    measurement.time,
+                )
+            })
+            .collect();
+        let mut clinical_inputs = Vec::with_capacity(published.len() + absent.len());
         let outcomes = self.store.ingest(batch).await?;
         let mut summary = IngestSummary::default();
         let mut live = Vec::new();
@@ -227,7 +249,18 @@ impl Pipeline {
                         if patient.is_none() {
                             summary.unassigned += 1;
                         }
-                        if let (Some((vital, value, time)), Some(serial)) =
+                        if let (Some(patient), Some((device, vital, value, time))) =
+                            (patient, published.get(index))
+                        {
+                            clinical_inputs.push(Input::Measurement {
+                                patient,
+                                device: *device,
+                                vital: *vital,
+                                value: *value,
+                                time: *time,
+                            });
+                        }
+                        if let (Some((_, vital, value, time)), Some(serial)) =
                             (published.get(index), serials.get(index))
                         {
                             live.push(LiveMeasurement {
@@ -251,6 +284,12 @@ impl Pipeline {
         if !live.is_empty() {
             // An error only means nobody is listening right now.
             let _ = self.live.send(Arc::new(live));
+        }
+        // The engine sees measurements in commit order; within a batch, in time order.
+        clinical_inputs.extend(absent);
+        clinical_inputs.sort_by_key(Input::time);
+        if self.clinical.submit(clinical_inputs).await.is_err() {
+            tracing::warn!("clinical engine stopped; measurements were stored but not evaluated");
         }
         Ok((results, summary))
     }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use galen_clinical::{ClinicalConfig, Priority, ScoreTable};
+use galen_server::{ClinicalSettings, WebhookEndpoint};
 use serde::Deserialize;
 
 /// Log line format.
@@ -43,6 +45,10 @@ pub(crate) struct ServeArgs {
     /// Seconds without data after which the dashboard marks a patient stale [default: 60].
     #[arg(long, env = "GALEN_STALE_AFTER_SECONDS")]
     stale_after_seconds: Option<u64>,
+    /// Clinical configuration (score tables, alarm rules, escalation) in TOML
+    /// [default: the built-in one, see galen-clinical/config/default.toml].
+    #[arg(long, env = "GALEN_CLINICAL_CONFIG")]
+    clinical_config: Option<PathBuf>,
     /// Log format [default: text].
     #[arg(long, env = "GALEN_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
@@ -51,12 +57,104 @@ pub(crate) struct ServeArgs {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
+    clinical_config: Option<PathBuf>,
+    /// Hospital score tables (TOML) that the clinical configuration may name.
+    #[serde(default)]
+    score_tables: Vec<PathBuf>,
+    #[serde(default)]
+    webhook: Vec<FileWebhook>,
     http_addr: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     api_token_file: Option<PathBuf>,
     max_body_bytes: Option<usize>,
     stale_after_seconds: Option<u64>,
     log_format: Option<LogFormat>,
+}
+
+/// A webhook endpoint in the configuration file. The HMAC secret is read from a file so that it
+/// never sits in the main configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWebhook {
+    name: String,
+    url: String,
+    secret_file: PathBuf,
+    #[serde(default = "default_min_priority")]
+    min_priority: String,
+    #[serde(default = "default_attempts")]
+    max_attempts: u32,
+}
+
+fn default_min_priority() -> String {
+    "low".into()
+}
+
+fn default_attempts() -> u32 {
+    6
+}
+
+/// Loads the clinical configuration and webhooks.
+fn clinical_settings(
+    path: Option<&Path>,
+    tables: &[PathBuf],
+    webhooks: &[FileWebhook],
+) -> Result<ClinicalSettings> {
+    let mut extra = Vec::new();
+    for table in tables {
+        let text = std::fs::read_to_string(table)
+            .with_context(|| format!("reading score table {}", table.display()))?;
+        extra.push(
+            ScoreTable::from_toml(&text)
+                .with_context(|| format!("loading score table {}", table.display()))?,
+        );
+    }
+    let config = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            ClinicalConfig::from_toml(&text, extra)
+                .with_context(|| format!("loading {}", path.display()))?
+        }
+        None if extra.is_empty() => ClinicalConfig::builtin(),
+        None => bail!("score_tables need a clinical_config that names them in `scores`"),
+    };
+    let mut endpoints = Vec::new();
+    for webhook in webhooks {
+        if !webhook.url.starts_with("http://") {
+            bail!(
+                "webhook {:?}: only http:// URLs are supported so far (put a TLS proxy in front)",
+                webhook.name
+            );
+        }
+        let secret = std::fs::read_to_string(&webhook.secret_file)
+            .with_context(|| format!("reading the secret of webhook {:?}", webhook.name))?
+            .trim()
+            .to_owned();
+        if secret.len() < 16 {
+            bail!(
+                "webhook {:?}: the secret must be at least 16 characters",
+                webhook.name
+            );
+        }
+        endpoints.push(WebhookEndpoint {
+            name: webhook.name.clone(),
+            url: webhook.url.clone(),
+            secret,
+            min_priority: Priority::parse(&webhook.min_priority).with_context(|| {
+                format!(
+                    "webhook {:?}: min_priority is low, medium or high",
+                    webhook.name
+                )
+            })?,
+            max_attempts: webhook.max_attempts.max(1),
+            first_retry: std::time::Duration::from_secs(1),
+        });
+    }
+    Ok(ClinicalSettings {
+        config: std::sync::Arc::new(config),
+        webhooks: endpoints,
+        ..ClinicalSettings::default()
+    })
 }
 
 /// Resolved settings.
@@ -68,6 +166,7 @@ pub(crate) struct Settings {
     pub(crate) max_body_bytes: usize,
     pub(crate) stale_after_seconds: u64,
     pub(crate) log_format: LogFormat,
+    pub(crate) clinical: ClinicalSettings,
 }
 
 pub(crate) const DEFAULT_DATA_DIR: &str = "galen-data";
@@ -113,6 +212,13 @@ impl Settings {
                 .or(file.stale_after_seconds)
                 .unwrap_or(60),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            clinical: clinical_settings(
+                args.clinical_config
+                    .as_deref()
+                    .or(file.clinical_config.as_deref()),
+                &file.score_tables,
+                &file.webhook,
+            )?,
         })
     }
 }

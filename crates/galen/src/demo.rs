@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use galen_clinical::{Consciousness, EntryKind, Oxygen};
 use galen_model::{
     Clock, DeviceKind, DeviceStatus, HumanName, Identifier, NewAssignment, NewDevice, NewPatient,
-    Sex, SystemClock, Timestamp,
+    PatientId, Sex, SystemClock, Timestamp,
 };
 use galen_server::{App, Incoming, Pipeline, ServerConfig};
 use galen_sim::{Reading, Scenario, SimConfig, Simulator, demo_scenarios};
@@ -164,7 +165,7 @@ pub(crate) async fn register_demo(
 /// Hours of history the demo creates on a fresh data directory, so trend charts have a past.
 const HISTORY_HOURS: i64 = 6;
 
-/// Fills the last [`HISTORY_HOURS`] with one stable vital-sign set per minute per patient (the
+/// Fills the last [`HISTORY_HOURS`] with one stable vital-sign set per 30 s per patient (the
 /// hours before the storylines start), unless the monitors already have data.
 async fn backfill(app: &App, seed: u64, patients: usize, now: Timestamp) -> Result<()> {
     let first_device = app
@@ -182,7 +183,8 @@ async fn backfill(app: &App, seed: u64, patients: usize, now: Timestamp) -> Resu
         seed,
         patients,
         Scenario::Stable,
-        1.0 / 60.0,
+        // Every 30 s: well inside the 60 s after which a silent monitor raises a technical alarm.
+        1.0 / 30.0,
         start.micros(),
     ));
     let readings = history.step(now.add_seconds(-1).micros());
@@ -247,6 +249,25 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     backfill(&app, args.seed, args.patients, now)
         .await
         .context("creating the demo history")?;
+    // As a nurse does on admission: level of consciousness and air or oxygen, so NEWS2 is
+    // complete (the demo's monitors measure the rest).
+    let patients: Vec<PatientId> = app
+        .directory()
+        .read()
+        .patients()
+        .into_iter()
+        .map(|patient| patient.id)
+        .collect();
+    for patient in patients {
+        for kind in [
+            EntryKind::Consciousness(Consciousness::Alert),
+            EntryKind::Oxygen(Oxygen::Air),
+        ] {
+            app.record_entry(patient, "demo nurse", kind, None)
+                .await
+                .context("entering the demo observations")?;
+        }
+    }
     let simulator = Simulator::new(SimConfig {
         seed: args.seed,
         scenarios: demo_scenarios(args.patients),

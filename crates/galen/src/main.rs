@@ -142,6 +142,7 @@ async fn serve(args: config::ServeArgs) -> Result<()> {
         api_token: Some(api_token),
         max_body_bytes: settings.max_body_bytes,
         stale_after_seconds: settings.stale_after_seconds,
+        clinical: settings.clinical.clone(),
     };
     let app = App::new(Arc::new(store), Arc::new(SystemClock), server_config).await?;
     run_server(app, listener, "dashboard").await

@@ -1,6 +1,7 @@
 //! The HTTP surface. Wire formats (JSON shapes) live here and only here; handlers convert them to
 //! and from galen-model types explicitly.
 
+mod clinical;
 mod measurements;
 mod ops;
 mod registry;
@@ -10,7 +11,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use galen_model::Timestamp;
 use serde::de::DeserializeOwned;
 
@@ -55,6 +56,32 @@ pub(crate) fn router(app: App) -> Router {
         .route(
             "/api/v1/assignments/{id}/end",
             post(registry::end_assignment),
+        )
+        .route("/api/v1/alarms", get(clinical::active_alarms))
+        .route("/api/v1/alarms/log", get(clinical::alarm_log))
+        .route("/api/v1/alarms/{id}/{action}", post(clinical::alarm_action))
+        .route("/api/v1/alarm-report", get(clinical::alarm_report))
+        .route("/api/v1/clinical/config", get(clinical::clinical_config))
+        .route("/api/v1/webhooks/deliveries", get(clinical::deliveries))
+        .route(
+            "/api/v1/patients/{id}/clinical",
+            get(clinical::patient_clinical),
+        )
+        .route(
+            "/api/v1/patients/{id}/scores",
+            get(clinical::patient_scores),
+        )
+        .route(
+            "/api/v1/patients/{id}/observations",
+            post(clinical::post_observation),
+        )
+        .route(
+            "/api/v1/patients/{id}/spo2-scale",
+            put(clinical::put_spo2_scale),
+        )
+        .route(
+            "/api/v1/patients/{id}/limits/{rule}",
+            put(clinical::put_limit).delete(clinical::delete_limit),
         )
         .route("/api/v1/dashboard", get(vitals::dashboard))
         .route("/api/v1/stream", get(vitals::stream))

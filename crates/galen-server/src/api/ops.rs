@@ -30,7 +30,8 @@ pub(crate) async fn readyz(State(app): State<App>) -> impl IntoResponse {
 }
 
 pub(crate) async fn metrics(State(app): State<App>) -> impl IntoResponse {
-    let body = app.0.metrics.render(&app.0.store.stats());
+    let mut body = app.0.metrics.render(&app.0.store.stats());
+    app.0.clinical.render_metrics(&mut body);
     (
         [(
             header::CONTENT_TYPE,

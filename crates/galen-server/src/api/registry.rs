@@ -302,6 +302,15 @@ pub(crate) async fn end_assignment(
     let end = super::parse_time("end", wire.end.as_deref())?.unwrap_or_else(|| app.0.clock.now());
     let assignment = app.0.store.end_assignment(AssignmentId(id), end).await?;
     reload(&app).await?;
+    // The device no longer belongs to this patient: its technical alarms end, silence is expected.
+    let released = galen_clinical::Input::DeviceReleased {
+        patient: assignment.details.patient,
+        device: assignment.details.device,
+        time: end,
+    };
+    if app.0.clinical.submit(vec![released]).await.is_err() {
+        tracing::warn!("clinical engine stopped; device release not applied");
+    }
     tracing::info!(assignment = %assignment, "assignment ended");
     Ok(Json(assignment_json(&assignment)))
 }

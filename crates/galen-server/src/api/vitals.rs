@@ -270,6 +270,17 @@ pub(crate) async fn dashboard(
         }
         (wards, all)
     };
+    let mut views = std::collections::HashMap::new();
+    for (patient, _) in &patients {
+        let view = app.0.clinical.view(patient.id).await.map_err(|_| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the clinical engine is shutting down",
+            )
+        })?;
+        views.insert(patient.id, view);
+    }
     let mut tiles = Vec::with_capacity(patients.len());
     for (patient, devices) in patients {
         let mut newest: Vec<(VitalSign, Point)> = Vec::new();
@@ -299,6 +310,27 @@ pub(crate) async fn dashboard(
             })
             .collect();
         let details = &patient.details;
+        let clinical = views.get(&patient.id).and_then(Option::as_ref);
+        let news2 = clinical.and_then(|view| {
+            let config = app.0.clinical.config();
+            let table = config
+                .tables
+                .iter()
+                .position(|table| table.id() == "news2")?;
+            let score = view.scores.get(table)?;
+            Some(crate::clinical::encode::score_json(
+                config, table, score, patient.id,
+            ))
+        });
+        let mut alarms: Vec<Value> = clinical
+            .map(|view| {
+                view.alarms
+                    .iter()
+                    .map(|alarm| super::clinical::alarm_view_json(&app, alarm))
+                    .collect()
+            })
+            .unwrap_or_default();
+        alarms.sort_by_key(|alarm| std::cmp::Reverse(priority_rank(alarm)));
         tiles.push(json!({
             "id": patient.id.0,
             "name": display_name(&details.name.given, &details.name.family),
@@ -306,6 +338,8 @@ pub(crate) async fn dashboard(
             "bed": details.bed,
             "devices": devices.iter().map(|(_, serial, _)| serial.clone()).collect::<Vec<_>>(),
             "latest": latest,
+            "news2": news2,
+            "alarms": alarms,
         }));
     }
     Ok(Json(json!({
@@ -315,6 +349,14 @@ pub(crate) async fn dashboard(
         "wards": wards,
         "patients": tiles,
     })))
+}
+
+fn priority_rank(alarm: &Value) -> u8 {
+    match alarm["priority"].as_str() {
+        Some("high") => 3,
+        Some("medium") => 2,
+        _ => 1,
+    }
 }
 
 fn live_json(measurement: &LiveMeasurement) -> Value {
@@ -337,26 +379,52 @@ impl Drop for SubscriberGuard {
     }
 }
 
-/// `GET /api/v1/stream`: Server-Sent Events `measurements` (a JSON array per committed batch) and
-/// `resync` (this subscriber fell behind and should reload the dashboard).
+/// `GET /api/v1/stream`: Server-Sent Events `measurements` (a JSON array per committed batch),
+/// `alarm` (one alarm transition), `score` (one score change) and `resync` (this subscriber fell
+/// behind and should reload the dashboard). Alarm events go first when several are ready.
 pub(crate) async fn stream(
     State(app): State<App>,
     Query(query): Query<WardQuery>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let receiver = app.0.live.subscribe();
+    let clinical = app.0.clinical.subscribe();
     let shutdown = app.0.shutdown.subscribe();
     app.0.metrics.subscriber(1);
     let guard = SubscriberGuard(app);
-    let state = (receiver, shutdown, guard, query.ward);
+    let state = (receiver, clinical, shutdown, guard, query.ward);
     let events = futures_util::stream::unfold(
         state,
-        |(mut receiver, mut shutdown, guard, ward)| async move {
+        |(mut receiver, mut clinical, mut shutdown, guard, ward)| async move {
             loop {
                 if *shutdown.borrow() {
                     return None;
                 }
                 let received = tokio::select! {
+                    biased;
                     _ = shutdown.changed() => return None,
+                    event = clinical.recv() => {
+                        let event = match event {
+                            Ok(event) => {
+                                let wanted = ward.as_ref().is_none_or(|ward| {
+                                    guard.0.0.directory.read().patient(event.patient)
+                                        .is_some_and(|patient| &patient.details.ward == ward)
+                                });
+                                if !wanted {
+                                    continue;
+                                }
+                                if event.kind == "alarm" {
+                                    guard.0.0.clinical.metrics.alarm_delivered(event.received.elapsed());
+                                }
+                                Event::default().event(event.kind).data(event.json.clone())
+                            }
+                            Err(RecvError::Lagged(missed)) => {
+                                guard.0.0.metrics.lagged(missed);
+                                Event::default().event("resync").data("{}")
+                            }
+                            Err(RecvError::Closed) => return None,
+                        };
+                        return Some((Ok(event), (receiver, clinical, shutdown, guard, ward)));
+                    }
                     received = receiver.recv() => received,
                 };
                 let event = match received {
@@ -388,7 +456,7 @@ pub(crate) async fn stream(
                     }
                     Err(RecvError::Closed) => return None,
                 };
-                return Some((Ok(event), (receiver, shutdown, guard, ward)));
+                return Some((Ok(event), (receiver, clinical, shutdown, guard, ward)));
             }
         },
     );
