@@ -1438,6 +1438,18 @@ impl PatientState {
             let previous = self.observed(rule, None);
             limit_level(tiers, *side, *hysteresis, previous, value, reading.source)
         };
+        if observation.level.is_none() {
+            // A clinician changed the limit: the value is inside it now, and the clear delay
+            // (which waits out a value hovering at the limit) does not apply.
+            let clear_delay = seconds(context.config.rules[rule].clear_delay_seconds);
+            if let Some(condition) = self
+                .conditions
+                .iter_mut()
+                .find(|condition| usize::from(condition.rule) == rule && condition.device.is_none())
+            {
+                condition.absent_since = Some(now.add_micros(-clear_delay));
+            }
+        }
         self.observe(rule, None, observation, now, context);
     }
 
@@ -1559,13 +1571,19 @@ impl PatientState {
                 *slot = None;
             }
         }
+        // The value is the newest observed (the one that raised, worsened or ended the
+        // condition); the threshold stays the limit it was last compared with.
+        if observation.value.is_some() {
+            condition.value = observation.value;
+        }
+        if observation.threshold.is_some() {
+            condition.threshold = observation.threshold;
+        }
+        if observation.evidence.is_some() {
+            condition.evidence = observation.evidence;
+        }
         if observation.level.is_some() {
             condition.absent_since = None;
-            condition.value = observation.value;
-            condition.threshold = observation.threshold;
-            if observation.evidence.is_some() {
-                condition.evidence = observation.evidence;
-            }
         } else {
             condition.absent_since.get_or_insert(now);
         }
@@ -1799,8 +1817,8 @@ fn emit(
         escalation_level: alarm.escalation_level,
         role,
         silenced_until: alarm.silenced_until,
-        value: condition.and_then(|condition| condition.value),
-        threshold: condition.and_then(|condition| condition.threshold),
+        value: condition.map_or(alarm.value, |condition| condition.value),
+        threshold: condition.map_or(alarm.threshold, |condition| condition.threshold),
         evidence: condition
             .and_then(|condition| condition.evidence)
             .into_iter()

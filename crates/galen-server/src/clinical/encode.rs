@@ -94,17 +94,19 @@ pub(crate) fn describe(
         } => {
             let unit = parameter_unit(*parameter).unwrap_or("");
             let direction = match side {
-                galen_clinical::Side::Below => "below",
-                galen_clinical::Side::Above => "above",
+                galen_clinical::Side::Below => "low",
+                galen_clinical::Side::Above => "high",
             };
+            // "SpO2 low: 84 % (limit 85)". The value is the newest reading, which with
+            // hysteresis may already be back at the limit while the condition persists.
             match (value, threshold) {
                 (Some(value), Some(threshold)) => format!(
-                    "{} {} {unit} {direction} {} {unit}",
+                    "{} {direction}: {} {unit} (limit {})",
                     parameter_label(*parameter),
                     number(value),
                     number(threshold)
                 ),
-                _ => format!("{} {direction} limit", parameter_label(*parameter)),
+                _ => format!("{} {direction}", parameter_label(*parameter)),
             }
         }
         RuleKind::Score { table, .. } => {

@@ -19,7 +19,7 @@ pub(crate) mod entries;
 mod runtime;
 pub(crate) mod webhook;
 
-pub use runtime::{Clinical, ClinicalEvent, ClinicalSettings};
+pub use runtime::{Clinical, ClinicalEvent, ClinicalSettings, records, replay};
 pub use webhook::{WebhookEndpoint, sign_webhook};
 
 /// Timers fire this long after they are due (2 s), leaving time for readings in flight.
