@@ -41,6 +41,8 @@ enum BenchKind {
     Ingest(IngestArgs),
     /// 24 h query of one vital sign of one patient on a filled store.
     Query(QueryArgs),
+    /// Clinical engine throughput and memory; alarm latency end to end under load.
+    Clinical(crate::bench_clinical::ClinicalArgs),
 }
 
 #[derive(Debug, Args)]
@@ -83,11 +85,12 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
     match args.what {
         BenchKind::Ingest(args) => ingest(args).await,
         BenchKind::Query(args) => query(args).await,
+        BenchKind::Clinical(args) => crate::bench_clinical::clinical(args).await,
     }
 }
 
 /// A directory for the run: the one given, or a temporary one that is removed at the end.
-fn workspace(given: Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+pub(crate) fn workspace(given: Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
     match given {
         Some(path) => {
             std::fs::create_dir_all(&path)?;
@@ -130,7 +133,7 @@ fn percentile(samples: &mut [f64], quantile: f64) -> f64 {
 }
 
 /// Registers `count` monitors, each assigned to its own patient; returns (device, patient) ids.
-async fn register(
+pub(crate) async fn register(
     store: &dyn Store,
     count: usize,
     since: Timestamp,
@@ -162,7 +165,7 @@ async fn register(
 
 /// Runs the real server on `store` on a free loopback port; returns a client for it and what
 /// stops it.
-async fn serve_in_process(
+pub(crate) async fn serve_in_process(
     store: Arc<galen_store::embedded::SqliteStore>,
 ) -> Result<(
     HttpClient,

@@ -70,6 +70,28 @@ impl HttpClient {
         Ok((status, body))
     }
 
+    /// Opens a streaming GET (Server-Sent Events); the body is read frame by frame.
+    pub(crate) async fn stream(&self, path: &str) -> Result<hyper::body::Incoming> {
+        let mut request = Request::builder()
+            .method(Method::GET)
+            .uri(format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .context("building the request")?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .with_context(|| format!("requesting {}{path}", self.base))?;
+        if !response.status().is_success() {
+            bail!("GET {path} answered {}", response.status());
+        }
+        Ok(response.into_body())
+    }
+
     /// GETs JSON, failing on a non-2xx status.
     pub(crate) async fn get_json(&self, path: &str) -> Result<Value> {
         let (status, body) = self.send(Method::GET, path, None).await?;

@@ -4,6 +4,7 @@
 //! libraries get plain config structs.
 
 mod bench;
+mod bench_clinical;
 mod client;
 mod config;
 mod demo;
