@@ -179,6 +179,13 @@ pub enum RuleKind {
         /// Priority.
         priority: Priority,
     },
+    /// A device reported a low battery charge (technical), per device.
+    LowBattery {
+        /// Tiers below which the charge (%) is a condition, worst first.
+        tiers: Vec<Tier>,
+        /// Percentage points the charge must rise back above a tier to end the condition.
+        hysteresis: f64,
+    },
 }
 
 /// A compiled alarm rule.
@@ -209,7 +216,9 @@ impl Rule {
     pub fn is_technical(&self) -> bool {
         matches!(
             self.kind,
-            RuleKind::DeviceSilent { .. } | RuleKind::DataAbsent { .. }
+            RuleKind::DeviceSilent { .. }
+                | RuleKind::DataAbsent { .. }
+                | RuleKind::LowBattery { .. }
         )
     }
 }
@@ -339,6 +348,10 @@ struct FileTechnical {
     silent_priority: Priority,
     data_absent_delay_seconds: u32,
     data_absent_priority: Priority,
+    #[serde(default)]
+    low_battery: Vec<Tier>,
+    #[serde(default)]
+    low_battery_hysteresis: f64,
 }
 
 #[derive(Deserialize)]
@@ -560,6 +573,23 @@ impl ClinicalConfig {
             clear_delay_seconds: 0,
             latching: Some(false),
         });
+        if !file.technical.low_battery.is_empty() {
+            let mut tiers = file.technical.low_battery;
+            check_tiers(&mut tiers, Side::Below, "technical.low_battery")?;
+            let hysteresis = file.technical.low_battery_hysteresis;
+            if hysteresis.is_nan() || hysteresis < 0.0 {
+                return Err(ConfigError::Invalid(
+                    "technical.low_battery_hysteresis must be zero or more".into(),
+                ));
+            }
+            rules.push(Rule {
+                id: "technical.low_battery".into(),
+                kind: RuleKind::LowBattery { tiers, hysteresis },
+                delay_seconds: 0,
+                clear_delay_seconds: 0,
+                latching: Some(false),
+            });
+        }
         let mut seen = std::collections::BTreeSet::new();
         for rule in &rules {
             if !seen.insert(rule.id.as_str()) {

@@ -478,6 +478,8 @@ struct Condition {
     evidence: Option<Source>,
     /// Closed by a user while present: raise nothing until the condition ends.
     suppressed: bool,
+    /// Absent for at least the clear delay: over (kept only while a latched alarm needs it).
+    ended: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -919,6 +921,9 @@ impl PatientState {
                 }
             }
         }
+        for condition in &self.conditions {
+            consider(clear_due(config, condition));
+        }
         next
     }
 
@@ -932,6 +937,19 @@ impl PatientState {
                 self.clock = due;
             }
             let now = due;
+            // A condition whose value came back inside its limit ends once the clear delay has
+            // passed, even if no later reading of that parameter arrives.
+            let clearing: Vec<(usize, Option<DeviceId>)> = self
+                .conditions
+                .iter()
+                .filter(|condition| {
+                    clear_due(context.config, condition).is_some_and(|at| at <= now)
+                })
+                .map(|condition| (usize::from(condition.rule), condition.device))
+                .collect();
+            for (rule, device) in clearing {
+                self.observe(rule, device, Observation::none(), now, context);
+            }
             if self.rescore_at.is_some_and(|at| at <= now) {
                 self.rescore_at = None;
                 self.rescore(now, context);
@@ -1053,14 +1071,27 @@ impl PatientState {
         {
             self.observe(rule, Some(device), Observation::none(), now, context);
         }
-        let Some(parameter) = Parameter::from_vital(vital) else {
-            return;
-        };
         let source = Source::Measurement(MeasurementRef {
             device,
             vital,
             time,
         });
+        if vital == VitalSign::BatteryCharge {
+            if let Some(rule) = rule_of(context.config, |kind| {
+                matches!(kind, RuleKind::LowBattery { .. })
+            }) && let RuleKind::LowBattery { tiers, hysteresis } =
+                &context.config.rules[rule].kind
+            {
+                let previous = self.observed(rule, Some(device));
+                let observation =
+                    limit_level(tiers, Side::Below, *hysteresis, previous, value, source);
+                self.observe(rule, Some(device), observation, now, context);
+            }
+            return;
+        }
+        let Some(parameter) = Parameter::from_vital(vital) else {
+            return;
+        };
         if let Some(ring) = self
             .rings
             .iter_mut()
@@ -1217,6 +1248,15 @@ impl PatientState {
                 self.rescore(now, context);
             }
             EntryKind::Spo2Scale(scale) => {
+                if entry
+                    .reason
+                    .as_deref()
+                    .is_none_or(|reason| reason.trim().is_empty())
+                {
+                    return Err(EntryError::Invalid(
+                        "changing the SpO2 scale needs a reason".into(),
+                    ));
+                }
                 self.readings.spo2_scale = *scale;
                 self.rescore(now, context);
             }
@@ -1240,6 +1280,15 @@ impl PatientState {
                     Side::Below => a.threshold.total_cmp(&b.threshold),
                     Side::Above => b.threshold.total_cmp(&a.threshold),
                 });
+                // As in the configuration: a worse value never gets a lower priority.
+                if tiers
+                    .windows(2)
+                    .any(|pair| pair[0].priority < pair[1].priority)
+                {
+                    return Err(EntryError::Invalid(
+                        "a tier further from normal must not have a lower priority".into(),
+                    ));
+                }
                 if expires.is_some_and(|expires| expires <= now) {
                     return Err(EntryError::Invalid(
                         "the override would already have expired".into(),
@@ -1555,6 +1604,7 @@ impl PatientState {
                     threshold: None,
                     evidence: None,
                     suppressed: false,
+                    ended: false,
                 });
                 self.conditions.len() - 1
             }
@@ -1599,6 +1649,7 @@ impl PatientState {
         if ended {
             condition.suppressed = false;
         }
+        condition.ended = ended;
         let condition = condition.clone();
         let alarm_position = self
             .alarms
@@ -1722,6 +1773,21 @@ impl PatientState {
             });
         }
     }
+}
+
+/// When an absent condition's clear delay runs out (none for a present or ended condition, or a
+/// rule without clear delay: those end on the observation itself).
+fn clear_due(config: &ClinicalConfig, condition: &Condition) -> Option<Timestamp> {
+    if condition.observed.is_some() || condition.ended {
+        return None;
+    }
+    let delay = config.rules[usize::from(condition.rule)].clear_delay_seconds;
+    if delay == 0 {
+        return None;
+    }
+    condition
+        .absent_since
+        .map(|since| since.add_micros(seconds(delay)))
 }
 
 fn limit_rule(config: &ClinicalConfig, rule: &str) -> Result<usize, EntryError> {

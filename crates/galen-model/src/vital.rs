@@ -30,11 +30,15 @@ pub enum VitalSign {
     BodyWeight,
     /// Body height, LOINC 8302-2.
     BodyHeight,
+    /// Charge of the measuring device's battery, %. Not a vital sign but a technical
+    /// measurement: it feeds low-battery alarms and is kept like any other series. It has no
+    /// LOINC code; devices send it as `battery` or `MDC_ATTR_VAL_BATT_CHARGE`.
+    BatteryCharge,
 }
 
 impl VitalSign {
     /// Every vital sign, in display order.
-    pub const ALL: [VitalSign; 9] = [
+    pub const ALL: [VitalSign; 10] = [
         VitalSign::HeartRate,
         VitalSign::Spo2,
         VitalSign::RespiratoryRate,
@@ -44,6 +48,7 @@ impl VitalSign {
         VitalSign::MeanArterialPressure,
         VitalSign::BodyWeight,
         VitalSign::BodyHeight,
+        VitalSign::BatteryCharge,
     ];
 
     /// Galen's short alias, used in the native API and on the dashboard.
@@ -58,21 +63,23 @@ impl VitalSign {
             VitalSign::MeanArterialPressure => "mean_bp",
             VitalSign::BodyWeight => "weight",
             VitalSign::BodyHeight => "height",
+            VitalSign::BatteryCharge => "battery",
         }
     }
 
     /// The primary LOINC code (the one FHIR's vital-signs profile requires).
-    pub const fn loinc(self) -> &'static str {
+    pub const fn loinc(self) -> Option<&'static str> {
         match self {
-            VitalSign::HeartRate => "8867-4",
-            VitalSign::Spo2 => "2708-6",
-            VitalSign::RespiratoryRate => "9279-1",
-            VitalSign::BodyTemperature => "8310-5",
-            VitalSign::SystolicBp => "8480-6",
-            VitalSign::DiastolicBp => "8462-4",
-            VitalSign::MeanArterialPressure => "8478-0",
-            VitalSign::BodyWeight => "29463-7",
-            VitalSign::BodyHeight => "8302-2",
+            VitalSign::HeartRate => Some("8867-4"),
+            VitalSign::Spo2 => Some("2708-6"),
+            VitalSign::RespiratoryRate => Some("9279-1"),
+            VitalSign::BodyTemperature => Some("8310-5"),
+            VitalSign::SystolicBp => Some("8480-6"),
+            VitalSign::DiastolicBp => Some("8462-4"),
+            VitalSign::MeanArterialPressure => Some("8478-0"),
+            VitalSign::BodyWeight => Some("29463-7"),
+            VitalSign::BodyHeight => Some("8302-2"),
+            VitalSign::BatteryCharge => None,
         }
     }
 
@@ -163,6 +170,12 @@ impl VitalSign {
                 "188740",
                 "MDC_LEN_BODY_ACTUAL",
             ],
+            VitalSign::BatteryCharge => &[
+                "battery",
+                "battery_level",
+                "battery_charge",
+                "MDC_ATTR_VAL_BATT_CHARGE",
+            ],
         }
     }
 
@@ -191,17 +204,18 @@ impl VitalSign {
     }
 
     /// The preferred IEEE 11073 MDC code.
-    pub const fn mdc(self) -> u32 {
+    pub const fn mdc(self) -> Option<u32> {
         match self {
-            VitalSign::HeartRate => 147_842,
-            VitalSign::Spo2 => 150_456,
-            VitalSign::RespiratoryRate => 151_562,
-            VitalSign::BodyTemperature => 150_364,
-            VitalSign::SystolicBp => 150_021,
-            VitalSign::DiastolicBp => 150_022,
-            VitalSign::MeanArterialPressure => 150_023,
-            VitalSign::BodyWeight => 188_736,
-            VitalSign::BodyHeight => 188_740,
+            VitalSign::HeartRate => Some(147_842),
+            VitalSign::Spo2 => Some(150_456),
+            VitalSign::RespiratoryRate => Some(151_562),
+            VitalSign::BodyTemperature => Some(150_364),
+            VitalSign::SystolicBp => Some(150_021),
+            VitalSign::DiastolicBp => Some(150_022),
+            VitalSign::MeanArterialPressure => Some(150_023),
+            VitalSign::BodyWeight => Some(188_736),
+            VitalSign::BodyHeight => Some(188_740),
+            VitalSign::BatteryCharge => None,
         }
     }
 
@@ -209,7 +223,7 @@ impl VitalSign {
     pub const fn dimension(self) -> Dimension {
         match self {
             VitalSign::HeartRate | VitalSign::RespiratoryRate => Dimension::Rate,
-            VitalSign::Spo2 => Dimension::Percent,
+            VitalSign::Spo2 | VitalSign::BatteryCharge => Dimension::Percent,
             VitalSign::BodyTemperature => Dimension::Temperature,
             VitalSign::SystolicBp | VitalSign::DiastolicBp | VitalSign::MeanArterialPressure => {
                 Dimension::Pressure
@@ -242,6 +256,7 @@ impl VitalSign {
             VitalSign::MeanArterialPressure => 10.0..=270.0,
             VitalSign::BodyWeight => 0.2..=650.0,
             VitalSign::BodyHeight => 20.0..=280.0,
+            VitalSign::BatteryCharge => 0.0..=100.0,
         }
     }
 
@@ -257,6 +272,7 @@ impl VitalSign {
             VitalSign::MeanArterialPressure => 7,
             VitalSign::BodyWeight => 8,
             VitalSign::BodyHeight => 9,
+            VitalSign::BatteryCharge => 10,
         }
     }
 
@@ -311,8 +327,12 @@ mod tests {
                 assert!(previous.is_none(), "{code} maps to two vital signs");
             }
             assert_eq!(VitalSign::parse(vital.alias()), Some(vital));
-            assert_eq!(VitalSign::parse(vital.loinc()), Some(vital));
-            assert_eq!(VitalSign::parse(&vital.mdc().to_string()), Some(vital));
+            if let Some(loinc) = vital.loinc() {
+                assert_eq!(VitalSign::parse(loinc), Some(vital));
+            }
+            if let Some(mdc) = vital.mdc() {
+                assert_eq!(VitalSign::parse(&mdc.to_string()), Some(vital));
+            }
             assert_eq!(
                 VitalSign::from_storage_code(vital.storage_code()),
                 Some(vital)

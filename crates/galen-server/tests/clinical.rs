@@ -330,7 +330,7 @@ async fn simulated_ward_scores_alarms_actions_and_replay() {
         news2_raise["evidence"].as_array().expect("evidence").len() >= 5,
         "a score alarm names the measurements it used: {news2_raise}"
     );
-    assert_eq!(news2_raise["config_version"], "galen-default-2026.1");
+    assert_eq!(news2_raise["config_version"], "galen-default-2026.2");
 
     // Hypoxia: an SpO2 alarm, acknowledged by a named nurse with a reason.
     let hypoxia_log = h.alarm_log(patients[1]).await;
@@ -653,7 +653,7 @@ async fn operator_actions_overrides_and_settings_through_the_api() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     let config = h.get("/api/v1/clinical/config").await;
-    assert_eq!(config["version"], "galen-default-2026.1");
+    assert_eq!(config["version"], "galen-default-2026.2");
     assert!(
         config["rules"]
             .as_array()

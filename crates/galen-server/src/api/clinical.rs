@@ -524,6 +524,10 @@ pub(crate) async fn clinical_config(State(app): State<App>) -> Json<Value> {
                 RuleKind::DataAbsent { priority } => {
                     item["priority"] = json!(priority.code());
                 }
+                RuleKind::LowBattery { tiers, hysteresis } => {
+                    item["tiers"] = tiers_json(tiers);
+                    item["hysteresis"] = json!(hysteresis);
+                }
             }
             item
         })

@@ -154,6 +154,14 @@ pub(crate) fn describe(
         RuleKind::DataAbsent { .. } => {
             String::from("the device reports no valid value (sensor off or disconnected?)")
         }
+        RuleKind::LowBattery { .. } => match (value, threshold) {
+            (Some(value), Some(threshold)) => format!(
+                "device battery low: {} % (limit {})",
+                number(value),
+                number(threshold)
+            ),
+            _ => String::from("device battery low"),
+        },
     }
 }
 
