@@ -386,4 +386,77 @@ mod tests {
         let other = tempfile::tempdir().expect("temp dir");
         assert_ne!(load_or_create_token(other.path()).expect("other"), token);
     }
+
+    #[test]
+    fn clinical_configuration_hospital_tables_and_webhooks_load_from_files() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, text: &str| {
+            let path = directory.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path.display().to_string()
+        };
+        // A hospital table (a made-up chart) and a clinical configuration that scores it.
+        let table = write(
+            "ward-chart.toml",
+            "id = \"ward-chart\"\nversion = \"local-1\"\nname = \"Ward chart\"\nsource = \"test\"\n\
+             [[parameter]]\ncode = \"heart_rate\"\ndecimals = 0\n\
+             bands = [{ max = 100, points = 0 }, { min = 101, points = 2 }]\n\
+             [[band]]\nname = \"raised\"\nrank = 1\nmonitoring = \"hourly\"\nresponse = \"review\"\nmin_total = 2\n\
+             [[band]]\nname = \"normal\"\nrank = 0\nmonitoring = \"4-hourly\"\nresponse = \"routine\"\n",
+        );
+        let builtin = include_str!("../../galen-clinical/config/default.toml");
+        let clinical = write(
+            "clinical.toml",
+            &builtin
+                .replace(
+                    "version = \"galen-default-2026.2\"",
+                    "version = \"hospital-7\"",
+                )
+                .replace(
+                    "scores = [\"news2\", \"qsofa\", \"mews\"]",
+                    "scores = [\"news2\", \"qsofa\", \"mews\", \"ward-chart\"]",
+                ),
+        );
+        let secret = write("pager.secret", "0123456789abcdef-secret\n");
+        let file = config_file(
+            directory.path(),
+            &format!(
+                "clinical_config = \"{clinical}\"\nscore_tables = [\"{table}\"]\n\
+                 [[webhook]]\nname = \"pager\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret_file = \"{secret}\"\nmin_priority = \"high\"\n"
+            ),
+        );
+        let settings = resolve(&["--config", &file]).expect("loads");
+        let config = &settings.clinical.config;
+        assert_eq!(&*config.version, "hospital-7");
+        assert!(config.tables.iter().any(|table| table.id() == "ward-chart"));
+        let webhook = &settings.clinical.webhooks[0];
+        assert_eq!(
+            (webhook.name.as_str(), webhook.min_priority),
+            ("pager", Priority::High)
+        );
+        assert_eq!(
+            webhook.secret, "0123456789abcdef-secret",
+            "read from its file, trimmed"
+        );
+        assert!(
+            !format!("{webhook:?}").contains("secret"),
+            "Debug never shows the secret"
+        );
+
+        // Mistakes are refused with a message that names them.
+        let https = config_file(
+            directory.path(),
+            &format!(
+                "[[webhook]]\nname = \"p\"\nurl = \"https://x/\"\nsecret_file = \"{secret}\"\n"
+            ),
+        );
+        let error = format!("{:#}", resolve(&["--config", &https]).expect_err("https"));
+        assert!(error.contains("http://"), "{error}");
+        let unknown = write("bad.toml", &builtin.replace("\"mews\"]", "\"pews\"]"));
+        let error = format!(
+            "{:#}",
+            resolve(&["--clinical-config", &unknown]).expect_err("unknown table")
+        );
+        assert!(error.contains("pews"), "{error}");
+    }
 }
