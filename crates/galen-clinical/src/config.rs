@@ -169,8 +169,12 @@ pub enum RuleKind {
     },
     /// A device that sent data for the patient went silent (technical alarm).
     DeviceSilent {
-        /// Seconds without data.
+        /// Seconds without data, at least (continuous monitors).
         after_seconds: u32,
+        /// Expected intervals without data: a device that reports every 5 minutes (a home BP
+        /// cuff) is silent after this many of its own intervals, not after `after_seconds`.
+        /// The interval is learned per device from its arrivals. 0 uses `after_seconds` only.
+        intervals: u32,
         /// Priority.
         priority: Priority,
     },
@@ -345,6 +349,8 @@ struct FileTrend {
 #[serde(deny_unknown_fields)]
 struct FileTechnical {
     silent_after_seconds: u32,
+    #[serde(default)]
+    silent_after_intervals: u32,
     silent_priority: Priority,
     data_absent_delay_seconds: u32,
     data_absent_priority: Priority,
@@ -558,6 +564,7 @@ impl ClinicalConfig {
             id: "technical.device_silent".into(),
             kind: RuleKind::DeviceSilent {
                 after_seconds: file.technical.silent_after_seconds,
+                intervals: file.technical.silent_after_intervals,
                 priority: file.technical.silent_priority,
             },
             delay_seconds: 0,

@@ -502,7 +502,24 @@ struct Alarm {
 struct DeviceSeen {
     device: DeviceId,
     last_seen: Timestamp,
+    /// Learned reporting interval (exponential moving average of the gaps between arrivals more
+    /// than half a second apart, so the vitals of one set count once), microseconds.
+    interval_micros: Option<f32>,
     silent: bool,
+}
+
+/// Gaps shorter than this are parts of one reading set, not reporting intervals.
+const SAME_SET_MICROS: i64 = 500_000;
+
+impl DeviceSeen {
+    /// When this device counts as silent: more than `after` seconds, or more than `intervals` of
+    /// its learned interval if that is longer, after its last data.
+    fn silent_at(&self, after: u32, intervals: u32) -> Timestamp {
+        let learned = self.interval_micros.map_or(0, |interval| {
+            (f64::from(interval) * f64::from(intervals)) as i64
+        });
+        self.last_seen.add_micros(seconds(after).max(learned) + 1)
+    }
 }
 
 /// What changed in a score, for deciding whether to emit it.
@@ -914,10 +931,10 @@ impl PatientState {
             consider(alarm.next_notify);
             consider(alarm.silenced_until);
         }
-        if let Some(after) = silent_after(config) {
+        if let Some((after, intervals)) = silent_after(config) {
             for device in &self.devices {
                 if !device.silent {
-                    consider(Some(silent_at(device.last_seen, after)));
+                    consider(Some(device.silent_at(after, intervals)));
                 }
             }
         }
@@ -954,11 +971,11 @@ impl PatientState {
                 self.rescore_at = None;
                 self.rescore(now, context);
             }
-            if let Some(after) = silent_after(context.config) {
+            if let Some((after, intervals)) = silent_after(context.config) {
                 let silent: Vec<DeviceId> = self
                     .devices
                     .iter_mut()
-                    .filter(|device| !device.silent && silent_at(device.last_seen, after) <= now)
+                    .filter(|device| !device.silent && device.silent_at(after, intervals) <= now)
                     .map(|device| {
                         device.silent = true;
                         device.device
@@ -1034,6 +1051,14 @@ impl PatientState {
         let now = self.clock;
         let was_silent = match self.devices.iter_mut().find(|seen| seen.device == device) {
             Some(seen) => {
+                let gap = now.micros() - seen.last_seen.micros();
+                if gap > SAME_SET_MICROS {
+                    let gap = gap as f32;
+                    seen.interval_micros = Some(
+                        seen.interval_micros
+                            .map_or(gap, |interval| interval * 0.8 + gap * 0.2),
+                    );
+                }
                 seen.last_seen = seen.last_seen.max(now);
                 std::mem::replace(&mut seen.silent, false)
             }
@@ -1041,6 +1066,7 @@ impl PatientState {
                 self.devices.push(DeviceSeen {
                     device,
                     last_seen: now,
+                    interval_micros: None,
                     silent: false,
                 });
                 false
@@ -1801,15 +1827,15 @@ fn rule_of(config: &ClinicalConfig, matches: impl Fn(&RuleKind) -> bool) -> Opti
     config.rules.iter().position(|rule| matches(&rule.kind))
 }
 
-/// A device is silent once *more* than `after` seconds passed since its last data: a reading
-/// exactly `after` seconds later is on time.
-fn silent_at(last_seen: Timestamp, after: u32) -> Timestamp {
-    last_seen.add_micros(seconds(after) + 1)
-}
-
-fn silent_after(config: &ClinicalConfig) -> Option<u32> {
+/// The silent-device rule's `(after_seconds, intervals)`. A device is silent once *more* than
+/// that passed since its last data: a reading exactly `after` seconds later is on time.
+fn silent_after(config: &ClinicalConfig) -> Option<(u32, u32)> {
     config.rules.iter().find_map(|rule| match rule.kind {
-        RuleKind::DeviceSilent { after_seconds, .. } => Some(after_seconds),
+        RuleKind::DeviceSilent {
+            after_seconds,
+            intervals,
+            ..
+        } => Some((after_seconds, intervals)),
         _ => None,
     })
 }

@@ -275,6 +275,7 @@ fn the_builtin_configuration_is_what_these_tests_assume() {
         config.rules[ward.rule(DEVICE_SILENT)].kind,
         RuleKind::DeviceSilent {
             after_seconds: 60,
+            intervals: 3,
             priority: Priority::Medium
         }
     ));
@@ -1031,7 +1032,8 @@ fn silent_due(last: Timestamp) -> Timestamp {
 #[test]
 fn a_reading_exactly_60_s_after_the_last_one_is_on_time() {
     let mut ward = Ward::new();
-    for seconds in (0..=600).step_by(60) {
+    // Every 10 s: three learned intervals are 30 s, so the 60 s floor applies.
+    for seconds in (0..=600).step_by(10) {
         ward.measure(seconds, VitalSign::HeartRate, 70.0);
         ward.advance(at(seconds));
     }
@@ -2461,4 +2463,44 @@ fn low_battery_is_a_technical_alarm_per_device_with_hysteresis() {
     // A battery value is not a vital sign: it scores nothing.
     let news2 = ward.news2(&ward.log.clone()).len();
     assert_eq!(news2, 0, "battery readings do not change any score");
+}
+
+#[test]
+fn a_device_reporting_every_15_minutes_is_silent_after_three_of_its_intervals() {
+    let mut ward = Ward::new();
+    // A spot-check device: one systolic BP every 15 minutes.
+    for minute in [0, 15, 30, 45] {
+        ward.measure(minute * 60, VitalSign::SystolicBp, 120.0);
+    }
+    // Before its first interval is known, the 60 s floor applies: one technical alarm after the
+    // first reading, resolved by the second. From then on its own cadence counts.
+    let learning: Vec<Transition> = ward
+        .history(DEVICE_SILENT)
+        .iter()
+        .map(|event| event.transition)
+        .collect();
+    assert_eq!(learning.first(), Some(&Transition::Raised));
+    assert_eq!(learning.last(), Some(&Transition::Resolved), "{learning:?}");
+    let after_learning = |ward: &Ward| -> Vec<AlarmEvent> {
+        ward.history(DEVICE_SILENT)
+            .into_iter()
+            .filter(|event| event.time > at(15 * 60))
+            .collect()
+    };
+    ward.advance(at(45 * 60 + 10 * 60));
+    assert!(
+        after_learning(&ward).is_empty(),
+        "10 minutes without data is normal for it"
+    );
+    ward.advance(at(45 * 60 + 45 * 60));
+    assert!(
+        after_learning(&ward).is_empty(),
+        "exactly 3 intervals is still on time"
+    );
+    ward.advance(at(45 * 60 + 45 * 60 + 1));
+    let raised = after_learning(&ward);
+    assert_eq!(
+        owned_transitions(&raised),
+        [(Transition::Raised, at(90 * 60).add_micros(1))]
+    );
 }

@@ -516,9 +516,11 @@ pub(crate) async fn clinical_config(State(app): State<App>) -> Json<Value> {
                 }
                 RuleKind::DeviceSilent {
                     after_seconds,
+                    intervals,
                     priority,
                 } => {
                     item["after_seconds"] = json!(after_seconds);
+                    item["after_intervals"] = json!(intervals);
                     item["priority"] = json!(priority.code());
                 }
                 RuleKind::DataAbsent { priority } => {
