@@ -1,5 +1,8 @@
 // Browser smoke test: starts `galen demo`, drives the dashboard and the
 // patient page in headless Chromium. Plain node script (no test runner).
+// Checks vitals, live updates, NEWS2 badges, an alarm raised through the API
+// (shown, flashing, acknowledged from the tile), and the patient page's
+// scores, NEWS2 history, alarm timeline, alarm actions and observations.
 // Last stdout line is exactly "1 passed, 0 failed" or "0 passed, 1 failed".
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -10,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const TOTAL_TIMEOUT_MS = 90_000;
+const TOTAL_TIMEOUT_MS = 180_000;
 const START_TIMEOUT_MS = 60_000;
 const EXPECTED_TILES = 24;
 
@@ -94,9 +97,57 @@ function check(cond, msg) {
   if (!cond) throw new Error(msg);
 }
 
+// Wait for a DOM condition; on timeout fail with `msg`.
+async function waitFor(page, fn, arg, msg, timeout = 15_000) {
+  await page.waitForFunction(fn, arg, { timeout, polling: 200 }).catch(() => {
+    throw new Error(msg);
+  });
+}
+
+let apiBase = '';
+async function api(method, urlPath, body) {
+  const res = await fetch(apiBase + urlPath, {
+    method,
+    headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${urlPath}: HTTP ${res.status} ${text.slice(0, 300)}`);
+  return text ? JSON.parse(text) : null;
+}
+
+// Registers a patient (with markup in the name, which must show as text) and
+// a pulse oximeter, then posts SpO2 80 % spanning more than the SpO2 alarm's
+// condition delay (15 s), which raises a high-priority alarm.
+async function raiseAlarm() {
+  const tag = Date.now().toString(36);
+  const patient = await api('POST', '/api/v1/patients', {
+    identifier: { system: 'urn:galen:browser-test', value: `BT-${tag}` },
+    name: { family: 'Tester<b>X</b>', given: 'Alma' },
+    birth_date: '1950-03-04',
+    sex: 'female',
+    ward: 'A',
+    bed: 'A-99',
+  });
+  const serial = `OXI-BT-${tag}`;
+  const device = await api('POST', '/api/v1/devices', { serial, kind: 'pulse_oximeter' });
+  const now = Date.now();
+  await api('POST', '/api/v1/assignments', {
+    device: device.id, patient: patient.id, start: new Date(now - 5 * 60_000).toISOString(),
+  });
+  for (const ago of [40, 20, 0]) {
+    const r = await api('POST', '/api/v1/measurements', [
+      { device: serial, code: 'spo2', value: 80, unit: '%', time: new Date(now - ago * 1000).toISOString() },
+    ]);
+    check(r.accepted === 1, `SpO2 measurement not accepted: ${JSON.stringify(r)}`);
+  }
+  return patient.id;
+}
+
 async function run() {
   const bin = findBinary();
   const baseUrl = await startServer(bin);
+  apiBase = baseUrl.replace(/\/$/, '');
   log(`server: ${baseUrl}`);
 
   browser = await chromium.launch({
@@ -126,6 +177,17 @@ async function run() {
   });
   log(`dashboard: ${EXPECTED_TILES} tiles with heart rates`);
 
+  // 1b. Every tile shows a NEWS2 badge with a number and a band word.
+  await waitFor(page, () => [...document.querySelectorAll('.tile')].every((t) => {
+    const badge = t.querySelector('.news2');
+    const total = t.querySelector('.news2-total');
+    const band = t.querySelector('.news2-band');
+    return badge && badge.dataset.band !== 'none' && /^≥?\d+$/.test(total.textContent.trim()) &&
+      band.textContent.trim().length > 0;
+  }), null, 'not every tile shows a NEWS2 badge with a number and a band', 20_000);
+  const bands = await page.evaluate(() => [...document.querySelectorAll('.tile .news2')].map((b) => b.dataset.band));
+  log(`dashboard: NEWS2 badges on all tiles (bands: ${[...new Set(bands)].join(', ')})`);
+
   // 2. Live updates without a reload.
   const before = await page.evaluate(() => {
     window.__marker = 1;
@@ -154,6 +216,72 @@ async function run() {
   await page.screenshot({ path: shot });
   log(`screenshot: ${shot}${process.env.KEEP_TMP ? '' : ' (removed at exit; set KEEP_TMP=1 to keep)'}`);
 
+  // 2b. An alarm raised through the API appears in its tile, live.
+  const alarmPatient = await raiseAlarm();
+  const tileSel = `.tile[data-patient-id="${alarmPatient}"]`;
+  await waitFor(page, (sel) => {
+    const t = document.querySelector(sel);
+    const a = t && t.querySelector('.alarm[data-priority="high"][data-state="active"]');
+    return a && /HIGH/.test(a.querySelector('.alarm-prio').textContent) && a.querySelector('.alarm-msg').textContent.trim() &&
+      !a.querySelector('.alarm-ack').hidden && t.dataset.alarm === 'high';
+  }, tileSel, `no active high-priority alarm with an Acknowledge button in the tile of patient ${alarmPatient}`, 30_000);
+  const tileInfo = await page.evaluate((sel) => {
+    const t = document.querySelector(sel);
+    return {
+      marker: window.__marker,
+      name: t.querySelector('.name').textContent,
+      injected: t.querySelectorAll('.name b').length,
+      message: t.querySelector('.alarm .alarm-msg').textContent,
+      alarmId: t.querySelector('.alarm').dataset.alarmId,
+      animation: getComputedStyle(t).animationName,
+      summary: document.querySelector('.sum-chip[data-priority="high"] .sum-count').textContent,
+      news2: t.querySelector('.news2-total').textContent,
+      incomplete: t.querySelector('.news2').dataset.complete,
+      missing: t.querySelector('.score-missing').textContent,
+    };
+  }, tileSel);
+  check(tileInfo.marker === 1, 'page was reloaded while the alarm arrived');
+  check(tileInfo.name.includes('<b>X</b>') && tileInfo.injected === 0, `patient name markup was not shown as text: ${JSON.stringify(tileInfo.name)}`);
+  check(tileInfo.animation === 'alarm-flash', `unacknowledged high alarm tile does not flash (animation: ${tileInfo.animation})`);
+  check(Number(tileInfo.summary) >= 1, `ward summary shows ${tileInfo.summary} high alarms`);
+  check(tileInfo.incomplete === 'no' && /missing/i.test(tileInfo.missing), `SpO2-only patient's NEWS2 is not marked incomplete with missing parameters (${tileInfo.news2}, ${tileInfo.missing})`);
+  log(`dashboard: alarm ${tileInfo.alarmId} shown live (${JSON.stringify(tileInfo.message)}), tile flashing, NEWS2 ${tileInfo.news2} incomplete`);
+
+  // Reduced motion: steady (no animation) but still marked.
+  await page.emulateMedia({ reducedMotion: 'reduce' });
+  const steady = await page.evaluate((sel) => {
+    const cs = getComputedStyle(document.querySelector(sel));
+    return { animation: cs.animationName, border: cs.borderTopWidth };
+  }, tileSel);
+  check(steady.animation === 'none' && parseFloat(steady.border) >= 3, `reduced motion: expected a steady strong border, got ${JSON.stringify(steady)}`);
+  await page.emulateMedia({ reducedMotion: 'no-preference' });
+  await page.screenshot({ path: path.join(tmpDir, 'dashboard-alarm.png') });
+  log('dashboard: reduced motion gives a steady border');
+
+  // 2c. Acknowledge from the tile: the dialog asks for the name, the tile updates.
+  const actor = 'Nurse Browser-Test';
+  await page.locator(`${tileSel} .alarm[data-alarm-id="${tileInfo.alarmId}"] .alarm-ack`).click();
+  await page.locator('dialog.action-dialog[open] #action-by').waitFor({ timeout: 5_000 });
+  await page.locator('#action-by').fill('');
+  await page.locator('#action-confirm').click();
+  await waitFor(page, () => {
+    const e = document.getElementById('action-error');
+    return e && !e.hidden && e.textContent.trim().length > 0;
+  }, null, 'acknowledging without a name did not show an error');
+  await page.locator('#action-by').fill(actor);
+  await page.locator('#action-confirm').click();
+  await waitFor(page, ([sel, id]) => {
+    const a = document.querySelector(`${sel} .alarm[data-alarm-id="${id}"]`);
+    return a && a.dataset.state === 'acknowledged' && /acknowledged/i.test(a.querySelector('.alarm-state').textContent) &&
+      a.querySelector('.alarm-ack').hidden && !document.querySelector('dialog.action-dialog[open]');
+  }, [tileSel, tileInfo.alarmId], 'the tile does not show the alarm as acknowledged after Acknowledge', 10_000);
+  const remembered = await page.evaluate(() => localStorage.getItem('galen.actor'));
+  check(remembered === actor, `the acting name was not remembered (got ${JSON.stringify(remembered)})`);
+  const afterAck = await page.evaluate((sel) => ({ marker: window.__marker, animation: getComputedStyle(document.querySelector(sel)).animationName }), tileSel);
+  check(afterAck.marker === 1, 'page was reloaded by the acknowledgement');
+  check(afterAck.animation === 'none', 'tile still flashes after the only high alarm was acknowledged');
+  log(`dashboard: alarm acknowledged from the tile by ${JSON.stringify(actor)}; flashing stopped`);
+
   // 3. Tile click opens the patient page with the name and a chart.
   const tile = page.locator('.tile').first();
   const name = ((await tile.locator('.name').textContent()) || '').trim();
@@ -174,8 +302,67 @@ async function run() {
     .catch(() => { throw new Error('patient page shows no SVG chart with a path'); });
   const charts = await page.locator('.chart svg').count();
   log(`patient page: name shown, ${charts} charts`);
-  await page.screenshot({ path: path.join(tmpDir, 'patient.png') });
+
+  // 3b. Scores (NEWS2 with its points table, qSOFA, MEWS) and the NEWS2 history.
+  await waitFor(page, () => {
+    const card = document.querySelector('.score-card[data-table="news2"]');
+    return card && /^≥?\d+$/.test(card.querySelector('.sc-total').textContent.trim()) &&
+      card.querySelectorAll('.sc-points tbody tr').length >= 5 &&
+      card.querySelector('.sc-monitoring').textContent.trim().length > 1 &&
+      document.querySelector('.score-card[data-table="qsofa"]') && document.querySelector('.score-card[data-table="mews"]');
+  }, null, 'patient page shows no NEWS2 card with a total and a points table (and qSOFA, MEWS)');
+  await waitFor(page, () => document.querySelectorAll('#score-chart svg path.step').length > 0 &&
+    Number(document.getElementById('score-chart').dataset.points) > 0,
+  null, 'patient page shows no NEWS2 history step line');
+  const history = await page.evaluate(() => document.getElementById('score-chart').dataset.points);
+  log(`patient page: NEWS2/qSOFA/MEWS cards, NEWS2 history with ${history} score changes`);
+  await page.screenshot({ path: path.join(tmpDir, 'patient.png'), fullPage: true });
   log(`screenshot: ${path.join(tmpDir, 'patient.png')}`);
+
+  // 4. The alarm patient's page: open alarm, timeline with who, resolve with a reason, observations.
+  await page.goto(`${baseUrl.replace(/\/$/, '')}/patients/${alarmPatient}`, { waitUntil: 'domcontentloaded', timeout: 15_000 });
+  const alarmItem = `.p-alarm[data-alarm-id="${tileInfo.alarmId}"]`;
+  await waitFor(page, (sel) => {
+    const a = document.querySelector(sel);
+    return a && a.dataset.state === 'acknowledged' && a.querySelector('[data-action="resolve"]');
+  }, alarmItem, 'patient page does not list the acknowledged alarm with a Resolve button');
+  await waitFor(page, ([id, who]) => {
+    const items = [...document.querySelectorAll('#alarm-timeline .tl-item')];
+    const mine = items.filter((li) => li.title.includes(id));
+    return mine.some((li) => li.dataset.transition === 'raised') &&
+      mine.some((li) => li.dataset.transition === 'acknowledged' && li.textContent.includes(who));
+  }, [tileInfo.alarmId, actor], 'alarm timeline does not show the raised and acknowledged (with who) transitions');
+  await waitFor(page, () => document.querySelectorAll('#score-chart svg path.step').length > 0,
+    null, 'alarm patient page shows no NEWS2 history');
+  log('patient page: alarm timeline shows raised and acknowledged by the nurse');
+
+  await page.locator(`${alarmItem} [data-action="resolve"]`).click();
+  await page.locator('dialog.action-dialog[open]').waitFor({ timeout: 5_000 });
+  const prefilled = await page.locator('#action-by').inputValue();
+  check(prefilled === actor, `the dialog did not prefill the remembered name (got ${JSON.stringify(prefilled)})`);
+  await page.locator('#action-confirm').click();
+  await waitFor(page, () => !document.getElementById('action-error').hidden, null, 'resolving without a reason was not refused');
+  const reason = 'probe off finger, patient checked';
+  await page.locator('#action-reason').fill(reason);
+  await page.locator('#action-confirm').click();
+  await waitFor(page, ([sel, id, why]) => !document.querySelector(sel) &&
+    [...document.querySelectorAll('#alarm-timeline .tl-item')].some((li) => li.title.includes(id) &&
+      li.dataset.transition === 'resolved_by_user' && li.textContent.includes(why)),
+  [alarmItem, tileInfo.alarmId, reason], 'resolving with a reason did not close the alarm and log who and why', 10_000);
+  log('patient page: alarm resolved with a reason');
+
+  await page.locator('#obs-form input[name="consciousness"][value="C"]').check();
+  await page.locator('#obs-form input[name="oxygen"][value="air"]').check();
+  await page.locator('#obs-record').click();
+  await waitFor(page, () => {
+    const st = document.getElementById('obs-status');
+    const rows = [...document.querySelectorAll('.score-card[data-table="news2"] .sc-points tbody tr')];
+    const c = rows.find((r) => /Consciousness/.test(r.textContent));
+    return st.dataset.kind === 'ok' && c && /^C\b/.test(c.children[1].textContent) && c.dataset.points === '3';
+  }, null, 'recording ACVPU "C" did not update the NEWS2 points table');
+  log('patient page: nurse observation (ACVPU C, air) recorded and scored');
+  await page.screenshot({ path: path.join(tmpDir, 'patient-alarm.png'), fullPage: true });
+  log(`screenshot: ${path.join(tmpDir, 'patient-alarm.png')}`);
 
   check(pageErrors.length === 0, `JavaScript errors on the pages: ${pageErrors.join('; ')}`);
 }

@@ -6,6 +6,8 @@
   const {
     $, parseTime, serverNow, syncServerClock, setText, formatAge, unitLabel, clockText,
     everySecond, withWard, apiFetch, setConn, measurementList, liveStream,
+    el, PRIORITY_RANK, PRIORITY_TEXT, PRIORITY_SHORT, applyAlarmEvent, sortAlarms, silencedAt, needsAck,
+    alarmStateText, alarmMessage, bandClass, missingText, alarmAction, durationText, syncFlash,
   } = window.Galen;
 
   const CODES = ['heart_rate', 'spo2', 'respiratory_rate', 'temperature', 'systolic_bp', 'diastolic_bp'];
@@ -13,7 +15,7 @@
   // DISPLAY HINT ONLY — NOT AN ALARM. Fixed, non-configurable limits used
   // solely to tint a number so it catches the eye. They are not clinically
   // validated, do not notify anyone and must not be relied upon; alarms are a
-  // separate server-side function (each tile keeps an empty `.alarms` area).
+  // separate server-side function, shown in each tile's `.alarms` list.
   const DISPLAY_HINT = {
     heart_rate: (v) => v < 50 || v > 120,
     spo2: (v) => v < 92,
@@ -25,6 +27,7 @@
   const RESYNC_MS = 5 * 60 * 1000;       // periodic dashboard refetch (skew, admissions)
   const UNKNOWN_REFETCH_MS = 15 * 1000;  // at most one refetch per this for unknown patients
   const MAX_PENDING = 5000;
+  const MAX_TILE_ALARMS = 2;             // alarms listed in a tile; the rest as "+N more"
 
   const state = {
     ward: '',
@@ -37,6 +40,8 @@
     fetching: null,
     lastUnknownRefetch: 0,
     updates: 0,
+    clinicalBuffer: null,    // alarm/score events seen while a snapshot request is in flight
+    actingOn: new Set(),     // alarm ids with an action dialog open
   };
 
   const grid = $('grid');
@@ -44,6 +49,8 @@
   const wardSelect = $('ward-select');
   const clock = $('clock');
   const template = $('tile-template');
+  const summary = $('alarm-summary');
+  const alarmLive = $('alarm-live');
 
   // ---------- helpers ----------
 
@@ -68,6 +75,17 @@
       name: q('.name'),
       badge: q('.badge'),
       age: q('.age'),
+      news2Box: q('.news2'),
+      news2Total: q('.news2-total'),
+      news2Band: q('.news2-band'),
+      missing: q('.score-missing'),
+      alarmList: q('.alarms'),
+      news2: null,     // NEWS2 score object (API shape)
+      news2T: -Infinity,
+      alarms: new Map(), // alarm id -> open alarm (API shape)
+      alarmEls: new Map(),
+      moreEl: null,
+      silenced: false, // any alarm silenced: re-render countdown every second
       values: {
         heart_rate: q('[data-vital="heart_rate"]'),
         spo2: q('[data-vital="spo2"]'),
@@ -153,6 +171,215 @@
     if (rec.el.dataset.ward !== String(p.ward == null ? '' : p.ward)) rec.el.dataset.ward = p.ward == null ? '' : String(p.ward);
   }
 
+  // ---------- NEWS2 badge ----------
+
+  const BAND_TEXT = { high: 'HIGH', medium: 'MEDIUM', lowmed: 'LOW-MED', low: 'LOW', none: 'no score' };
+
+  // Apply a NEWS2 score object if it is not older than the one shown.
+  function applyScore(rec, score) {
+    if (!score || typeof score !== 'object') return false;
+    const t = parseTime(score.time);
+    if (Number.isFinite(t) && t < rec.news2T) return false;
+    rec.news2 = score;
+    rec.news2T = Number.isFinite(t) ? t : rec.news2T;
+    return true;
+  }
+
+  function renderScore(rec) {
+    const s = rec.news2;
+    const box = rec.news2Box;
+    let band = 'none';
+    let complete = 'none';
+    let total = '–';
+    let bandText = BAND_TEXT.none;
+    let label = 'NEWS2: no score yet';
+    let missing = '';
+    if (s && Number.isFinite(Number(s.total))) {
+      band = bandClass(s);
+      const incomplete = s.complete === false;
+      complete = incomplete ? 'no' : 'yes';
+      total = (incomplete ? '≥' : '') + String(s.total);
+      bandText = incomplete ? 'INCOMPLETE' : BAND_TEXT[band];
+      const bandName = s.band ? String(s.band) : BAND_TEXT[band].toLowerCase();
+      if (incomplete) {
+        const what = missingText(s, true) || 'some parameters';
+        missing = 'NEWS2 incomplete — missing: ' + what;
+        label = 'NEWS2 at least ' + s.total + ', incomplete, band at least ' + bandName + '; missing ' + (missingText(s, false) || 'some parameters');
+      } else {
+        label = 'NEWS2 ' + s.total + ', band ' + bandName;
+      }
+    }
+    if (box.dataset.band !== band) box.dataset.band = band;
+    if (box.dataset.complete !== complete) box.dataset.complete = complete;
+    if (rec.el.dataset.band !== band) rec.el.dataset.band = band;
+    setText(rec.news2Total, total);
+    setText(rec.news2Band, bandText);
+    if (box.getAttribute('aria-label') !== label) {
+      box.setAttribute('aria-label', label);
+      box.setAttribute('role', 'img');
+      box.title = label;
+    }
+    setText(rec.missing, missing);
+    if (rec.missing.title !== missing) rec.missing.title = missing;
+    if (rec.missing.hidden !== !missing) rec.missing.hidden = !missing;
+  }
+
+  // ---------- alarms in a tile ----------
+
+  function createAlarmEl(rec) {
+    const prio = el('span', { class: 'alarm-prio' });
+    const msg = el('span', { class: 'alarm-msg' });
+    const st = el('span', { class: 'alarm-state' });
+    const ack = el('button', { type: 'button', class: 'alarm-ack', text: 'Ack' });
+    const li = el('li', { class: 'alarm' }, [prio, msg, st, ack]);
+    const item = { li, prio, msg, st, ack, id: '' };
+    ack.addEventListener('click', (ev) => {
+      ev.preventDefault();
+      ev.stopPropagation();
+      acknowledge(rec, item.id);
+    });
+    return item;
+  }
+
+  function renderAlarms(rec, now) {
+    const list = sortAlarms([...rec.alarms.values()]);
+    const shown = list.slice(0, MAX_TILE_ALARMS);
+    const keep = new Set(shown.map((a) => a.alarm));
+    for (const [id, item] of rec.alarmEls) {
+      if (!keep.has(id)) { item.li.remove(); rec.alarmEls.delete(id); }
+    }
+    let silenced = false;
+    shown.forEach((a, i) => {
+      let item = rec.alarmEls.get(a.alarm);
+      if (!item) {
+        item = createAlarmEl(rec);
+        item.id = a.alarm;
+        rec.alarmEls.set(a.alarm, item);
+      }
+      const prio = PRIORITY_RANK[a.priority] ? a.priority : 'low';
+      const alarmState = a.state ? String(a.state) : 'active';
+      const technical = a.kind === 'technical';
+      const msg = alarmMessage(a);
+      const flashing = prio === 'high' && needsAck(a);
+      if (flashing && !item.flashing) syncFlash(item.prio);
+      item.flashing = flashing;
+      if (item.li.dataset.priority !== prio) item.li.dataset.priority = prio;
+      if (item.li.dataset.state !== alarmState) item.li.dataset.state = alarmState;
+      if (item.li.dataset.alarmId !== a.alarm) item.li.dataset.alarmId = a.alarm;
+      item.li.dataset.kind = technical ? 'technical' : 'physiological';
+      setText(item.prio, PRIORITY_SHORT[prio]);
+      setText(item.msg, msg);
+      const stText = alarmStateText(a, now);
+      const until = silencedAt(a, now);
+      if (until) silenced = true;
+      // Compact in the tile: "silenced 1:20" stands for "active, silenced 1:20".
+      setText(item.st, until && alarmState === 'active' ? 'silenced ' + durationText(until - now) : stText);
+      const title = PRIORITY_TEXT[prio] + ' priority' + (technical ? ' technical' : '') + ' alarm, ' + stText + ': ' + msg +
+        (a.role ? ' (notified: ' + String(a.role).replace(/_/g, ' ') + ')' : '');
+      if (item.li.title !== title) item.li.title = title;
+      const canAck = needsAck(a);
+      if (item.ack.hidden === canAck) item.ack.hidden = !canAck;
+      item.ack.disabled = stateBusy(a.alarm);
+      const ackLabel = 'Acknowledge ' + PRIORITY_TEXT[prio].toLowerCase() + ' priority alarm: ' + msg;
+      if (item.ack.getAttribute('aria-label') !== ackLabel) item.ack.setAttribute('aria-label', ackLabel);
+      if (rec.alarmList.children[i] !== item.li) rec.alarmList.insertBefore(item.li, rec.alarmList.children[i] || null);
+    });
+    const more = list.length - shown.length;
+    if (more > 0) {
+      if (!rec.moreEl) {
+        const a = el('a', { class: 'alarm-more-link', href: '/patients/' + encodeURIComponent(rec.id) });
+        rec.moreEl = el('li', { class: 'alarm-more' }, [a]);
+      }
+      setText(rec.moreEl.firstChild, '+' + more + ' more alarm' + (more === 1 ? '' : 's') + ' — open patient');
+      if (rec.moreEl.parentNode !== rec.alarmList || rec.alarmList.lastChild !== rec.moreEl) rec.alarmList.appendChild(rec.moreEl);
+    } else if (rec.moreEl) {
+      rec.moreEl.remove();
+    }
+    rec.silenced = silenced;
+    // Tile-level signal: the highest open priority; flashing only while a
+    // high-priority alarm is not yet acknowledged.
+    const top = list.length ? (PRIORITY_RANK[list[0].priority] ? list[0].priority : 'low') : 'none';
+    const flash = list.some((a) => a.priority === 'high' && needsAck(a)) ? '1' : '0';
+    if (rec.el.dataset.alarm !== top) rec.el.dataset.alarm = top;
+    if (rec.el.dataset.flash !== flash) {
+      rec.el.dataset.flash = flash;
+      if (flash === '1') {
+        syncFlash(rec.el);
+        for (const item of rec.alarmEls.values()) if (item.flashing) syncFlash(item.prio);
+      }
+    }
+    rec.alarmList.hidden = list.length === 0;
+  }
+
+  function stateBusy(id) { return state.actingOn.has(id); }
+
+  async function acknowledge(rec, id) {
+    const alarm = rec.alarms.get(id);
+    if (!alarm || state.actingOn.has(id)) return;
+    const where = 'Bed ' + (rec.bed.textContent || '—') + (rec.name.textContent ? ' (' + rec.name.textContent + ')' : '');
+    state.actingOn.add(id);
+    let answer = null;
+    try {
+      answer = await alarmAction(alarm, 'acknowledge', where, () => refresh());
+    } finally {
+      state.actingOn.delete(id);
+    }
+    if (answer) {
+      if (answer.open && answer.open.alarm != null) {
+        rec.alarms.set(String(answer.open.alarm), Object.assign({}, rec.alarms.get(String(answer.open.alarm)) || {}, answer.open));
+      } else {
+        rec.alarms.delete(id);
+      }
+    }
+    renderAlarms(rec, serverNow());
+    renderSummary();
+  }
+
+  // ---------- ward alarm summary ----------
+
+  function renderSummary() {
+    const counts = { high: [], medium: [], low: [] };
+    const unack = { high: false, medium: false, low: false };
+    for (const rec of state.tiles.values()) {
+      for (const a of rec.alarms.values()) {
+        const p = PRIORITY_RANK[a.priority] ? a.priority : 'low';
+        counts[p].push(rec);
+        if (needsAck(a)) unack[p] = true;
+      }
+    }
+    for (const chip of summary.querySelectorAll('.sum-chip')) {
+      const p = chip.dataset.priority;
+      const recs = counts[p];
+      const beds = [...new Set(recs.map((r) => r.bed.textContent))];
+      setText(chip.querySelector('.sum-count'), String(recs.length));
+      setText(chip.querySelector('.sum-beds'), beds.length ? ' · ' + beds.slice(0, 4).join(' ') + (beds.length > 4 ? ' …' : '') : '');
+      if (chip.dataset.count !== String(recs.length)) chip.dataset.count = String(recs.length);
+      const label = recs.length + ' open ' + PRIORITY_TEXT[p].toLowerCase() + ' priority alarm' + (recs.length === 1 ? '' : 's') +
+        (beds.length ? ' (beds ' + beds.join(', ') + ')' : '');
+      if (chip.getAttribute('aria-label') !== label) { chip.setAttribute('aria-label', label); chip.title = label; }
+      chip.disabled = recs.length === 0;
+      const u = unack[p] ? '1' : '0';
+      if (chip.dataset.unack !== u) {
+        chip.dataset.unack = u;
+        if (u === '1') syncFlash(chip);
+      }
+    }
+  }
+
+  // Summary chip: jump to the first tile with an alarm of that priority.
+  summary.addEventListener('click', (ev) => {
+    const chip = ev.target.closest('.sum-chip');
+    if (!chip) return;
+    for (const tile of grid.children) {
+      if (tile.dataset.alarm === chip.dataset.priority) {
+        tile.scrollIntoView({ block: 'center' });
+        const link = tile.querySelector('.tile-link');
+        if (link) link.focus({ preventScroll: true });
+        return;
+      }
+    }
+  });
+
   // ---------- dashboard snapshot ----------
 
   function applySnapshot(data) {
@@ -179,6 +406,19 @@
         if (r && typeof r === 'object') applyReading(rec, code, r.value, r.unit, r.time);
       }
       renderVitals(rec);
+      if (p.news2 && typeof p.news2 === 'object') {
+        // The snapshot is the truth at generated_at; a live score newer than it wins.
+        const t = parseTime(p.news2.time);
+        if (!(Number.isFinite(t) && t < rec.news2T)) { rec.news2 = p.news2; rec.news2T = Number.isFinite(t) ? t : -Infinity; }
+      } else if (p.news2 === null) {
+        rec.news2 = null;
+        rec.news2T = -Infinity;
+      }
+      renderScore(rec);
+      rec.alarms = new Map();
+      for (const a of Array.isArray(p.alarms) ? p.alarms : []) {
+        if (a && a.alarm != null) rec.alarms.set(String(a.alarm), Object.assign({}, a, { alarm: String(a.alarm) }));
+      }
       // Keep DOM order = server order (ward, bed) without rebuilding.
       const at = grid.children[index];
       if (at !== rec.el) grid.insertBefore(rec.el, at || null);
@@ -190,8 +430,19 @@
       }
     }
     setText(gridMessage, patients.length === 0 ? 'No patients' + (state.ward ? ' in ward ' + state.ward : '') + '.' : '');
+    // Replay live alarm/score events received while the request was in flight
+    // (applying a transition twice gives the same state).
+    const buffered = state.clinicalBuffer || [];
+    state.clinicalBuffer = null;
+    for (const [kind, data] of buffered) {
+      if (kind === 'alarm') applyAlarm(data, false); else applyScoreEvent(data, false);
+    }
     const now = serverNow();
-    for (const rec of state.tiles.values()) renderFreshness(rec, now);
+    for (const rec of state.tiles.values()) {
+      renderFreshness(rec, now);
+      renderAlarms(rec, now);
+    }
+    renderSummary();
   }
 
   function updateWards(list) {
@@ -212,6 +463,7 @@
 
   async function loadDashboard() {
     const seq = ++state.fetchSeq;
+    state.clinicalBuffer = [];
     const url = withWard('/api/v1/dashboard', state.ward);
     const t0 = Date.now();
     const res = await apiFetch(url);
@@ -287,9 +539,51 @@
     applyMeasurements(list);
   }
 
+  function unknownPatient() {
+    if (Date.now() - state.lastUnknownRefetch > UNKNOWN_REFETCH_MS) {
+      state.lastUnknownRefetch = Date.now();
+      refresh();
+    }
+  }
+
+  // One alarm transition. `render` false while replaying (the caller renders).
+  function applyAlarm(ev, render) {
+    if (ev.patient == null) return;
+    const rec = state.tiles.get(String(ev.patient));
+    if (!rec) { if (render) unknownPatient(); return; }
+    if (!applyAlarmEvent(rec.alarms, ev)) return;
+    if (render) {
+      renderAlarms(rec, serverNow());
+      renderSummary();
+      if (ev.transition === 'raised' || ev.transition === 'priority_escalated') {
+        const p = PRIORITY_TEXT[ev.priority] || '';
+        setText(alarmLive, p + ' priority alarm, bed ' + (rec.bed.textContent || '—') + ': ' + alarmMessage(ev));
+      }
+    }
+  }
+
+  function applyScoreEvent(ev, render) {
+    if (ev.table !== 'news2' || ev.patient == null) return;
+    const rec = state.tiles.get(String(ev.patient));
+    if (!rec) return;
+    if (applyScore(rec, ev) && render) renderScore(rec);
+  }
+
+  function onAlarm(ev) {
+    if (state.clinicalBuffer && state.clinicalBuffer.length < MAX_PENDING) state.clinicalBuffer.push(['alarm', ev]);
+    if (state.loaded) applyAlarm(ev, true);
+  }
+
+  function onScore(ev) {
+    if (state.clinicalBuffer && state.clinicalBuffer.length < MAX_PENDING) state.clinicalBuffer.push(['score', ev]);
+    if (state.loaded) applyScoreEvent(ev, true);
+  }
+
   const stream = liveStream({
     url: () => withWard('/api/v1/stream', state.ward),
     measurements: onMeasurements,
+    alarm: onAlarm,
+    score: onScore,
     // The server says this subscriber fell behind and missed events, or the
     // stream is back after an error: reload the snapshot.
     resync: refresh,
@@ -322,7 +616,10 @@
     setText(clock, clockText(d));
     if (clock.dateTime !== d.toISOString()) clock.dateTime = d.toISOString();
     const now = serverNow();
-    for (const rec of state.tiles.values()) renderFreshness(rec, now);
+    for (const rec of state.tiles.values()) {
+      renderFreshness(rec, now);
+      if (rec.silenced) renderAlarms(rec, now); // silence countdown
+    }
   }
 
   // ---------- start ----------

@@ -44,6 +44,16 @@ pub(crate) fn parameter_unit(parameter: Parameter) -> Option<&'static str> {
     Some(vital.canonical_unit().ucum())
 }
 
+/// The unit as people write it in messages (`mmHg`, `°C`), not the UCUM code the data carries.
+fn display_unit(parameter: Parameter) -> &'static str {
+    match parameter_unit(parameter) {
+        Some("mm[Hg]") => "mmHg",
+        Some("Cel") => "°C",
+        Some(unit) => unit,
+        None => "",
+    }
+}
+
 fn parameter_label(parameter: Parameter) -> &'static str {
     match parameter {
         Parameter::RespiratoryRate => "respiratory rate",
@@ -92,7 +102,7 @@ pub(crate) fn describe(
         RuleKind::Limit {
             parameter, side, ..
         } => {
-            let unit = parameter_unit(*parameter).unwrap_or("");
+            let unit = display_unit(*parameter);
             let direction = match side {
                 galen_clinical::Side::Below => "low",
                 galen_clinical::Side::Above => "high",
@@ -136,11 +146,7 @@ pub(crate) fn describe(
                     galen_clinical::Change::RisePercent(_) | galen_clinical::Change::FallPercent(_),
                     Some(size),
                 ) => format!(" of {}%", number(size)),
-                (_, Some(size)) => format!(
-                    " of {} {}",
-                    number(size),
-                    parameter_unit(*parameter).unwrap_or("")
-                ),
+                (_, Some(size)) => format!(" of {} {}", number(size), display_unit(*parameter)),
                 _ => String::new(),
             };
             format!(
