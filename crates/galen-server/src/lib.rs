@@ -229,7 +229,8 @@ impl App {
     }
 
     /// Serves on `listener` until `shutdown` completes; then ends live streams, stops accepting,
-    /// finishes in-flight requests and closes the store (flushing everything buffered).
+    /// finishes in-flight requests, stores every score and alarm transition evaluated so far and
+    /// closes the store (flushing everything buffered).
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -243,6 +244,10 @@ impl App {
         axum::serve(listener, self.router())
             .with_graceful_shutdown(graceful)
             .await?;
+        // Everything evaluated so far is stored before the store closes.
+        if self.0.clinical.sync().await.is_err() {
+            tracing::warn!("clinical engine already stopped at shutdown");
+        }
         self.0.store.close().await?;
         Ok(())
     }

@@ -75,7 +75,7 @@ struct FileConfig {
 /// never sits in the main configuration.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileWebhook {
+pub(crate) struct FileWebhook {
     name: String,
     url: String,
     secret_file: PathBuf,
@@ -94,7 +94,7 @@ fn default_attempts() -> u32 {
 }
 
 /// Loads the clinical configuration and webhooks.
-fn clinical_settings(
+pub(crate) fn clinical_settings(
     path: Option<&Path>,
     tables: &[PathBuf],
     webhooks: &[FileWebhook],

@@ -8,6 +8,7 @@ mod bench_clinical;
 mod client;
 mod config;
 mod demo;
+mod replay;
 mod simulate;
 
 use std::net::SocketAddr;
@@ -44,6 +45,9 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Measure ingest throughput and query latency against a baseline in the same run.
     Bench(bench::BenchArgs),
+    /// Run stored measurements and staff entries through the clinical engine again and compare
+    /// its alarms with the stored ones (under the same or a proposed configuration).
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> Result<()> {
@@ -58,6 +62,7 @@ fn main() -> Result<()> {
             Command::Serve(args) => serve(args).await,
             Command::Simulate(args) => simulate::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Replay(args) => replay::run(args).await,
         }
     })
 }
