@@ -818,3 +818,35 @@ async fn open_alarms_and_settings_survive_a_restart() {
         "{open}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_runtime_ticker_fires_escalation_on_its_own_under_paused_time() {
+    let h = harness().await;
+    let patient = h.admit(1, "MON-1").await;
+    for offset in [0, 10, 20] {
+        h.reading("MON-1", "spo2", 80.0, "%", T0 + offset * SECOND)
+            .await;
+    }
+    h.app.clinical().sync().await.expect("sync");
+    let log = h.alarm_log(patient).await;
+    assert_eq!(log.len(), 1, "{log:#?}");
+    assert_eq!(log[0]["priority"], "high");
+    // Two minutes later (plus the grace) nobody has acknowledged: the runtime's own tick, not the
+    // test, fires the escalation timer, stamped with its due time.
+    h.clock.set(Timestamp::from_micros(
+        T0 + 20 * SECOND + 120 * SECOND + TIMER_GRACE_MICROS,
+    ));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let log = h.alarm_log(patient).await;
+    let escalated: Vec<&Value> = log
+        .iter()
+        .filter(|event| event["transition"] == "escalated")
+        .collect();
+    assert_eq!(escalated.len(), 1, "{log:#?}");
+    assert_eq!(escalated[0]["role"], "charge_nurse");
+    assert_eq!(
+        log[0]["time"], "2026-11-23T08:00:20.000Z",
+        "raised by the confirming reading"
+    );
+    assert_eq!(escalated[0]["time"], "2026-11-23T08:02:20.000Z");
+}
