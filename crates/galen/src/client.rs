@@ -36,13 +36,13 @@ impl HttpClient {
         })
     }
 
-    /// Sends a request; returns status and body.
-    pub(crate) async fn send(
+    /// A request to `path` with the token, and a JSON body if given.
+    fn request(
         &self,
         method: Method,
         path: &str,
         body: Option<Bytes>,
-    ) -> Result<(StatusCode, Bytes)> {
+    ) -> Result<Request<Full<Bytes>>> {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
@@ -52,9 +52,19 @@ impl HttpClient {
         if let Some(token) = &self.token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let request = request
+        request
             .body(Full::new(body.unwrap_or_default()))
-            .context("building the request")?;
+            .context("building the request")
+    }
+
+    /// Sends a request; returns status and body.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes)> {
+        let request = self.request(method, path, body)?;
         let response = self
             .client
             .request(request)
@@ -72,15 +82,7 @@ impl HttpClient {
 
     /// Opens a streaming GET (Server-Sent Events); the body is read frame by frame.
     pub(crate) async fn stream(&self, path: &str) -> Result<hyper::body::Incoming> {
-        let mut request = Request::builder()
-            .method(Method::GET)
-            .uri(format!("{}{path}", self.base));
-        if let Some(token) = &self.token {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let request = request
-            .body(Full::new(Bytes::new()))
-            .context("building the request")?;
+        let request = self.request(Method::GET, path, None)?;
         let response = self
             .client
             .request(request)
