@@ -122,6 +122,14 @@ pub trait ClinicalStore: Send + Sync + std::fmt::Debug {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<ClinicalEntry>>;
+    /// Entries of the given kinds in `[from, to)`, all patients, ordered by time then id (for
+    /// warming up the engine without reading every alarm action ever made).
+    async fn entries_of_kinds(
+        &self,
+        kinds: &[&str],
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<ClinicalEntry>>;
     /// Appends scores and alarm transitions in one transaction; returns the alarm records with
     /// their `seq`.
     async fn append_outputs(

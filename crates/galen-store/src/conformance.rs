@@ -777,6 +777,16 @@ async fn clinical_records(backend: &dyn Backend) {
         .map(|entry| (entry.time.micros() - T0) / SECOND)
         .collect();
     assert_eq!(times, [10, 15, 20], "entries come back in time order");
+    let by_kind = store
+        .entries_of_kinds(&["acknowledge", "consciousness"], at(0), at(100))
+        .await
+        .expect("entries");
+    let kinds: Vec<&str> = by_kind.iter().map(|entry| entry.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["acknowledge", "consciousness"],
+        "filtered by kind, time order"
+    );
     let one = store
         .entries(Some(PatientId(1)), at(0), at(20))
         .await

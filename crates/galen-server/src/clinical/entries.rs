@@ -17,14 +17,6 @@ pub(crate) struct StoredEntry {
 }
 
 impl StoredEntry {
-    /// Acknowledge, silence or close: reflected in restored alarms, not replayed at warm-up.
-    pub(crate) fn is_alarm_action(&self) -> bool {
-        matches!(
-            self.kind,
-            EntryKind::Acknowledge(_) | EntryKind::Silence { .. } | EntryKind::Resolve(_)
-        )
-    }
-
     pub(crate) fn into_engine(
         self,
         id: i64,

@@ -352,15 +352,35 @@ async fn warm_up(
             }
         }
     }
-    // Staff entries: settings (scale, overrides) from all time, observations from the freshness
-    // window; alarm actions are reflected in the restored alarms.
-    for record in store
-        .entries(None, Timestamp::from_micros(0), now.add_micros(1))
-        .await?
-    {
-        if let Ok(entry) = super::entries::decode(&record)
-            && !entry.is_alarm_action()
-        {
+    // Staff entries: settings (scale, overrides) from all time, observations from the longest
+    // freshness window; alarm actions are reflected in the restored alarms instead.
+    let longest = settings
+        .config
+        .freshness
+        .max_age_seconds
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0);
+    let observed_since = now.add_micros(-i64::from(longest) * 1_000_000);
+    let mut records = store
+        .entries_of_kinds(
+            &["spo2_scale", "limit_override", "clear_override"],
+            Timestamp::from_micros(0),
+            now.add_micros(1),
+        )
+        .await?;
+    records.extend(
+        store
+            .entries_of_kinds(
+                &["consciousness", "oxygen"],
+                observed_since,
+                now.add_micros(1),
+            )
+            .await?,
+    );
+    for record in records {
+        if let Ok(entry) = super::entries::decode(&record) {
             inputs.push(Input::Entry(entry.into_engine(
                 record.id,
                 record.patient,

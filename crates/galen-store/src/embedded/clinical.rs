@@ -96,6 +96,34 @@ impl ClinicalStore for SqliteStore {
         .await
     }
 
+    async fn entries_of_kinds(
+        &self,
+        kinds: &[&str],
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<ClinicalEntry>> {
+        let kinds: Vec<String> = kinds.iter().map(|kind| (*kind).to_owned()).collect();
+        self.read(move |shared| {
+            shared.readers.with(|connection| {
+                let mut statement = connection.prepare_cached(
+                    "SELECT id, patient_id, ts, kind, author, body FROM clinical_entries
+                     WHERE kind = ?1 AND ts >= ?2 AND ts < ?3",
+                )?;
+                let mut entries = Vec::new();
+                for kind in &kinds {
+                    let rows = statement
+                        .query_map(params![kind, from.micros(), to.micros()], entry_from_row)?;
+                    for row in rows {
+                        entries.push(row?);
+                    }
+                }
+                entries.sort_by_key(|entry| (entry.time, entry.id));
+                Ok(entries)
+            })
+        })
+        .await
+    }
+
     async fn append_outputs(
         &self,
         scores: Vec<ScoreRecord>,

@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS clinical_entries (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS clinical_entries_time ON clinical_entries(ts, id);
+CREATE INDEX IF NOT EXISTS clinical_entries_kind ON clinical_entries(kind, ts);
 CREATE TABLE IF NOT EXISTS scores (
     id INTEGER PRIMARY KEY,
     patient_id INTEGER NOT NULL,
