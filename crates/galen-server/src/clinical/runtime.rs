@@ -465,6 +465,8 @@ async fn run(
                         }
                         Command::Entry(entry, reply) => {
                             let verdict = engine.handle(&Input::Entry(entry), &mut outputs);
+                            // Published (and queued for storage) before the operator is answered.
+                            publish(&clinical, &persist, &mut outputs, received);
                             let _ = reply.send(verdict);
                         }
                         Command::View(patient, reply) => {
