@@ -218,9 +218,27 @@ pub struct ScoreChange {
     pub config_version: Arc<str>,
 }
 
+/// A condition that ended before its delay ran out, so no alarm was raised: what the condition
+/// delay filtered (the delay's effect, for the alarm fatigue report).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FilteredCondition {
+    /// The patient.
+    pub patient: PatientId,
+    /// Index of the rule in [`ClinicalConfig::rules`].
+    pub rule: usize,
+    /// The device, for technical rules.
+    pub device: Option<DeviceId>,
+    /// When the condition was first observed.
+    pub onset: Timestamp,
+    /// When it ended.
+    pub ended: Timestamp,
+}
+
 /// What the engine produces.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
+    /// A condition ended without becoming an alarm.
+    Filtered(FilteredCondition),
     /// A score changed (boxed: a score is much larger than an alarm event).
     Score(Box<ScoreChange>),
     /// An alarm transition.
@@ -480,6 +498,10 @@ struct Condition {
     suppressed: bool,
     /// Absent for at least the clear delay: over (kept only while a latched alarm needs it).
     ended: bool,
+    /// When this episode of the condition began.
+    onset: Option<Timestamp>,
+    /// Whether this episode raised an alarm.
+    raised: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -1631,6 +1653,8 @@ impl PatientState {
                     evidence: None,
                     suppressed: false,
                     ended: false,
+                    onset: None,
+                    raised: false,
                 });
                 self.conditions.len() - 1
             }
@@ -1638,6 +1662,9 @@ impl PatientState {
         let config = context.config;
         let definition = &config.rules[rule];
         let condition = &mut self.conditions[position];
+        if observation.level.is_some() && condition.onset.is_none() {
+            condition.onset = Some(now);
+        }
         condition.observed = observation.level;
         for priority in Priority::ALL {
             let slot = &mut condition.since[priority.index()];
@@ -1704,6 +1731,7 @@ impl PatientState {
                         threshold: condition.threshold,
                     };
                     self.next_alarm += 1;
+                    self.conditions[position].raised = true;
                     emit(
                         self.id,
                         &alarm,
@@ -1793,10 +1821,24 @@ impl PatientState {
             .alarms
             .iter()
             .any(|alarm| usize::from(alarm.rule) == rule && alarm.device == device);
-        if ended && !has_alarm {
-            self.conditions.retain(|condition| {
-                !(usize::from(condition.rule) == rule && condition.device == device)
-            });
+        if ended
+            && !has_alarm
+            && let Some(position) = self.conditions.iter().position(|condition| {
+                usize::from(condition.rule) == rule && condition.device == device
+            })
+        {
+            let condition = self.conditions.remove(position);
+            if let (false, Some(onset)) = (condition.raised, condition.onset)
+                && !context.warming
+            {
+                context.out.push(Output::Filtered(FilteredCondition {
+                    patient: self.id,
+                    rule,
+                    device,
+                    onset,
+                    ended: now,
+                }));
+            }
         }
     }
 }

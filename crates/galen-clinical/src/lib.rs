@@ -16,8 +16,9 @@ pub use config::{
     Side, Tier,
 };
 pub use engine::{
-    AlarmEvent, AlarmId, AlarmState, AlarmView, Engine, Entry, EntryError, EntryKind, Input,
-    LimitOverride, Output, PatientView, RestoredAlarm, ScoreChange, Transition,
+    AlarmEvent, AlarmId, AlarmState, AlarmView, Engine, Entry, EntryError, EntryKind,
+    FilteredCondition, Input, LimitOverride, Output, PatientView, RestoredAlarm, ScoreChange,
+    Transition,
 };
 pub use inputs::{
     Consciousness, Freshness, MeasurementRef, Oxygen, Parameter, Reading, ScoreInputs, Source,

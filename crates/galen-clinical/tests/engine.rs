@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use galen_clinical::{
     AlarmEvent, AlarmId, AlarmState, AlarmView, ClinicalConfig, Consciousness, Engine, Entry,
-    EntryError, EntryKind, Input, MeasurementRef, Output, Oxygen, Parameter, Priority, RuleKind,
-    ScoreChange, Source, Spo2Scale, Tier, Transition,
+    EntryError, EntryKind, FilteredCondition, Input, MeasurementRef, Output, Oxygen, Parameter,
+    Priority, RuleKind, ScoreChange, Source, Spo2Scale, Tier, Transition,
 };
 use galen_model::{DeviceId, PatientId, Timestamp, VitalSign};
 use galen_sim::{Scenario, SimConfig, Simulator, demo_scenarios};
@@ -190,7 +190,7 @@ fn alarm_events(outputs: &[Output]) -> Vec<&AlarmEvent> {
         .iter()
         .filter_map(|output| match output {
             Output::Alarm(event) => Some(&**event),
-            Output::Score(_) => None,
+            Output::Score(_) | Output::Filtered(_) => None,
         })
         .collect()
 }
@@ -200,7 +200,7 @@ fn score_changes(outputs: &[Output]) -> Vec<&ScoreChange> {
         .iter()
         .filter_map(|output| match output {
             Output::Score(change) => Some(&**change),
-            Output::Alarm(_) => None,
+            Output::Alarm(_) | Output::Filtered(_) => None,
         })
         .collect()
 }
@@ -1825,6 +1825,7 @@ fn check_invariants(run: &Run, engine: &Engine) -> Result<(), TestCaseError> {
         let time = match output {
             Output::Alarm(event) => event.time,
             Output::Score(change) => change.score.time,
+            Output::Filtered(condition) => condition.ended,
         };
         // (d) times never go back for the patient.
         prop_assert!(
@@ -2322,6 +2323,7 @@ fn per_patient(outputs: &[Output]) -> HashMap<PatientId, Vec<&Output>> {
         let patient = match output {
             Output::Alarm(event) => event.alarm.patient,
             Output::Score(change) => change.patient,
+            Output::Filtered(condition) => condition.patient,
         };
         by_patient.entry(patient).or_default().push(output);
     }
@@ -2502,5 +2504,51 @@ fn a_device_reporting_every_15_minutes_is_silent_after_three_of_its_intervals() 
     assert_eq!(
         owned_transitions(&raised),
         [(Transition::Raised, at(90 * 60).add_micros(1))]
+    );
+}
+
+#[test]
+fn a_condition_shorter_than_its_delay_is_counted_as_filtered_not_raised() {
+    let mut ward = Ward::new();
+    ward.spo2(0, 97.0);
+    // 88 % for 10 s (the delay is 15 s), then back to normal for longer than the clear delay.
+    ward.spo2(5, 88.0);
+    ward.spo2(15, 88.0);
+    let mut outputs = Vec::new();
+    for seconds in (20..=60).step_by(5) {
+        outputs.extend(ward.spo2(seconds, 97.0));
+    }
+    assert!(ward.history(SPO2_LOW).is_empty(), "no alarm");
+    let filtered: Vec<&FilteredCondition> = outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Filtered(condition) => Some(condition),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(filtered.len(), 1, "{outputs:?}");
+    assert_eq!(filtered[0].rule, ward.rule(SPO2_LOW));
+    assert_eq!(filtered[0].onset, at(5));
+    assert_eq!(
+        filtered[0].ended,
+        at(50),
+        "back inside at 20 s plus the 30 s clear delay"
+    );
+
+    // A condition that became an alarm is not counted as filtered when it ends.
+    let mut ward = Ward::new();
+    for seconds in [0, 10, 20] {
+        ward.spo2(seconds, 88.0);
+    }
+    let mut outputs = Vec::new();
+    for seconds in (25..=80).step_by(5) {
+        outputs.extend(ward.spo2(seconds, 97.0));
+    }
+    assert!(!ward.history(SPO2_LOW).is_empty());
+    assert!(
+        outputs
+            .iter()
+            .all(|output| !matches!(output, Output::Filtered(_))),
+        "{outputs:?}"
     );
 }

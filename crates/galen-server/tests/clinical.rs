@@ -404,7 +404,7 @@ async fn simulated_ward_scores_alarms_actions_and_replay() {
     )
     .await
     .expect("replay");
-    let (replayed_scores, replayed_alarms) = records(&config, &outputs);
+    let (replayed_scores, replayed_alarms, replayed_filtered) = records(&config, &outputs);
     let mut stored_alarms: Vec<_> = stored
         .into_iter()
         .map(|mut record| {
@@ -450,6 +450,18 @@ async fn simulated_ward_scores_alarms_actions_and_replay() {
     assert!(stored_scores.len() > 100, "{} scores", stored_scores.len());
     first_difference(&replayed_scores, &stored_scores, "scores");
 
+    // Conditions the delays filtered are stored too, and replayed the same.
+    let stored_filtered: u64 = h
+        .app
+        .store()
+        .filtered_counts(Timestamp::from_micros(0), Timestamp::from_micros(i64::MAX))
+        .await
+        .expect("filtered")
+        .iter()
+        .map(|(_, _, count)| count)
+        .sum();
+    assert_eq!(stored_filtered, replayed_filtered.len() as u64);
+
     // The fatigue report counts what happened.
     let report = h
         .get("/api/v1/alarm-report?from=2026-11-23T07:00:00Z&to=2026-11-23T09:00:00Z")
@@ -469,6 +481,16 @@ async fn simulated_ward_scores_alarms_actions_and_replay() {
     assert!(
         spo2["time_to_acknowledge_seconds"]["median"].is_number(),
         "{spo2}"
+    );
+    // The artefact patient's spikes were conditions the delays filtered.
+    let effect = report["conditions_filtered_by_delay"]
+        .as_array()
+        .expect("effect");
+    assert!(
+        effect
+            .iter()
+            .any(|row| row["filtered_by_delay"].as_u64() >= Some(1)),
+        "{report:#}"
     );
     let _ = h.dir.path();
 }

@@ -72,6 +72,19 @@ pub struct AlarmRecord {
     pub body: String,
 }
 
+/// A condition that ended before its delay ran out (no alarm): what the delay filtered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilteredRecord {
+    /// The patient.
+    pub patient: PatientId,
+    /// The rule id.
+    pub rule: String,
+    /// When the condition began.
+    pub onset: Timestamp,
+    /// When it ended.
+    pub ended: Timestamp,
+}
+
 /// Which alarm records to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AlarmQuery {
@@ -137,6 +150,14 @@ pub trait ClinicalStore: Send + Sync + std::fmt::Debug {
         scores: Vec<ScoreRecord>,
         alarms: Vec<AlarmRecord>,
     ) -> Result<Vec<AlarmRecord>>;
+    /// Stores conditions the delays filtered.
+    async fn append_filtered(&self, filtered: Vec<FilteredRecord>) -> Result<()>;
+    /// Counts of filtered conditions that ended in `[from, to)`, per patient and rule.
+    async fn filtered_counts(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<(PatientId, String, u64)>>;
     /// A patient's stored scores of one table in `[from, to)`, by time, at most `limit` (the
     /// newest ones when there are more).
     async fn scores(

@@ -14,7 +14,7 @@ use galen_model::{
 
 use crate::{
     AlarmQuery, AlarmRecord, AppendOutcome, ClinicalEntry, DeadLetter, DeliveryRecord, Error,
-    IngestBatch, Point, ScoreRecord, Store,
+    FilteredRecord, IngestBatch, Point, ScoreRecord, Store,
 };
 
 /// One empty database of the backend under test.
@@ -868,6 +868,29 @@ async fn clinical_records(backend: &dyn Backend) {
         .collect();
     assert_eq!(open, ["1-2", "2-1"], "a resolved alarm is not open");
 
+    let filtered = |patient: i64, rule: &str, ended: i64| FilteredRecord {
+        patient: PatientId(patient),
+        rule: rule.into(),
+        onset: at(ended - 5),
+        ended: at(ended),
+    };
+    store
+        .append_filtered(vec![
+            filtered(1, "limit.spo2.low", 10),
+            filtered(1, "limit.spo2.low", 20),
+            filtered(2, "limit.heart_rate.high", 30),
+            filtered(1, "limit.spo2.low", 90),
+        ])
+        .await
+        .expect("filtered");
+    assert_eq!(
+        store.filtered_counts(at(0), at(50)).await.expect("counts"),
+        vec![
+            (PatientId(1), "limit.spo2.low".to_owned(), 2),
+            (PatientId(2), "limit.heart_rate.high".to_owned(), 1)
+        ],
+        "counted per patient and rule, by end time in the range"
+    );
     let delivery = DeliveryRecord {
         id: 0,
         endpoint: "pager".into(),

@@ -24,7 +24,8 @@ use galen_model::{
 };
 
 pub use clinical::{
-    AlarmQuery, AlarmRecord, ClinicalEntry, ClinicalStore, DeliveryRecord, ScoreRecord,
+    AlarmQuery, AlarmRecord, ClinicalEntry, ClinicalStore, DeliveryRecord, FilteredRecord,
+    ScoreRecord,
 };
 pub use error::{Error, Result};
 pub use types::{

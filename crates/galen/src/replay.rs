@@ -67,7 +67,7 @@ pub(crate) async fn run(args: ReplayArgs) -> Result<()> {
     let config = settings.config.clone();
     let store = Arc::new(crate::open_store(args.data_dir.clone()).await?);
     let outputs = replay(store.as_ref(), config.clone(), from, to).await?;
-    let (scores, mut replayed) = records(&config, &outputs);
+    let (scores, mut replayed, filtered) = records(&config, &outputs);
     let mut stored: Vec<AlarmRecord> = store
         .alarm_records(AlarmQuery {
             patient: None,
@@ -110,6 +110,7 @@ pub(crate) async fn run(args: ReplayArgs) -> Result<()> {
             "config_version": &*config.version,
             "transitions": { "stored": stored.len(), "replayed": replayed.len() },
             "scores_replayed": scores.len(),
+            "conditions_filtered_by_delay": filtered.len(),
             "identical": identical,
             "raised": rows,
         });
@@ -123,10 +124,11 @@ pub(crate) async fn run(args: ReplayArgs) -> Result<()> {
         config.version
     );
     println!(
-        "alarm transitions: {} stored, {} replayed; {} score changes replayed",
+        "alarm transitions: {} stored, {} replayed; {} score changes and {} conditions filtered by their delay in the replay",
         stored.len(),
         replayed.len(),
-        scores.len()
+        scores.len(),
+        filtered.len()
     );
     println!(
         "{:<32} {:<8} {:>8} {:>9}",

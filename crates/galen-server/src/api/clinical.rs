@@ -626,7 +626,9 @@ fn percentile(values: &mut [f64], fraction: f64) -> Option<f64> {
 /// alarms per patient-day, share acknowledged, time to acknowledge (median, 90th percentile),
 /// share that resolved by themselves without anyone acknowledging, and of those the share gone
 /// within the rule's condition delay after being raised (candidates for a longer delay), plus
-/// escalations. Patient-days are the monitored time: the assignments overlapping the period.
+/// escalations; and per rule the conditions its delay filtered (ended before becoming an alarm)
+/// against those it raised. Patient-days are the monitored time: the assignments overlapping the
+/// period.
 pub(crate) async fn alarm_report(
     State(app): State<App>,
     Query(query): Query<ReportQuery>,
@@ -684,6 +686,7 @@ pub(crate) async fn alarm_report(
     let mut stats: BTreeMap<(String, String), RuleStats> = BTreeMap::new();
     let mut raised: BTreeMap<String, (String, String, Timestamp)> = BTreeMap::new();
     let mut acknowledged: BTreeSet<String> = BTreeSet::new();
+    let mut filtered: BTreeMap<String, u64> = BTreeMap::new();
     let mut after = 0;
     loop {
         let records = app
@@ -749,6 +752,12 @@ pub(crate) async fn alarm_report(
             break;
         }
     }
+    // Conditions the delays filtered (ended before becoming alarms), for the delays' effect.
+    for (patient, rule, count) in app.0.store.filtered_counts(from, to).await? {
+        if patients.contains(&patient) {
+            *filtered.entry(rule).or_insert(0) += count;
+        }
+    }
     let share = |part: u64, whole: u64| {
         if whole == 0 {
             Value::Null
@@ -756,6 +765,25 @@ pub(crate) async fn alarm_report(
             json!(part as f64 / whole as f64)
         }
     };
+    let raised_per_rule: BTreeMap<String, u64> =
+        stats
+            .iter()
+            .fold(BTreeMap::new(), |mut totals, ((rule, _), row)| {
+                *totals.entry(rule.clone()).or_insert(0) += row.raised;
+                totals
+            });
+    let delay_effect: Vec<Value> = filtered
+        .iter()
+        .map(|(rule, count)| {
+            let raised = raised_per_rule.get(rule).copied().unwrap_or(0);
+            json!({
+                "rule": rule,
+                "filtered_by_delay": count,
+                "raised": raised,
+                "filtered_share": share(*count, count + raised),
+            })
+        })
+        .collect();
     let rows: Vec<Value> = stats
         .into_iter()
         .map(|((rule, priority), mut row)| {
@@ -787,5 +815,6 @@ pub(crate) async fn alarm_report(
         "alarms_per_patient_day": if patient_days > 0.0 { json!(total as f64 / patient_days) } else { Value::Null },
         "config_version": &*config.version,
         "rules": rows,
+        "conditions_filtered_by_delay": delay_effect,
     })))
 }

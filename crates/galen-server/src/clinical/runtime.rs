@@ -9,7 +9,7 @@ use galen_clinical::{
     PatientView, Priority, RestoredAlarm,
 };
 use galen_model::{Clock, PatientId, Timestamp, VitalSign};
-use galen_store::{AlarmRecord, ScoreRecord, Store};
+use galen_store::{AlarmRecord, FilteredRecord, ScoreRecord, Store};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::TIMER_GRACE_MICROS;
@@ -63,7 +63,7 @@ enum Command {
 }
 
 enum Persist {
-    Records(Vec<ScoreRecord>, Vec<AlarmRecord>),
+    Records(Vec<ScoreRecord>, Vec<AlarmRecord>, Vec<FilteredRecord>),
     Barrier(oneshot::Sender<()>),
 }
 
@@ -513,8 +513,10 @@ fn publish(
     let config = &clinical.config;
     let mut scores = Vec::new();
     let mut alarms = Vec::new();
+    let mut filtered = Vec::new();
     for output in outputs.drain(..) {
         match output {
+            Output::Filtered(condition) => filtered.push(filtered_record(config, &condition)),
             Output::Score(change) => {
                 let json =
                     score_json(config, change.table, &change.score, change.patient).to_string();
@@ -554,7 +556,7 @@ fn publish(
         .metrics
         .persist_queue
         .fetch_add(1, Ordering::Relaxed);
-    let _ = persist.send(Persist::Records(scores, alarms));
+    let _ = persist.send(Persist::Records(scores, alarms, filtered));
 }
 
 /// Stores outputs in batches; retries a failed write (outputs are never dropped while the
@@ -567,14 +569,16 @@ async fn persister(
     while let Some(first) = receiver.recv().await {
         let mut scores = Vec::new();
         let mut alarms = Vec::new();
+        let mut filtered = Vec::new();
         let mut barriers = Vec::new();
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
-                Persist::Records(more_scores, more_alarms) => {
+                Persist::Records(more_scores, more_alarms, more_filtered) => {
                     metrics.persist_queue.fetch_sub(1, Ordering::Relaxed);
                     scores.extend(more_scores);
                     alarms.extend(more_alarms);
+                    filtered.extend(more_filtered);
                 }
                 Persist::Barrier(reply) => barriers.push(reply),
             }
@@ -584,8 +588,16 @@ async fn persister(
         }
         let mut delay = Duration::from_millis(100);
         loop {
-            match store.append_outputs(scores.clone(), alarms.clone()).await {
-                Ok(_) => break,
+            let stored = match store.append_outputs(scores.clone(), alarms.clone()).await {
+                Ok(_) => {
+                    scores.clear();
+                    alarms.clear();
+                    store.append_filtered(filtered.clone()).await
+                }
+                Err(error) => Err(error),
+            };
+            match stored {
+                Ok(()) => break,
                 Err(galen_store::Error::Closed) => return,
                 Err(error) => {
                     metrics.persist_failures.fetch_add(1, Ordering::Relaxed);
@@ -671,15 +683,32 @@ pub async fn replay(
     Ok(outputs)
 }
 
+fn filtered_record(
+    config: &ClinicalConfig,
+    condition: &galen_clinical::FilteredCondition,
+) -> FilteredRecord {
+    FilteredRecord {
+        patient: condition.patient,
+        rule: config
+            .rules
+            .get(condition.rule)
+            .map_or_else(String::new, |rule| rule.id.clone()),
+        onset: condition.onset,
+        ended: condition.ended,
+    }
+}
+
 /// The store records of `outputs`, exactly as the runtime stores them (without `seq`).
 pub fn records(
     config: &ClinicalConfig,
     outputs: &[Output],
-) -> (Vec<ScoreRecord>, Vec<AlarmRecord>) {
+) -> (Vec<ScoreRecord>, Vec<AlarmRecord>, Vec<FilteredRecord>) {
     let mut scores = Vec::new();
     let mut alarms = Vec::new();
+    let mut filtered = Vec::new();
     for output in outputs {
         match output {
+            Output::Filtered(condition) => filtered.push(filtered_record(config, condition)),
             Output::Score(change) => {
                 let json = score_json(config, change.table, &change.score, change.patient);
                 scores.push(score_record(config, change, json.to_string()));
@@ -690,5 +719,5 @@ pub fn records(
             }
         }
     }
-    (scores, alarms)
+    (scores, alarms, filtered)
 }

@@ -9,7 +9,8 @@ use rusqlite::{Row, TransactionBehavior, params};
 
 use super::SqliteStore;
 use crate::clinical::{
-    AlarmQuery, AlarmRecord, ClinicalEntry, ClinicalStore, DeliveryRecord, ScoreRecord,
+    AlarmQuery, AlarmRecord, ClinicalEntry, ClinicalStore, DeliveryRecord, FilteredRecord,
+    ScoreRecord,
 };
 use crate::error::Result;
 
@@ -170,6 +171,55 @@ impl ClinicalStore for SqliteStore {
             }
             transaction.commit()?;
             Ok(alarms)
+        })
+        .await
+    }
+
+    async fn append_filtered(&self, filtered: Vec<FilteredRecord>) -> Result<()> {
+        if filtered.is_empty() {
+            return Ok(());
+        }
+        self.registry(move |connection| {
+            let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut insert = transaction.prepare_cached(
+                    "INSERT INTO filtered_conditions (patient_id, rule, onset, ended) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for record in &filtered {
+                    insert.execute(params![
+                        record.patient.0,
+                        record.rule,
+                        record.onset.micros(),
+                        record.ended.micros()
+                    ])?;
+                }
+            }
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn filtered_counts(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<(PatientId, String, u64)>> {
+        self.read(move |shared| {
+            shared.readers.with(|connection| {
+                let mut statement = connection.prepare_cached(
+                    "SELECT patient_id, rule, COUNT(*) FROM filtered_conditions
+                     WHERE ended >= ?1 AND ended < ?2 GROUP BY patient_id, rule ORDER BY patient_id, rule",
+                )?;
+                let rows = statement.query_map(params![from.micros(), to.micros()], |row| {
+                    Ok((
+                        PatientId(row.get(0)?),
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?.max(0) as u64,
+                    ))
+                })?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
         })
         .await
     }

@@ -97,6 +97,14 @@ CREATE TABLE IF NOT EXISTS alarm_log (
 );
 CREATE INDEX IF NOT EXISTS alarm_log_patient ON alarm_log(patient_id, seq);
 CREATE INDEX IF NOT EXISTS alarm_log_alarm ON alarm_log(alarm, seq);
+CREATE TABLE IF NOT EXISTS filtered_conditions (
+    id INTEGER PRIMARY KEY,
+    patient_id INTEGER NOT NULL,
+    rule TEXT NOT NULL,
+    onset INTEGER NOT NULL,
+    ended INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS filtered_conditions_ended ON filtered_conditions(ended);
 CREATE TABLE IF NOT EXISTS webhook_deliveries (
     id INTEGER PRIMARY KEY,
     endpoint TEXT NOT NULL,
