@@ -234,9 +234,13 @@ impl<'a> Message<'a> {
             let name = parts.next().unwrap_or("").trim();
             let mut fields: Vec<&'a str> = Vec::new();
             if name == "MSH" {
-                // MSH-1 is the separator itself; MSH-2 onwards follow.
-                let separator_at = 3;
-                fields.push(&line[separator_at..separator_at + field.len_utf8()]);
+                // MSH-1 is the separator itself; MSH-2 onwards follow. (A repeated MSH line
+                // without its separator, as the fuzzer found, gets no MSH-1.)
+                if let Some(separator) = line.get(3..3 + field.len_utf8())
+                    && separator.starts_with(field)
+                {
+                    fields.push(separator);
+                }
             }
             fields.extend(parts);
             segments.push(Segment { name, fields });
@@ -329,6 +333,15 @@ mod tests {
         assert_eq!(Message::parse("MSH"), Err(ParseError::BadDelimiters));
         assert_eq!(Message::parse("MSH|^|"), Err(ParseError::BadDelimiters));
         assert_eq!(Message::parse("MSH|^^\\&|"), Err(ParseError::BadDelimiters));
+    }
+
+    #[test]
+    fn a_second_msh_without_separator_does_not_panic() {
+        // Found by the `oru` fuzz target: "MSH", an invalid byte as separator, LF, "MSH".
+        let text = String::from_utf8_lossy(b"MSH\x8c\nMSH").into_owned();
+        let message = Message::parse(&text).expect("parses");
+        assert_eq!(message.segments.len(), 2);
+        assert_eq!(message.segments[1].raw(1), "");
     }
 
     #[test]

@@ -48,7 +48,11 @@ pub fn parse_time(text: &str) -> Option<Hl7Time> {
         Some((digits, fraction)) => (digits, Some(fraction)),
         None => (body, None),
     };
-    if !matches!(digits.len(), 4 | 6 | 8 | 10 | 12 | 14) {
+    // Only ASCII digits, so the byte slicing below stays on character boundaries (the fuzzer
+    // found a non-ASCII character inside a date).
+    if !matches!(digits.len(), 4 | 6 | 8 | 10 | 12 | 14)
+        || !digits.bytes().all(|byte| byte.is_ascii_digit())
+    {
         return None;
     }
     let part = |from: usize, to: usize, default: i64| {
@@ -86,7 +90,7 @@ pub fn parse_time(text: &str) -> Option<Hl7Time> {
     if let Some(offset) = offset {
         let sign = if offset.starts_with('-') { -1 } else { 1 };
         let digits = &offset[1..];
-        if digits.len() != 4 {
+        if digits.len() != 4 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
             return None;
         }
         let hours = number(&digits[..2])?;
@@ -174,6 +178,9 @@ mod tests {
             "2026112308000x",
             "20261123080000.12345",
             "202611230800.5",
+            // Found by the `oru` fuzz target: non-ASCII characters inside a date.
+            "202\u{fffd}23080005",
+            "20261123080000+0\u{e9}0",
         ] {
             if bad == "2026" {
                 assert!(parse_time(bad).is_some(), "a year alone is a DTM");
