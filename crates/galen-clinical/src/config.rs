@@ -265,6 +265,16 @@ pub struct ClinicalConfig {
     pub escalation: Escalation,
     /// Longest audio pause, seconds.
     pub silence_max_seconds: u32,
+    /// Where the technical rules are in `rules` (looked up once, not per measurement).
+    pub(crate) technical: TechnicalRules,
+}
+
+/// Indices of the technical rules in [`ClinicalConfig::rules`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TechnicalRules {
+    pub(crate) device_silent: Option<usize>,
+    pub(crate) data_absent: Option<usize>,
+    pub(crate) low_battery: Option<usize>,
 }
 
 /// A configuration that cannot be used.
@@ -623,6 +633,13 @@ impl ClinicalConfig {
             }
             after_seconds[priority.index()] = Some(seconds);
         }
+        let position =
+            |wanted: fn(&RuleKind) -> bool| rules.iter().position(|rule| wanted(&rule.kind));
+        let technical = TechnicalRules {
+            device_silent: position(|kind| matches!(kind, RuleKind::DeviceSilent { .. })),
+            data_absent: position(|kind| matches!(kind, RuleKind::DataAbsent { .. })),
+            low_battery: position(|kind| matches!(kind, RuleKind::LowBattery { .. })),
+        };
         Ok(ClinicalConfig {
             version: Arc::from(file.version.as_str()),
             freshness,
@@ -633,6 +650,7 @@ impl ClinicalConfig {
                 after_seconds,
             },
             silence_max_seconds: file.silence.max_seconds,
+            technical,
         })
     }
 

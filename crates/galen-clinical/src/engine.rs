@@ -1003,9 +1003,7 @@ impl PatientState {
                         device.device
                     })
                     .collect();
-                if let Some(rule) = rule_of(context.config, |kind| {
-                    matches!(kind, RuleKind::DeviceSilent { .. })
-                }) {
+                if let Some(rule) = context.config.technical.device_silent {
                     let priority = match context.config.rules[rule].kind {
                         RuleKind::DeviceSilent { priority, .. } => priority,
                         _ => Priority::Medium,
@@ -1094,11 +1092,7 @@ impl PatientState {
                 false
             }
         };
-        if was_silent
-            && let Some(rule) = rule_of(context.config, |kind| {
-                matches!(kind, RuleKind::DeviceSilent { .. })
-            })
-        {
+        if was_silent && let Some(rule) = context.config.technical.device_silent {
             self.observe(rule, Some(device), Observation::none(), now, context);
         }
     }
@@ -1113,9 +1107,8 @@ impl PatientState {
     ) {
         let now = self.clock;
         self.touch_device(device, context);
-        if let Some(rule) = rule_of(context.config, |kind| {
-            matches!(kind, RuleKind::DataAbsent { .. })
-        }) && self.has_condition(rule, Some(device))
+        if let Some(rule) = context.config.technical.data_absent
+            && self.has_condition(rule, Some(device))
         {
             self.observe(rule, Some(device), Observation::none(), now, context);
         }
@@ -1125,10 +1118,8 @@ impl PatientState {
             time,
         });
         if vital == VitalSign::BatteryCharge {
-            if let Some(rule) = rule_of(context.config, |kind| {
-                matches!(kind, RuleKind::LowBattery { .. })
-            }) && let RuleKind::LowBattery { tiers, hysteresis } =
-                &context.config.rules[rule].kind
+            if let Some(rule) = context.config.technical.low_battery
+                && let RuleKind::LowBattery { tiers, hysteresis } = &context.config.rules[rule].kind
             {
                 let previous = self.observed(rule, Some(device));
                 let observation =
@@ -1220,9 +1211,7 @@ impl PatientState {
     fn data_absent(&mut self, device: DeviceId, _time: Timestamp, context: &mut Context<'_>) {
         let now = self.clock;
         self.touch_device(device, context);
-        if let Some(rule) = rule_of(context.config, |kind| {
-            matches!(kind, RuleKind::DataAbsent { .. })
-        }) {
+        if let Some(rule) = context.config.technical.data_absent {
             let priority = match context.config.rules[rule].kind {
                 RuleKind::DataAbsent { priority } => priority,
                 _ => Priority::Low,
@@ -1865,21 +1854,17 @@ fn limit_rule(config: &ClinicalConfig, rule: &str) -> Result<usize, EntryError> 
         .ok_or_else(|| EntryError::Invalid(format!("{rule:?} is not a limit rule")))
 }
 
-fn rule_of(config: &ClinicalConfig, matches: impl Fn(&RuleKind) -> bool) -> Option<usize> {
-    config.rules.iter().position(|rule| matches(&rule.kind))
-}
-
 /// The silent-device rule's `(after_seconds, intervals)`. A device is silent once *more* than
 /// that passed since its last data: a reading exactly `after` seconds later is on time.
 fn silent_after(config: &ClinicalConfig) -> Option<(u32, u32)> {
-    config.rules.iter().find_map(|rule| match rule.kind {
+    match config.rules[config.technical.device_silent?].kind {
         RuleKind::DeviceSilent {
             after_seconds,
             intervals,
             ..
         } => Some((after_seconds, intervals)),
         _ => None,
-    })
+    }
 }
 
 /// The level of a limit condition for `value`: the worst tier it passes. A tier the condition is
