@@ -56,11 +56,19 @@ pub enum RejectionReason {
     TooLarge,
     /// The request's content type was not JSON.
     UnsupportedMediaType,
+    /// The message names a patient other than the one the device is assigned to.
+    PatientMismatch,
+    /// The device marked the value as produced in demonstration or simulation mode.
+    DemoData,
+    /// No mapping template matched the payload.
+    Unmapped,
+    /// The sender may not send for this device.
+    Forbidden,
 }
 
 impl RejectionReason {
     /// Every reason, for metrics that must show zero counts too.
-    pub const ALL: [RejectionReason; 13] = [
+    pub const ALL: [RejectionReason; 17] = [
         RejectionReason::Malformed,
         RejectionReason::UnknownDevice,
         RejectionReason::DeviceNotAccepting,
@@ -74,6 +82,10 @@ impl RejectionReason {
         RejectionReason::TooOld,
         RejectionReason::TooLarge,
         RejectionReason::UnsupportedMediaType,
+        RejectionReason::PatientMismatch,
+        RejectionReason::DemoData,
+        RejectionReason::Unmapped,
+        RejectionReason::Forbidden,
     ];
 
     /// Stable snake_case code.
@@ -92,6 +104,10 @@ impl RejectionReason {
             RejectionReason::TooOld => "too_old",
             RejectionReason::TooLarge => "too_large",
             RejectionReason::UnsupportedMediaType => "unsupported_media_type",
+            RejectionReason::PatientMismatch => "patient_mismatch",
+            RejectionReason::DemoData => "demo_data",
+            RejectionReason::Unmapped => "unmapped",
+            RejectionReason::Forbidden => "forbidden",
         }
     }
 

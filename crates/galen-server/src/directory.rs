@@ -1,4 +1,5 @@
-//! The registry cache: devices by serial, assignments by device, patients by id.
+//! The registry cache: devices by serial, assignments by device, patients by id, and the hashes
+//! of the devices' active secrets.
 //!
 //! Ingest resolves every item's device and patient here without touching the store. The cache is
 //! reloaded whole after every registry change made through this process (the registry is small:
@@ -18,6 +19,8 @@ pub struct DirectorySnapshot {
     devices: HashMap<DeviceId, Device>,
     assignments: HashMap<DeviceId, Vec<Assignment>>,
     patients: HashMap<PatientId, Patient>,
+    /// Hashes of the active (unrevoked) secrets of each device.
+    credentials: HashMap<DeviceId, Vec<[u8; 32]>>,
 }
 
 impl DirectorySnapshot {
@@ -29,6 +32,40 @@ impl DirectorySnapshot {
     /// The device with this id.
     pub fn device(&self, id: DeviceId) -> Option<&Device> {
         self.devices.get(&id)
+    }
+
+    /// Whether `secret` is an active credential of `device`. Compares hashes in constant time.
+    pub fn device_secret_valid(&self, device: DeviceId, secret: &[u8]) -> bool {
+        use sha2::Digest;
+        let presented: [u8; 32] = sha2::Sha256::digest(secret).into();
+        self.credentials.get(&device).is_some_and(|hashes| {
+            hashes.iter().fold(false, |found, hash| {
+                let difference = hash
+                    .iter()
+                    .zip(&presented)
+                    .fold(0u8, |difference, (left, right)| difference | (left ^ right));
+                found | (difference == 0)
+            })
+        })
+    }
+
+    /// The patient whose identifier (MRN) is `value`. When `system` is given and several
+    /// patients share the value, only the one of that system; `None` when it is ambiguous.
+    pub fn patient_by_identifier(&self, value: &str, system: &str) -> Option<&Patient> {
+        let mut found = self
+            .patients
+            .values()
+            .filter(|patient| patient.details.identifier.value == value);
+        let first = found.next()?;
+        let rest: Vec<&Patient> = found.collect();
+        if rest.is_empty() {
+            return Some(first);
+        }
+        let mut by_system = std::iter::once(first)
+            .chain(rest)
+            .filter(|patient| !system.is_empty() && patient.details.identifier.system == system);
+        let only = by_system.next()?;
+        by_system.next().is_none().then_some(only)
     }
 
     /// The patient with this id.
@@ -102,12 +139,22 @@ impl Directory {
         let devices = store.devices().await?;
         let patients = store.patients(None).await?;
         let assignments = store.assignments().await?;
+        let credentials = store.device_credentials().await?;
         let mut snapshot = DirectorySnapshot::default();
         for device in devices {
             snapshot
                 .devices_by_serial
                 .insert(device.details.serial.clone(), device.clone());
             snapshot.devices.insert(device.id, device);
+        }
+        for credential in credentials {
+            if credential.revoked.is_none() {
+                snapshot
+                    .credentials
+                    .entry(credential.device)
+                    .or_default()
+                    .push(credential.secret_sha256);
+            }
         }
         for patient in patients {
             snapshot.patients.insert(patient.id, patient);

@@ -17,6 +17,7 @@ mod directory;
 mod error;
 mod live;
 mod metrics;
+mod mllp;
 mod pipeline;
 
 use std::future::Future;
@@ -31,6 +32,7 @@ pub use clinical::{Clinical, ClinicalEvent, ClinicalSettings, WebhookEndpoint};
 pub use directory::Directory;
 pub use live::LiveMeasurement;
 pub use metrics::Metrics;
+pub use mllp::MllpSettings;
 pub use pipeline::{Incoming, IngestSummary, ItemResult, Pipeline, Unreadable};
 
 /// Settings of the HTTP server. Built by the binary from flags, environment and config file.
@@ -45,6 +47,8 @@ pub struct ServerConfig {
     pub stale_after_seconds: u64,
     /// Scores, alarm rules and notifications.
     pub clinical: ClinicalSettings,
+    /// The HL7 v2 (MLLP) listener.
+    pub mllp: MllpSettings,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +58,7 @@ impl Default for ServerConfig {
             max_body_bytes: 16 * 1024 * 1024,
             stale_after_seconds: 60,
             clinical: ClinicalSettings::default(),
+            mllp: MllpSettings::default(),
         }
     }
 }
@@ -93,6 +98,9 @@ pub(crate) struct AppInner {
     pub(crate) clinical: Clinical,
     pub(crate) config: ServerConfig,
     pub(crate) shutdown: watch::Sender<bool>,
+    /// Held (shared) by every open device connection; taken exclusively at shutdown to wait for
+    /// them before the store closes.
+    pub(crate) adapters: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// The assembled runtime; cheap to clone.
@@ -165,6 +173,7 @@ impl App {
             clinical,
             config,
             shutdown,
+            adapters: Arc::new(tokio::sync::RwLock::new(())),
         })))
     }
 
@@ -213,6 +222,17 @@ impl App {
         Ok(stored.id)
     }
 
+    /// A guard that keeps the store open while a device connection works; `None` once shutdown
+    /// has begun waiting for connections.
+    pub(crate) fn adapter_guard(&self) -> Option<tokio::sync::OwnedRwLockReadGuard<()>> {
+        self.0.adapters.clone().try_read_owned().ok()
+    }
+
+    /// The runtime's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.0.metrics
+    }
+
     /// The clinical runtime (scores, alarms).
     pub fn clinical(&self) -> &Clinical {
         &self.0.clinical
@@ -244,6 +264,8 @@ impl App {
         axum::serve(listener, self.router())
             .with_graceful_shutdown(graceful)
             .await?;
+        // Device connections finish the message in hand; their acknowledgements depend on it.
+        let _connections_closed = self.0.adapters.write().await;
         // Everything evaluated so far is stored before the store closes.
         if self.0.clinical.sync().await.is_err() {
             tracing::warn!("clinical engine already stopped at shutdown");

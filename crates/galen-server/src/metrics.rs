@@ -23,6 +23,10 @@ pub struct Metrics {
     ingest_requests: AtomicU64,
     live_subscribers: AtomicU64,
     live_lagged: AtomicU64,
+    /// Protocol adapter events by (protocol, event), e.g. (`mllp`, `AA`), (`mqtt`, `auth_failed`).
+    protocol_events: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Open device connections by protocol.
+    connections: Mutex<BTreeMap<&'static str, i64>>,
 }
 
 impl Metrics {
@@ -47,6 +51,34 @@ impl Metrics {
             .unwrap_or_else(|poison| poison.into_inner())
             .entry(reason)
             .or_default() += 1;
+    }
+
+    pub(crate) fn protocol_event(&self, protocol: &'static str, event: &'static str) {
+        *self
+            .protocol_events
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .entry((protocol, event))
+            .or_default() += 1;
+    }
+
+    pub(crate) fn connections(&self, protocol: &'static str, delta: i64) {
+        *self
+            .connections
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .entry(protocol)
+            .or_default() += delta;
+    }
+
+    /// Open connections of `protocol`.
+    pub fn open_connections(&self, protocol: &str) -> i64 {
+        self.connections
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(protocol)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub(crate) fn subscriber(&self, delta: i64) {
@@ -164,6 +196,36 @@ galen_live_lagged_total {lagged}
             subscribers = self.live_subscribers.load(Ordering::Relaxed),
             lagged = self.live_lagged.load(Ordering::Relaxed),
         );
+        out.push_str(
+            "# HELP galen_protocol_events_total Device protocol events: acknowledgements by code, refusals, failures.\n\
+             # TYPE galen_protocol_events_total counter\n",
+        );
+        for ((protocol, event), count) in self
+            .protocol_events
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "galen_protocol_events_total{{protocol=\"{protocol}\",event=\"{event}\"}} {count}"
+            );
+        }
+        out.push_str(
+            "# HELP galen_device_connections Open device connections by protocol.\n\
+             # TYPE galen_device_connections gauge\n",
+        );
+        for (protocol, count) in self
+            .connections
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "galen_device_connections{{protocol=\"{protocol}\"}} {count}"
+            );
+        }
         out
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use galen_clinical::Input;
 use galen_model::{Clock, PatientId, Rejection, RejectionReason, Timestamp, normalize};
-use galen_store::{AppendOutcome, DeadLetter, IngestBatch, Store};
+use galen_store::{AppendOutcome, DeadLetter, IngestBatch, Receipt, Store};
 use tokio::sync::broadcast;
 
 use crate::clinical::Clinical;
@@ -132,6 +132,21 @@ impl Pipeline {
         source: &str,
         items: Vec<Result<Incoming<'_>, Unreadable<'_>>>,
     ) -> Result<(Vec<ItemResult>, IngestSummary), galen_store::Error> {
+        self.ingest_with_receipt(source, items, None::<fn(&[Option<&Rejection>]) -> Receipt>)
+            .await
+    }
+
+    /// As [`Pipeline::ingest`], and stores the answer to the sender's message in the same commit.
+    ///
+    /// `receipt` is called after validation, before the commit, with each item's verdict (`None`
+    /// when it is to be stored, or why it is refused); what it returns is stored atomically with
+    /// the items (see [`galen_store::MeasurementStore::receipt`]). A store failure stores neither.
+    pub async fn ingest_with_receipt(
+        &self,
+        source: &str,
+        items: Vec<Result<Incoming<'_>, Unreadable<'_>>>,
+        receipt: Option<impl FnOnce(&[Option<&Rejection>]) -> Receipt + Send>,
+    ) -> Result<(Vec<ItemResult>, IngestSummary), galen_store::Error> {
         let now = self.clock.now();
         let mut batch = IngestBatch::default();
         let mut pending = Vec::with_capacity(items.len());
@@ -232,6 +247,16 @@ impl Pipeline {
             })
             .collect();
         let mut clinical_inputs = Vec::with_capacity(published.len() + absent.len());
+        if let Some(receipt) = receipt {
+            let verdicts: Vec<Option<&Rejection>> = pending
+                .iter()
+                .map(|pending| match pending {
+                    Pending::Stored { .. } => None,
+                    Pending::Rejected(rejection) => Some(rejection),
+                })
+                .collect();
+            batch.receipt = Some(receipt(&verdicts));
+        }
         let outcomes = self.store.ingest(batch).await?;
         let mut summary = IngestSummary::default();
         let mut live = Vec::new();

@@ -14,7 +14,7 @@ use galen_model::{
 
 use crate::{
     AlarmQuery, AlarmRecord, AppendOutcome, ClinicalEntry, DeadLetter, DeliveryRecord, Error,
-    FilteredRecord, IngestBatch, Point, ScoreRecord, Store,
+    FilteredRecord, IngestBatch, Point, Receipt, ScoreRecord, Store,
 };
 
 /// One empty database of the backend under test.
@@ -36,6 +36,8 @@ pub async fn run_all(fresh: &(dyn Fn() -> Box<dyn Backend> + Sync)) {
     latest_per_vital(fresh().as_ref()).await;
     dead_letters_are_kept(fresh().as_ref()).await;
     clinical_records(fresh().as_ref()).await;
+    receipts_are_kept_with_their_content(fresh().as_ref()).await;
+    device_credentials(fresh().as_ref()).await;
 }
 
 /// A fixed instant the checks build on: 2026-11-23T00:00:00Z.
@@ -88,6 +90,7 @@ async fn ingest(store: &dyn Store, measurements: Vec<Measurement>) -> Vec<Append
         .ingest(IngestBatch {
             measurements,
             dead_letters: Vec::new(),
+            receipt: None,
         })
         .await
         .expect("ingest")
@@ -700,6 +703,7 @@ async fn dead_letters_are_kept(backend: &dyn Backend) {
         .ingest(IngestBatch {
             measurements: Vec::new(),
             dead_letters: (0..5).map(letter).collect(),
+            receipt: None,
         })
         .await
         .expect("dead letters");
@@ -932,5 +936,131 @@ async fn clinical_records(backend: &dyn Backend) {
             .len(),
         4
     );
+    reopened.close().await.expect("close");
+}
+
+/// A receipt is stored in the same commit as the content it answers, the first one stored for a
+/// key wins, and it survives a reopen.
+async fn receipts_are_kept_with_their_content(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let device = store
+        .create_device(device("SN-R1"))
+        .await
+        .expect("device")
+        .id;
+    let receipt = |response: &str| Receipt {
+        source: "mllp".into(),
+        key: "MON|0012|ICU|MSG-1".into(),
+        received: at(5),
+        response: response.as_bytes().to_vec(),
+    };
+    assert_eq!(
+        store
+            .receipt("mllp", "MON|0012|ICU|MSG-1")
+            .await
+            .expect("read"),
+        None
+    );
+    store
+        .ingest(IngestBatch {
+            measurements: vec![measurement(device, VitalSign::HeartRate, 5, 72.0)],
+            dead_letters: Vec::new(),
+            receipt: Some(receipt("first answer")),
+        })
+        .await
+        .expect("ingest with receipt");
+    store
+        .ingest(IngestBatch {
+            measurements: Vec::new(),
+            dead_letters: Vec::new(),
+            receipt: Some(receipt("second answer")),
+        })
+        .await
+        .expect("ingest with a repeated receipt");
+    let found = store
+        .receipt("mllp", "MON|0012|ICU|MSG-1")
+        .await
+        .expect("read");
+    assert_eq!(
+        found,
+        Some(receipt("first answer")),
+        "the first receipt of a key is kept"
+    );
+    assert_eq!(
+        store
+            .receipt("http", "MON|0012|ICU|MSG-1")
+            .await
+            .expect("read"),
+        None,
+        "receipts are per source"
+    );
+    store.close().await.expect("close");
+    let reopened = backend.open().await;
+    assert_eq!(
+        reopened
+            .receipt("mllp", "MON|0012|ICU|MSG-1")
+            .await
+            .expect("read"),
+        Some(receipt("first answer")),
+        "a receipt is durable"
+    );
+    assert_eq!(
+        all_points(reopened.as_ref(), device, VitalSign::HeartRate)
+            .await
+            .len(),
+        1
+    );
+    reopened.close().await.expect("close");
+}
+
+/// Credentials keep only the hash, can be revoked once, and belong to existing devices.
+async fn device_credentials(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let device = store
+        .create_device(device("SN-C1"))
+        .await
+        .expect("device")
+        .id;
+    assert!(matches!(
+        store
+            .add_device_credential(DeviceId(9_999), [1; 32], at(0))
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    let first = store
+        .add_device_credential(device, [7; 32], at(1))
+        .await
+        .expect("credential");
+    let second = store
+        .add_device_credential(device, [8; 32], at(2))
+        .await
+        .expect("rotation");
+    assert_ne!(first.id, second.id);
+    let revoked = store
+        .revoke_device_credential(device, first.id, at(3))
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.revoked, Some(at(3)));
+    assert!(matches!(
+        store
+            .revoke_device_credential(device, first.id, at(4))
+            .await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .revoke_device_credential(DeviceId(device.0 + 1), second.id, at(4))
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    store.close().await.expect("close");
+    let reopened = backend.open().await;
+    let all = reopened.device_credentials().await.expect("list");
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].secret_sha256, [7; 32]);
+    assert_eq!(all[0].revoked, Some(at(3)));
+    assert_eq!(all[1].secret_sha256, [8; 32]);
+    assert_eq!(all[1].revoked, None);
+    assert_eq!(all[1].created, at(2));
     reopened.close().await.expect("close");
 }

@@ -29,7 +29,8 @@ pub use clinical::{
 };
 pub use error::{Error, Result};
 pub use types::{
-    AppendOutcome, Bucket, DeadLetter, IngestBatch, Point, StoreStats, StoredDeadLetter,
+    AppendOutcome, Bucket, DeadLetter, DeviceCredential, IngestBatch, Point, Receipt, StoreStats,
+    StoredDeadLetter,
 };
 
 /// The time series of measurements and the dead letters of refused input.
@@ -73,6 +74,11 @@ pub trait MeasurementStore: Send + Sync + Debug {
     /// Dead letters with an id greater than `after`, oldest first, at most `limit`.
     async fn dead_letters(&self, after: i64, limit: usize) -> Result<Vec<StoredDeadLetter>>;
 
+    /// The receipt stored with an earlier [`IngestBatch::receipt`] of `source` and `key`, if it is
+    /// still kept (receipts are kept for at least the store's receipt retention, a day by
+    /// default).
+    async fn receipt(&self, source: &str, key: &str) -> Result<Option<Receipt>>;
+
     /// Counters describing the write path, for `/metrics`.
     fn stats(&self) -> StoreStats;
 
@@ -110,6 +116,25 @@ pub trait RegistryStore: Send + Sync + Debug {
     async fn end_assignment(&self, id: AssignmentId, end: Timestamp) -> Result<Assignment>;
     /// Every assignment, by id.
     async fn assignments(&self) -> Result<Vec<Assignment>>;
+
+    /// Stores a new credential of `device` (only the hash of its secret).
+    /// [`Error::NotFound`] if the device does not exist.
+    async fn add_device_credential(
+        &self,
+        device: DeviceId,
+        secret_sha256: [u8; 32],
+        created: Timestamp,
+    ) -> Result<DeviceCredential>;
+    /// Revokes credential `id` of `device` at `at`. [`Error::NotFound`] if the device has no such
+    /// credential; [`Error::Conflict`] if it is already revoked.
+    async fn revoke_device_credential(
+        &self,
+        device: DeviceId,
+        id: i64,
+        at: Timestamp,
+    ) -> Result<DeviceCredential>;
+    /// Every credential of every device, revoked ones included, by id.
+    async fn device_credentials(&self) -> Result<Vec<DeviceCredential>>;
 }
 
 /// A complete backend.

@@ -1,6 +1,6 @@
 //! Values that cross the storage ports.
 
-use galen_model::{Measurement, RejectionReason, Timestamp};
+use galen_model::{DeviceId, Measurement, RejectionReason, Timestamp};
 
 /// One value of a series.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -69,6 +69,39 @@ pub struct IngestBatch {
     pub measurements: Vec<Measurement>,
     /// Refused items to keep.
     pub dead_letters: Vec<DeadLetter>,
+    /// The answer given to the sender of a protocol message (an HL7 ACK), keyed by the sender's
+    /// message id, stored in the same commit as the message's content so that a repeated message
+    /// gets the same answer and stores nothing twice.
+    pub receipt: Option<Receipt>,
+}
+
+/// A stored answer to a protocol message. See [`crate::MeasurementStore::receipt`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The protocol (`mllp`).
+    pub source: String,
+    /// The sender and its message id (for HL7: sending application, device and facility plus
+    /// MSH-10).
+    pub key: String,
+    /// When it was stored.
+    pub received: Timestamp,
+    /// The answer as sent.
+    pub response: Vec<u8>,
+}
+
+/// A device's secret credential, as stored: only a SHA-256 hash of the secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCredential {
+    /// Id of the credential.
+    pub id: i64,
+    /// The device it authenticates.
+    pub device: DeviceId,
+    /// SHA-256 of the secret.
+    pub secret_sha256: [u8; 32],
+    /// When it was issued.
+    pub created: Timestamp,
+    /// When it was revoked; a revoked credential authenticates nothing.
+    pub revoked: Option<Timestamp>,
 }
 
 /// Write-path counters, cumulative since the store opened.

@@ -52,3 +52,41 @@ async fn embedded_store_conforms_with_small_chunks_and_frequent_checkpoints() {
     })
     .await;
 }
+
+/// Receipts older than the retention (counted back from the newest) go at a checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_receipts_are_forgotten_at_checkpoints() {
+    use galen_model::Timestamp;
+    use galen_store::{IngestBatch, MeasurementStore, Receipt};
+    let directory = TempDir::new().expect("temp dir");
+    let options = SqliteOptions {
+        checkpoint_interval: Duration::from_millis(1),
+        receipt_retention: Duration::from_secs(3600),
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open(directory.path(), options).expect("open");
+    let hour = 3_600_000_000;
+    for (key, micros) in [("old", 0), ("kept", hour), ("new", 2 * hour)] {
+        store
+            .ingest(IngestBatch {
+                receipt: Some(Receipt {
+                    source: "mllp".into(),
+                    key: key.into(),
+                    received: Timestamp::from_micros(1_795_392_000_000_000 + micros),
+                    response: key.as_bytes().to_vec(),
+                }),
+                ..IngestBatch::default()
+            })
+            .await
+            .expect("ingest");
+    }
+    let mut waited = 0;
+    while store.receipt("mllp", "old").await.expect("read").is_some() {
+        assert!(waited < 100, "the old receipt was never purged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    assert!(store.receipt("mllp", "kept").await.expect("read").is_some());
+    assert!(store.receipt("mllp", "new").await.expect("read").is_some());
+    store.close().await.expect("close");
+}

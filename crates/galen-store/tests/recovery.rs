@@ -43,7 +43,7 @@ async fn ingest(store: &SqliteStore, measurements: Vec<Measurement>) -> Vec<Appe
     store
         .ingest(IngestBatch {
             measurements,
-            dead_letters: Vec::new(),
+            ..IngestBatch::default()
         })
         .await
         .expect("ingest")

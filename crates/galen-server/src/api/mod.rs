@@ -50,6 +50,14 @@ pub(crate) fn router(app: App) -> Router {
         )
         .route("/api/v1/devices/{id}/vitals", get(vitals::device_vitals))
         .route(
+            "/api/v1/devices/{id}/credentials",
+            get(registry::list_credentials).post(registry::create_credential),
+        )
+        .route(
+            "/api/v1/devices/{id}/credentials/{credential}",
+            axum::routing::delete(registry::revoke_credential),
+        )
+        .route(
             "/api/v1/assignments",
             get(registry::list_assignments).post(registry::create_assignment),
         )

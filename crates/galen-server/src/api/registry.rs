@@ -342,3 +342,81 @@ pub(crate) async fn list_assignments(
         .collect();
     Ok(Json(json!({ "items": items })))
 }
+
+fn credential_json(credential: &galen_store::DeviceCredential) -> Value {
+    json!({
+        "id": credential.id,
+        "device": credential.device.0,
+        "created": credential.created.to_rfc3339(),
+        "revoked": credential.revoked.map(Timestamp::to_rfc3339),
+    })
+}
+
+/// Issues a new secret for a device (MQTT password). The secret is shown in this answer only;
+/// Galen keeps its SHA-256. Older credentials stay valid until revoked, so a device can be moved
+/// to a new secret without a gap.
+pub(crate) async fn create_credential(
+    State(app): State<App>,
+    Path(id): Path<i64>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let mut random = [0u8; 32];
+    getrandom::fill(&mut random)
+        .map_err(|_| ApiError::internal("the system random generator failed"))?;
+    let secret: String = std::iter::once("gds1_".to_owned())
+        .chain(random.iter().map(|byte| format!("{byte:02x}")))
+        .collect();
+    let hash: [u8; 32] = {
+        use sha2::Digest;
+        sha2::Sha256::digest(secret.as_bytes()).into()
+    };
+    let now = app.0.clock.now();
+    let credential = app
+        .0
+        .store
+        .add_device_credential(DeviceId(id), hash, now)
+        .await?;
+    reload(&app).await?;
+    tracing::info!(
+        device = id,
+        credential = credential.id,
+        "device credential issued"
+    );
+    let mut body = credential_json(&credential);
+    body["secret"] = json!(secret);
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// The device's credentials, without secrets.
+pub(crate) async fn list_credentials(
+    State(app): State<App>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Value>> {
+    app.0
+        .store
+        .device(DeviceId(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("device"))?;
+    let credentials = app.0.store.device_credentials().await?;
+    let items: Vec<Value> = credentials
+        .iter()
+        .filter(|credential| credential.device == DeviceId(id))
+        .map(credential_json)
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+/// Revokes one credential: connections can no longer be opened with it.
+pub(crate) async fn revoke_credential(
+    State(app): State<App>,
+    Path((id, credential)): Path<(i64, i64)>,
+) -> ApiResult<Json<Value>> {
+    let now = app.0.clock.now();
+    let revoked = app
+        .0
+        .store
+        .revoke_device_credential(DeviceId(id), credential, now)
+        .await?;
+    reload(&app).await?;
+    tracing::info!(device = id, credential, "device credential revoked");
+    Ok(Json(credential_json(&revoked)))
+}

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use galen_model::{DeviceId, RejectionReason, Timestamp, VitalSign};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use self::memtable::{MAX_SPAN_MICROS, Memtable};
@@ -29,7 +29,7 @@ use crate::MeasurementStore;
 use crate::codec::decode_chunk;
 use crate::error::{Error, Result};
 use crate::types::{
-    AppendOutcome, Bucket, DeadLetter, IngestBatch, Point, StoreStats, StoredDeadLetter,
+    AppendOutcome, Bucket, DeadLetter, IngestBatch, Point, Receipt, StoreStats, StoredDeadLetter,
 };
 
 /// Name of the database file inside the data directory.
@@ -50,6 +50,9 @@ pub struct SqliteOptions {
     pub max_group_measurements: usize,
     /// External ids remembered for duplicate detection.
     pub recent_ids: usize,
+    /// How long protocol receipts (HL7 ACKs by control id) are kept, counted back from the newest
+    /// receipt.
+    pub receipt_retention: Duration,
 }
 
 impl Default for SqliteOptions {
@@ -61,6 +64,7 @@ impl Default for SqliteOptions {
             queue_capacity: 256,
             max_group_measurements: 200_000,
             recent_ids: 1_000_000,
+            receipt_retention: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -180,6 +184,8 @@ impl SqliteStore {
             checkpoint_points: options.checkpoint_points.max(1),
             max_group_measurements: options.max_group_measurements.max(1),
             recent_ids: options.recent_ids,
+            receipt_retention_micros: i64::try_from(options.receipt_retention.as_micros())
+                .unwrap_or(i64::MAX),
         };
         let writer = Writer::recover(connection, memtable.clone(), counters.clone(), tuning)?;
         let (commands, receiver) = mpsc::channel(options.queue_capacity.max(1));
@@ -261,7 +267,8 @@ fn range_points(shared: &Shared, series: i64, from: i64, to: i64) -> Result<Vec<
 #[async_trait]
 impl MeasurementStore for SqliteStore {
     async fn ingest(&self, batch: IngestBatch) -> Result<Vec<AppendOutcome>> {
-        if batch.measurements.is_empty() && batch.dead_letters.is_empty() {
+        if batch.measurements.is_empty() && batch.dead_letters.is_empty() && batch.receipt.is_none()
+        {
             return Ok(Vec::new());
         }
         let (reply, answer) = oneshot::channel();
@@ -351,6 +358,29 @@ impl MeasurementStore for SqliteStore {
                 }
             }
             Ok(latest)
+        })
+        .await
+    }
+
+    async fn receipt(&self, source: &str, key: &str) -> Result<Option<Receipt>> {
+        let (source, key) = (source.to_owned(), key.to_owned());
+        self.read(move |shared| {
+            shared.readers.with(|connection| {
+                let mut statement = connection.prepare_cached(
+                    "SELECT received, response FROM receipts WHERE source = ?1 AND key = ?2",
+                )?;
+                let found = statement
+                    .query_row(params![source, key], |row| {
+                        Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+                    })
+                    .optional()?;
+                Ok(found.map(|(received, response)| Receipt {
+                    source,
+                    key,
+                    received: Timestamp::from_micros(received),
+                    response,
+                }))
+            })
         })
         .await
     }

@@ -14,11 +14,13 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 use super::{Shared, SqliteStore};
 use crate::RegistryStore;
 use crate::error::{Error, Result};
+use crate::types::DeviceCredential;
 
 const PATIENT_COLUMNS: &str =
     "id, identifier_system, identifier_value, family, given, birth_date, sex, ward, bed";
 const DEVICE_COLUMNS: &str = "id, serial, manufacturer, model, kind, status";
 const ASSIGNMENT_COLUMNS: &str = "id, device_id, patient_id, start_ts, end_ts";
+const CREDENTIAL_COLUMNS: &str = "id, device_id, secret_sha256, created, revoked";
 
 fn corrupt(what: &str) -> rusqlite::Error {
     rusqlite::Error::InvalidColumnType(0, what.to_owned(), rusqlite::types::Type::Text)
@@ -349,4 +351,82 @@ impl RegistryStore for SqliteStore {
         })
         .await
     }
+
+    async fn add_device_credential(
+        &self,
+        device: DeviceId,
+        secret_sha256: [u8; 32],
+        created: Timestamp,
+    ) -> Result<DeviceCredential> {
+        self.registry(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if load_device(&transaction, device.0)?.is_none() {
+                return Err(Error::NotFound("device"));
+            }
+            transaction.execute(
+                "INSERT INTO device_credentials (device_id, secret_sha256, created) VALUES (?1, ?2, ?3)",
+                params![device.0, secret_sha256.as_slice(), created.micros()],
+            )?;
+            let id = transaction.last_insert_rowid();
+            transaction.commit()?;
+            Ok(DeviceCredential { id, device, secret_sha256, created, revoked: None })
+        })
+        .await
+    }
+
+    async fn revoke_device_credential(
+        &self,
+        device: DeviceId,
+        id: i64,
+        at: Timestamp,
+    ) -> Result<DeviceCredential> {
+        self.registry(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut credential = transaction
+                .query_row(
+                    &format!("SELECT {CREDENTIAL_COLUMNS} FROM device_credentials WHERE id = ?1 AND device_id = ?2"),
+                    params![id, device.0],
+                    credential_from_row,
+                )
+                .optional()?
+                .ok_or(Error::NotFound("credential"))?;
+            if credential.revoked.is_some() {
+                return Err(Error::Conflict("the credential is already revoked".into()));
+            }
+            transaction.execute(
+                "UPDATE device_credentials SET revoked = ?2 WHERE id = ?1",
+                params![id, at.micros()],
+            )?;
+            transaction.commit()?;
+            credential.revoked = Some(at);
+            Ok(credential)
+        })
+        .await
+    }
+
+    async fn device_credentials(&self) -> Result<Vec<DeviceCredential>> {
+        self.read(move |shared| {
+            shared.readers.with(|connection| {
+                let mut statement = connection.prepare_cached(&format!(
+                    "SELECT {CREDENTIAL_COLUMNS} FROM device_credentials ORDER BY id"
+                ))?;
+                let rows = statement.query_map([], credential_from_row)?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+        })
+        .await
+    }
+}
+
+fn credential_from_row(row: &Row<'_>) -> rusqlite::Result<DeviceCredential> {
+    let hash: Vec<u8> = row.get(2)?;
+    Ok(DeviceCredential {
+        id: row.get(0)?,
+        device: DeviceId(row.get(1)?),
+        secret_sha256: hash.try_into().map_err(|_| corrupt("secret_sha256"))?,
+        created: Timestamp::from_micros(row.get(3)?),
+        revoked: row.get::<_, Option<i64>>(4)?.map(Timestamp::from_micros),
+    })
 }

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// Version of the schema this code writes; stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS wal (
@@ -33,6 +33,21 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     message TEXT NOT NULL,
     device TEXT,
     payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS receipts (
+    source TEXT NOT NULL,
+    key TEXT NOT NULL,
+    received INTEGER NOT NULL,
+    response BLOB NOT NULL,
+    PRIMARY KEY (source, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS receipts_received ON receipts(received);
+CREATE TABLE IF NOT EXISTS device_credentials (
+    id INTEGER PRIMARY KEY,
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    secret_sha256 BLOB NOT NULL,
+    created INTEGER NOT NULL,
+    revoked INTEGER
 );
 CREATE TABLE IF NOT EXISTS patients (
     id INTEGER PRIMARY KEY,

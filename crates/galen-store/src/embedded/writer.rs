@@ -46,6 +46,7 @@ pub(crate) struct WriterTuning {
     pub(crate) checkpoint_points: usize,
     pub(crate) max_group_measurements: usize,
     pub(crate) recent_ids: usize,
+    pub(crate) receipt_retention_micros: i64,
 }
 
 /// External ids seen recently, bounded in number (oldest forgotten first).
@@ -427,6 +428,21 @@ impl Writer {
                 }
             }
         }
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT OR IGNORE INTO receipts (source, key, received, response) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (batch, _) in ingests {
+                if let Some(receipt) = &batch.receipt {
+                    insert.execute(params![
+                        receipt.source,
+                        receipt.key,
+                        receipt.received.micros(),
+                        receipt.response,
+                    ])?;
+                }
+            }
+        }
         transaction.commit()?;
         drain_sealing(&self.memtable, sealing_count);
         self.counters
@@ -473,6 +489,11 @@ impl Writer {
             )?;
         }
         transaction.execute("DELETE FROM wal", [])?;
+        // Receipts older than the retention, counted back from the newest one, are forgotten.
+        transaction.execute(
+            "DELETE FROM receipts WHERE received < (SELECT MAX(received) FROM receipts) - ?1",
+            [self.tuning.receipt_retention_micros],
+        )?;
         transaction.commit()?;
         drain_sealing(&self.memtable, sealing_count);
         {
