@@ -18,7 +18,10 @@ mod error;
 mod live;
 mod metrics;
 mod mllp;
+mod mqtt;
 mod pipeline;
+mod templates;
+mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,7 +36,9 @@ pub use directory::Directory;
 pub use live::LiveMeasurement;
 pub use metrics::Metrics;
 pub use mllp::MllpSettings;
+pub use mqtt::{MqttSettings, TOPIC_PREFIX};
 pub use pipeline::{Incoming, IngestSummary, ItemResult, Pipeline, Unreadable};
+pub use templates::load_templates;
 
 /// Settings of the HTTP server. Built by the binary from flags, environment and config file.
 #[derive(Debug, Clone)]
@@ -49,6 +54,10 @@ pub struct ServerConfig {
     pub clinical: ClinicalSettings,
     /// The HL7 v2 (MLLP) listener.
     pub mllp: MllpSettings,
+    /// The MQTT listener.
+    pub mqtt: MqttSettings,
+    /// Directory of mapping templates (`*.toml`, `*.json`) for device payloads.
+    pub template_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +68,8 @@ impl Default for ServerConfig {
             stale_after_seconds: 60,
             clinical: ClinicalSettings::default(),
             mllp: MllpSettings::default(),
+            mqtt: MqttSettings::default(),
+            template_dir: None,
         }
     }
 }
@@ -72,6 +83,9 @@ pub enum Error {
     /// Serving failed.
     #[error("serving failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The mapping templates did not load.
+    #[error("{0}")]
+    Templates(String),
 }
 
 /// Why a staff entry was not applied.
@@ -101,6 +115,10 @@ pub(crate) struct AppInner {
     /// Held (shared) by every open device connection; taken exclusively at shutdown to wait for
     /// them before the store closes.
     pub(crate) adapters: Arc<tokio::sync::RwLock<()>>,
+    /// Open MQTT sessions by client id.
+    pub(crate) mqtt_sessions: mqtt::Sessions,
+    /// The mapping templates in force (replaced whole on reload).
+    pub(crate) templates: std::sync::RwLock<Arc<galen_mapping::TemplateSet>>,
 }
 
 /// The assembled runtime; cheap to clone.
@@ -162,6 +180,10 @@ impl App {
             clock.clone(),
             clinical.clone(),
         );
+        let templates = match &config.template_dir {
+            Some(directory) => templates::load_templates(directory).map_err(Error::Templates)?,
+            None => galen_mapping::TemplateSet::default(),
+        };
         let (shutdown, _) = watch::channel(false);
         Ok(App(Arc::new(AppInner {
             store,
@@ -174,6 +196,8 @@ impl App {
             config,
             shutdown,
             adapters: Arc::new(tokio::sync::RwLock::new(())),
+            mqtt_sessions: mqtt::Sessions::default(),
+            templates: std::sync::RwLock::new(Arc::new(templates)),
         })))
     }
 
@@ -226,6 +250,16 @@ impl App {
     /// has begun waiting for connections.
     pub(crate) fn adapter_guard(&self) -> Option<tokio::sync::OwnedRwLockReadGuard<()>> {
         self.0.adapters.clone().try_read_owned().ok()
+    }
+
+    /// Puts `templates` in force for every payload read from now on.
+    pub fn set_templates(&self, templates: galen_mapping::TemplateSet) {
+        tracing::info!(templates = templates.len(), "mapping templates in force");
+        *self
+            .0
+            .templates
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(templates);
     }
 
     /// The runtime's metrics.

@@ -73,7 +73,7 @@ impl App {
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
-                _ = shutdown.wait_for(|stopping| *stopping) => break,
+                () = stopping(&mut shutdown) => break,
             };
             let (stream, _) = match accepted {
                 Ok(accepted) => accepted,
@@ -124,7 +124,7 @@ impl App {
             }
             let read = tokio::select! {
                 read = stream.read(&mut buffer) => read?,
-                _ = shutdown.wait_for(|stopping| *stopping) => return Ok(()),
+                () = stopping(&mut shutdown) => return Ok(()),
             };
             if read == 0 {
                 if decoder.pending() > 0 {
@@ -632,4 +632,9 @@ fn segment_lines(message: &Message<'_>, name: &str, separator: char) -> Vec<Stri
             line
         })
         .collect()
+}
+
+/// Resolves once shutdown has begun (or the runtime is gone).
+pub(crate) async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
 }

@@ -362,7 +362,7 @@ async fn query(args: QueryArgs) -> Result<()> {
             store
                 .ingest(IngestBatch {
                     measurements: std::mem::take(&mut batch),
-                    dead_letters: Vec::new(),
+                    ..IngestBatch::default()
                 })
                 .await?;
         }

@@ -9,6 +9,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use galen_clinical::{ClinicalConfig, Priority, ScoreTable};
 use galen_server::{ClinicalSettings, WebhookEndpoint};
+
+use crate::ListenAddr;
 use serde::Deserialize;
 
 /// Log line format.
@@ -52,6 +54,16 @@ pub(crate) struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, env = "GALEN_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// Address and port of the HL7 v2 (MLLP) listener, or `off` [default: 127.0.0.1:2575].
+    #[arg(long, env = "GALEN_MLLP_ADDR")]
+    mllp_addr: Option<ListenAddr>,
+    /// Address and port of the MQTT listener, or `off` [default: 127.0.0.1:1883].
+    #[arg(long, env = "GALEN_MQTT_ADDR")]
+    mqtt_addr: Option<ListenAddr>,
+    /// Directory of mapping templates for device payloads (`*.toml`, `*.json`); reloaded on
+    /// SIGHUP and by `POST /api/v1/mapping/reload`.
+    #[arg(long, env = "GALEN_TEMPLATES")]
+    templates: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -69,6 +81,9 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     stale_after_seconds: Option<u64>,
     log_format: Option<LogFormat>,
+    mllp_addr: Option<ListenAddr>,
+    mqtt_addr: Option<ListenAddr>,
+    templates: Option<PathBuf>,
 }
 
 /// A webhook endpoint in the configuration file. The HMAC secret is read from a file so that it
@@ -167,6 +182,9 @@ pub(crate) struct Settings {
     pub(crate) stale_after_seconds: u64,
     pub(crate) log_format: LogFormat,
     pub(crate) clinical: ClinicalSettings,
+    pub(crate) mllp_addr: ListenAddr,
+    pub(crate) mqtt_addr: ListenAddr,
+    pub(crate) templates: Option<PathBuf>,
 }
 
 pub(crate) const DEFAULT_DATA_DIR: &str = "galen-data";
@@ -212,6 +230,15 @@ impl Settings {
                 .or(file.stale_after_seconds)
                 .unwrap_or(60),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            mllp_addr: args
+                .mllp_addr
+                .or(file.mllp_addr)
+                .unwrap_or(ListenAddr::At(SocketAddr::from(([127, 0, 0, 1], 2575)))),
+            mqtt_addr: args
+                .mqtt_addr
+                .or(file.mqtt_addr)
+                .unwrap_or(ListenAddr::At(SocketAddr::from(([127, 0, 0, 1], 1883)))),
+            templates: args.templates.or(file.templates),
             clinical: clinical_settings(
                 args.clinical_config
                     .as_deref()

@@ -17,6 +17,7 @@ use galen_server::{App, Incoming, Pipeline, ServerConfig};
 use galen_sim::{Reading, Scenario, SimConfig, Simulator, demo_scenarios};
 use galen_store::Store;
 
+use crate::ListenAddr;
 use crate::config::{DEFAULT_DATA_DIR, LogFormat, default_addr};
 
 /// Flags of `galen demo`.
@@ -40,6 +41,15 @@ pub(crate) struct DemoArgs {
     /// Log format.
     #[arg(long, env = "GALEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// HL7 v2 (MLLP) listener, e.g. 127.0.0.1:2575 [default: off in the demo].
+    #[arg(long, env = "GALEN_MLLP_ADDR", default_value_t = ListenAddr::Off)]
+    mllp_addr: ListenAddr,
+    /// MQTT listener, e.g. 127.0.0.1:1883; open to anonymous devices in the demo [default: off].
+    #[arg(long, env = "GALEN_MQTT_ADDR", default_value_t = ListenAddr::Off)]
+    mqtt_addr: ListenAddr,
+    /// Directory of mapping templates for device payloads (e.g. ./templates).
+    #[arg(long, env = "GALEN_TEMPLATES")]
+    templates: Option<PathBuf>,
 }
 
 const GIVEN: [&str; 24] = [
@@ -239,13 +249,23 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         anyhow::bail!("--rate must be a positive number of vital-sign sets per second");
     }
     let listener = crate::bind(args.http_addr).await?;
+    let devices =
+        crate::DeviceListeners::bind(args.mllp_addr.addr(), args.mqtt_addr.addr()).await?;
     let store = Arc::new(crate::open_store(args.data_dir.clone()).await?);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let now = clock.now();
     register_demo(store.as_ref(), args.patients, now)
         .await
         .context("registering the demo patients")?;
-    let app = App::new(store, clock.clone(), ServerConfig::default()).await?;
+    let config = ServerConfig {
+        mqtt: galen_server::MqttSettings {
+            anonymous: true,
+            ..galen_server::MqttSettings::default()
+        },
+        template_dir: args.templates.clone(),
+        ..ServerConfig::default()
+    };
+    let app = App::new(store, clock.clone(), config).await?;
     backfill(&app, args.seed, args.patients, now)
         .await
         .context("creating the demo history")?;
@@ -279,7 +299,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         "demo mode: open access without authentication; never use it with real patients"
     );
     let feeder = tokio::spawn(feed(app.pipeline().clone(), simulator, clock));
-    let result = crate::run_server(app, listener, "dashboard").await;
+    let result = crate::run_server(app, listener, devices, "dashboard").await;
     feeder.abort();
     result
 }

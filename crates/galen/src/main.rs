@@ -8,6 +8,7 @@ mod bench_clinical;
 mod client;
 mod config;
 mod demo;
+mod mapping_cli;
 mod replay;
 mod simulate;
 
@@ -48,6 +49,8 @@ enum Command {
     /// Run stored measurements and staff entries through the clinical engine again and compare
     /// its alarms with the stored ones (under the same or a proposed configuration).
     Replay(replay::ReplayArgs),
+    /// Check a mapping template against a sample payload.
+    Mapping(mapping_cli::MappingArgs),
 }
 
 fn main() -> Result<()> {
@@ -63,6 +66,7 @@ fn main() -> Result<()> {
             Command::Simulate(args) => simulate::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Replay(args) => replay::run(args).await,
+            Command::Mapping(args) => mapping_cli::run(args),
         }
     })
 }
@@ -82,13 +86,132 @@ pub(crate) fn init_logging(format: config::LogFormat) {
 
 /// Binds the HTTP listener, naming the flag to change when the port is taken.
 pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    bind_flag(addr, "--http-addr", "GALEN_HTTP_ADDR").await
+}
+
+/// Binds a listener, naming `flag` (and its environment variable) when the port is taken.
+pub(crate) async fn bind_flag(addr: SocketAddr, flag: &str, env: &str) -> Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|error| {
         if error.kind() == std::io::ErrorKind::AddrInUse {
-            anyhow::anyhow!("address {addr} is already in use; choose another with --http-addr (or GALEN_HTTP_ADDR)")
+            anyhow::anyhow!(
+                "address {addr} is already in use; choose another with {flag} (or {env}), or turn the listener off with {flag} off"
+            )
         } else {
-            anyhow::anyhow!("cannot listen on {addr}: {error}")
+            anyhow::anyhow!("cannot listen on {addr} ({flag}): {error}")
         }
     })
+}
+
+/// The device listeners besides HTTP, bound and ready to serve.
+#[derive(Debug, Default)]
+pub(crate) struct DeviceListeners {
+    /// HL7 v2 over MLLP.
+    pub(crate) mllp: Option<TcpListener>,
+    /// MQTT.
+    pub(crate) mqtt: Option<TcpListener>,
+}
+
+impl DeviceListeners {
+    /// Binds the listeners asked for (`None` = off).
+    pub(crate) async fn bind(
+        mllp: Option<SocketAddr>,
+        mqtt: Option<SocketAddr>,
+    ) -> Result<DeviceListeners> {
+        let mllp = match mllp {
+            Some(addr) => Some(bind_flag(addr, "--mllp-addr", "GALEN_MLLP_ADDR").await?),
+            None => None,
+        };
+        let mqtt = match mqtt {
+            Some(addr) => Some(bind_flag(addr, "--mqtt-addr", "GALEN_MQTT_ADDR").await?),
+            None => None,
+        };
+        Ok(DeviceListeners { mllp, mqtt })
+    }
+
+    /// Starts serving each listener on `app`, printing where (before the dashboard line, which
+    /// tells scripts that everything is up).
+    fn start(self, app: &App) -> Result<()> {
+        if let Some(listener) = self.mllp {
+            let local = listener.local_addr().context("reading the MLLP address")?;
+            println!("galen: HL7 v2 over MLLP at mllp://{local}");
+            tokio::spawn(app.clone().serve_mllp(listener));
+        }
+        if let Some(listener) = self.mqtt {
+            let local = listener.local_addr().context("reading the MQTT address")?;
+            println!("galen: MQTT at mqtt://{local}");
+            tokio::spawn(app.clone().serve_mqtt(listener));
+        }
+        #[cfg(unix)]
+        {
+            // SIGHUP reloads the mapping templates (a broken file keeps the old ones in force).
+            let app = app.clone();
+            if let Ok(mut hangups) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            {
+                tokio::spawn(async move {
+                    while hangups.recv().await.is_some() {
+                        let app = app.clone();
+                        // A failed reload is logged by `reload_templates` and changes nothing.
+                        if let Ok(Ok(count)) =
+                            tokio::task::spawn_blocking(move || app.reload_templates()).await
+                        {
+                            tracing::info!(count, "mapping templates reloaded");
+                        }
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A listener address flag: `HOST:PORT`, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListenAddr {
+    /// Not listening.
+    Off,
+    /// Listening here.
+    At(SocketAddr),
+}
+
+impl ListenAddr {
+    pub(crate) fn addr(self) -> Option<SocketAddr> {
+        match self {
+            ListenAddr::Off => None,
+            ListenAddr::At(addr) => Some(addr),
+        }
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<ListenAddr, String> {
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(ListenAddr::Off);
+        }
+        text.parse()
+            .map(ListenAddr::At)
+            .map_err(|_| format!("{text:?} is not HOST:PORT (e.g. 127.0.0.1:2575) or off"))
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Off => formatter.write_str("off"),
+            ListenAddr::At(addr) => write!(formatter, "{addr}"),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ListenAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<ListenAddr, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Opens the embedded store in `data_dir`.
@@ -123,8 +246,15 @@ pub(crate) async fn shutdown_signal() {
     tracing::info!("shutting down: draining requests and flushing the store");
 }
 
-/// Starts the HTTP server on `listener` and prints where it is. Returns when it stops.
-pub(crate) async fn run_server(app: App, listener: TcpListener, what: &str) -> Result<()> {
+/// Starts the device listeners and the HTTP server on `listener` and prints where they are.
+/// Returns when it stops.
+pub(crate) async fn run_server(
+    app: App,
+    listener: TcpListener,
+    devices: DeviceListeners,
+    what: &str,
+) -> Result<()> {
+    devices.start(&app)?;
     let local = listener.local_addr().context("reading the bound address")?;
     println!("galen: {what} at http://{local}/");
     tracing::info!(address = %local, "listening");
@@ -143,13 +273,17 @@ async fn serve(args: config::ServeArgs) -> Result<()> {
         None => config::load_or_create_token(&settings.data_dir)?,
     };
     let listener = bind(settings.http_addr).await?;
+    let devices =
+        DeviceListeners::bind(settings.mllp_addr.addr(), settings.mqtt_addr.addr()).await?;
     let store = open_store(settings.data_dir.clone()).await?;
     let server_config = ServerConfig {
         api_token: Some(api_token),
         max_body_bytes: settings.max_body_bytes,
         stale_after_seconds: settings.stale_after_seconds,
         clinical: settings.clinical.clone(),
+        template_dir: settings.templates.clone(),
+        ..ServerConfig::default()
     };
     let app = App::new(Arc::new(store), Arc::new(SystemClock), server_config).await?;
-    run_server(app, listener, "dashboard").await
+    run_server(app, listener, devices, "dashboard").await
 }

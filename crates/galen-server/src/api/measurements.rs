@@ -5,14 +5,12 @@
 //! that is not a JSON array, `413` for a body over the limit, `415` for a non-JSON content type.
 //! Every refused item or body is kept as a dead letter before the answer is sent.
 
-use std::borrow::Cow;
-
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use galen_model::{Rejection, RejectionReason, Timestamp};
+use galen_model::{Rejection, RejectionReason};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -22,73 +20,9 @@ use super::is_json;
 use crate::App;
 use crate::error::ApiError;
 use crate::pipeline::{Incoming, ItemResult, Unreadable};
+use crate::wire::{Parsed, parse_item};
 
 const SOURCE: &str = "http";
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WireMeasurement<'a> {
-    #[serde(borrow)]
-    device: Cow<'a, str>,
-    #[serde(borrow)]
-    code: Cow<'a, str>,
-    value: f64,
-    #[serde(borrow)]
-    unit: Cow<'a, str>,
-    #[serde(borrow)]
-    time: Cow<'a, str>,
-    /// A string or a number; kept as its text.
-    #[serde(default, borrow)]
-    id: Option<&'a RawValue>,
-}
-
-/// Reads the device serial out of an item that failed to parse, for the dead letter.
-fn claimed_device(raw: &str) -> Option<String> {
-    serde_json::from_str::<Value>(raw)
-        .ok()?
-        .get("device")?
-        .as_str()
-        .map(str::to_owned)
-}
-
-/// One item of a request after parsing.
-enum Parsed<'a> {
-    Item {
-        wire: WireMeasurement<'a>,
-        time: Timestamp,
-        /// The id as text, whether it was sent as a string or a number.
-        id: Option<Cow<'a, str>>,
-    },
-    Unreadable {
-        rejection: Rejection,
-        /// The device serial, if the item names one, for the dead letter.
-        device: Option<String>,
-    },
-}
-
-fn parse_item(raw: &RawValue) -> Parsed<'_> {
-    let unreadable = |rejection| Parsed::Unreadable {
-        rejection,
-        device: claimed_device(raw.get()),
-    };
-    let wire: WireMeasurement<'_> = match serde_json::from_str(raw.get()) {
-        Ok(wire) => wire,
-        Err(error) => {
-            let message = format!("item is not a measurement: {error}");
-            return unreadable(Rejection::new(RejectionReason::Malformed, message));
-        }
-    };
-    let time = match Timestamp::parse_rfc3339(&wire.time) {
-        Ok(time) => time,
-        Err(error) => {
-            return unreadable(Rejection::new(RejectionReason::BadTime, error.to_string()));
-        }
-    };
-    let id = wire.id.map(|raw_id| {
-        serde_json::from_str::<Cow<'_, str>>(raw_id.get()).unwrap_or(Cow::Borrowed(raw_id.get()))
-    });
-    Parsed::Item { wire, time, id }
-}
 
 /// Records a refused whole request and answers it.
 async fn refuse_request(
@@ -182,8 +116,16 @@ pub(crate) async fn post_measurements(
         .map(|(parsed, raw)| {
             let raw = raw.get().as_bytes();
             match parsed {
+                Parsed::Item { wire, .. } if wire.device.is_none() => Err(Unreadable {
+                    rejection: Rejection::new(
+                        RejectionReason::Malformed,
+                        "item is not a measurement: missing field `device`",
+                    ),
+                    device: None,
+                    raw,
+                }),
                 Parsed::Item { wire, time, id } => Ok(Incoming {
-                    device: &wire.device,
+                    device: wire.device.as_deref().unwrap_or_default(),
                     code: &wire.code,
                     value: wire.value,
                     unit: &wire.unit,

@@ -31,6 +31,8 @@ pub(crate) fn router(app: App) -> Router {
             post(measurements::post_measurements),
         )
         .route("/api/v1/dead-letters", get(ops::dead_letters))
+        .route("/api/v1/mapping/templates", get(ops::mapping_templates))
+        .route("/api/v1/mapping/reload", post(ops::reload_mapping))
         .route(
             "/api/v1/patients",
             get(registry::list_patients).post(registry::create_patient),

@@ -1,4 +1,4 @@
-//! Health, readiness, metrics and the dead-letter store.
+//! Health, readiness, metrics, the dead-letter store and the mapping templates in force.
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::App;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 
 /// Liveness: the process answers.
 pub(crate) async fn healthz() -> &'static str {
@@ -75,4 +75,38 @@ pub(crate) async fn dead_letters(
         })
         .collect();
     Ok(Json(json!({ "items": items, "next_after": next_after })))
+}
+
+/// The mapping templates in force.
+pub(crate) async fn mapping_templates(State(app): State<App>) -> Json<Value> {
+    let templates = app.templates();
+    let items: Vec<Value> = templates
+        .iter()
+        .map(|(source, template)| {
+            json!({
+                "name": template.name(),
+                "version": template.version(),
+                "description": template.description(),
+                "measurements": template.measurement_count(),
+                "source": source,
+            })
+        })
+        .collect();
+    Json(json!({ "items": items }))
+}
+
+/// Reloads the template directory; on any error the templates in force stay and the answer names
+/// the broken file and field.
+pub(crate) async fn reload_mapping(State(app): State<App>) -> Result<Json<Value>, ApiError> {
+    let reloaded = tokio::task::spawn_blocking(move || app.reload_templates())
+        .await
+        .map_err(|_| ApiError::internal("the reload task failed"))?;
+    match reloaded {
+        Ok(count) => Ok(Json(json!({ "templates": count }))),
+        Err(message) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_template",
+            message,
+        )),
+    }
 }
