@@ -21,6 +21,7 @@ mod mllp;
 mod mqtt;
 mod pipeline;
 mod templates;
+mod tls;
 mod wire;
 
 use std::future::Future;
@@ -39,6 +40,7 @@ pub use mllp::MllpSettings;
 pub use mqtt::{MqttSettings, TOPIC_PREFIX};
 pub use pipeline::{Incoming, IngestSummary, ItemResult, Pipeline, Unreadable};
 pub use templates::load_templates;
+pub use tls::{DeviceTls, TlsError, TlsFiles};
 
 /// Settings of the HTTP server. Built by the binary from flags, environment and config file.
 #[derive(Debug, Clone)]

@@ -29,11 +29,12 @@ use galen_hl7v2::{
 };
 use galen_model::{Rejection, RejectionReason, Timestamp};
 use galen_store::Receipt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 use crate::App;
 use crate::pipeline::{Incoming, Unreadable};
+use crate::tls::DeviceTls;
 
 /// The source name of this adapter in dead letters, metrics and receipts.
 const SOURCE: &str = "mllp";
@@ -66,6 +67,17 @@ impl App {
     /// finishes the message in hand and closes. Graceful shutdown waits for them before the store
     /// closes.
     pub async fn serve_mllp(self, listener: TcpListener) {
+        self.serve_mllp_on(listener, None).await;
+    }
+
+    /// Like [`App::serve_mllp`], over TLS: each accepted connection completes the handshake
+    /// within `tls`'s timeout first. Client certificates, when `tls` asks for them, only admit
+    /// the connection; the sender is still identified by the message (MSH, OBX-18).
+    pub async fn serve_mllp_tls(self, listener: TcpListener, tls: DeviceTls) {
+        self.serve_mllp_on(listener, Some(tls)).await;
+    }
+
+    async fn serve_mllp_on(self, listener: TcpListener, tls: Option<DeviceTls>) {
         let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(
             self.0.config.mllp.max_connections.max(1),
         ));
@@ -91,11 +103,24 @@ impl App {
             let Some(guard) = self.adapter_guard() else {
                 break;
             };
+            let _ = stream.set_nodelay(true);
             let app = self.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let _open = (permit, guard);
                 app.0.metrics.connections(SOURCE, 1);
-                if let Err(error) = app.mllp_connection(stream).await {
+                let ended = match tls {
+                    None => app.mllp_connection(stream).await,
+                    Some(tls) => match tls.accept(stream).await {
+                        Ok(stream) => app.mllp_connection(stream).await,
+                        Err(error) => {
+                            app.0.metrics.protocol_event(SOURCE, "tls_handshake_failed");
+                            tracing::info!(%error, "MLLP TLS handshake failed");
+                            Ok(())
+                        }
+                    },
+                };
+                if let Err(error) = ended {
                     tracing::debug!(%error, "MLLP connection ended with an error");
                 }
                 app.0.metrics.connections(SOURCE, -1);
@@ -103,8 +128,10 @@ impl App {
         }
     }
 
-    async fn mllp_connection(&self, mut stream: TcpStream) -> std::io::Result<()> {
-        let _ = stream.set_nodelay(true);
+    async fn mllp_connection<S>(&self, mut stream: S) -> std::io::Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         let mut decoder = Decoder::new(self.0.config.mllp.max_message_bytes);
         let mut buffer = vec![0u8; 16 * 1024];
         let mut shutdown = self.0.shutdown.subscribe();
@@ -117,6 +144,8 @@ impl App {
             }
             if !replies.is_empty() {
                 stream.write_all(&replies).await?;
+                // A TLS stream may hold written bytes until flushed (plain TCP: no-op).
+                stream.flush().await?;
                 replies.clear();
             }
             if *shutdown.borrow() {

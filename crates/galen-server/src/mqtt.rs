@@ -13,10 +13,11 @@
 //!   item here, to a connection of that device subscribed to it.
 //!
 //! Security: every connection authenticates as one device (user name = serial, password = a
-//! secret issued by `POST /api/v1/devices/{id}/credentials`, stored hashed). A device may publish
-//! and subscribe only under its own prefix; anything else is refused (MQTT 5: reason 0x87; MQTT
-//! 3.1.1, which cannot refuse a PUBLISH: the connection is closed). Anonymous connections exist only
-//! in demo mode.
+//! secret issued by `POST /api/v1/devices/{id}/credentials`, stored hashed), or, over TLS
+//! ([`App::serve_mqtt_tls`]), by a client certificate from the device CA naming the serial (subject
+//! CN, else first DNS name; see `tls.rs`). A device may publish and subscribe only under its own
+//! prefix; anything else is refused (MQTT 5: reason 0x87; MQTT 3.1.1, which cannot refuse a
+//! PUBLISH: the connection is closed). Anonymous connections exist only in demo mode.
 //!
 //! Durability: the PUBLISH packets read together from a connection are validated and stored in one
 //! pipeline call (one group commit), and only then are their PUBACKs (QoS 1) or PUBRECs (QoS 2)
@@ -46,13 +47,14 @@ use mqtt5_protocol::packet::{FixedHeader, MqttPacket, Packet, PacketType};
 use mqtt5_protocol::types::QoS;
 use mqtt5_protocol::{ReasonCode, encoding::decode_variable_int};
 use serde_json::value::RawValue;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::App;
 use crate::mllp::stopping;
 use crate::pipeline::{Incoming, ItemResult, Unreadable};
+use crate::tls::{DeviceTls, peer_serial};
 use crate::wire::{Parsed, parse_item};
 
 const SOURCE: &str = "mqtt";
@@ -152,6 +154,19 @@ impl App {
     /// the messages in hand, say goodbye (MQTT 5: DISCONNECT 0x8B) and close. Graceful shutdown
     /// waits for them before the store closes.
     pub async fn serve_mqtt(self, listener: TcpListener) {
+        self.serve_mqtt_on(listener, None).await;
+    }
+
+    /// Like [`App::serve_mqtt`], over TLS (MQTT's port 8883): each accepted connection completes
+    /// the handshake within `tls`'s timeout first. A device that presents a client certificate
+    /// signed by the device CA is authenticated as the device whose serial the certificate names
+    /// (subject CN, else the first DNS name): no password is needed, and a user name, if sent,
+    /// must be that serial.
+    pub async fn serve_mqtt_tls(self, listener: TcpListener, tls: DeviceTls) {
+        self.serve_mqtt_on(listener, Some(tls)).await;
+    }
+
+    async fn serve_mqtt_on(self, listener: TcpListener, tls: Option<DeviceTls>) {
         let limit = Arc::new(tokio::sync::Semaphore::new(
             self.0.config.mqtt.max_connections.max(1),
         ));
@@ -176,11 +191,27 @@ impl App {
             let Some(guard) = self.adapter_guard() else {
                 break;
             };
+            let _ = stream.set_nodelay(true);
             let app = self.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let _open = (permit, guard);
                 app.0.metrics.connections(SOURCE, 1);
-                if let Err(error) = app.mqtt_connection(stream).await {
+                let ended = match tls {
+                    None => app.mqtt_connection(stream, None).await,
+                    Some(tls) => match tls.accept(stream).await {
+                        Ok(stream) => {
+                            let certified = peer_serial(&stream);
+                            app.mqtt_connection(stream, certified).await
+                        }
+                        Err(error) => {
+                            app.0.metrics.protocol_event(SOURCE, "tls_handshake_failed");
+                            tracing::info!(%error, "MQTT TLS handshake failed");
+                            Ok(())
+                        }
+                    },
+                };
+                if let Err(error) = ended {
                     tracing::debug!(%error, "MQTT connection ended");
                 }
                 app.0.metrics.connections(SOURCE, -1);
@@ -188,8 +219,15 @@ impl App {
         }
     }
 
-    async fn mqtt_connection(&self, mut stream: TcpStream) -> Result<(), Ended> {
-        let _ = stream.set_nodelay(true);
+    /// Serves one connection. `certified` is the device serial of a verified client certificate.
+    async fn mqtt_connection<S>(
+        &self,
+        mut stream: S,
+        certified: Option<String>,
+    ) -> Result<(), Ended>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         let settings = self.0.config.mqtt;
         let mut buffer = BytesMut::with_capacity(512);
         // CONNECT first, within the connect timeout.
@@ -217,21 +255,21 @@ impl App {
                 &ConnAckPacket::new_v311(false, ReasonCode::UnsupportedProtocolVersion),
                 &mut reply,
             );
-            stream.write_all(&reply).await?;
+            send(&mut stream, &reply).await?;
             return Err(Ended::Protocol("unsupported protocol level".into()));
         }
         let connect = match Packet::decode_from_body(PacketType::Connect, &fixed, &mut body) {
             Ok(Packet::Connect(connect)) => connect,
             _ => return Err(Ended::Protocol("malformed CONNECT".into())),
         };
-        let mut session = match self.accept_connect(&connect) {
+        let mut session = match self.accept_connect(&connect, certified.as_deref()) {
             Ok(session) => session,
             Err((code, why)) => {
                 self.0.metrics.protocol_event(SOURCE, "connect_refused");
                 tracing::warn!(why, "MQTT connection refused");
                 let mut reply = BytesMut::new();
                 encode(&connack(connect.protocol_version, code), &mut reply);
-                stream.write_all(&reply).await?;
+                send(&mut stream, &reply).await?;
                 return Ok(());
             }
         };
@@ -243,10 +281,12 @@ impl App {
         result
     }
 
-    /// Checks a CONNECT: protocol rules and the device's credential.
+    /// Checks a CONNECT: protocol rules and the device's credential, or the device serial
+    /// `certified` by a verified client certificate.
     fn accept_connect(
         &self,
         connect: &mqtt5_protocol::packet::connect::ConnectPacket,
+        certified: Option<&str>,
     ) -> Result<Session, (ReasonCode, &'static str)> {
         let version = connect.protocol_version;
         let mut client_id = connect.client_id.clone();
@@ -261,8 +301,33 @@ impl App {
             client_id = format!("galen-{}", ASSIGNED_IDS.fetch_add(1, Ordering::Relaxed));
             assigned = version == 5;
         }
-        let identity = match (&connect.username, &connect.password) {
-            (Some(serial), Some(secret)) => {
+        let identity = match (certified, &connect.username, &connect.password) {
+            // The certificate is the credential (the CA vouches for the serial); a password sent
+            // as well is not needed and not checked.
+            (Some(serial), user, _) => {
+                if user.as_deref().is_some_and(|user| user != serial) {
+                    return Err((
+                        ReasonCode::BadUsernameOrPassword,
+                        "the user name differs from the client certificate's serial",
+                    ));
+                }
+                let directory = self.0.directory.read();
+                match directory.device_by_serial(serial) {
+                    Some(device) if device.details.status.accepts_data() => {
+                        Identity::Device(serial.to_owned())
+                    }
+                    Some(_) => {
+                        return Err((ReasonCode::NotAuthorized, "device not accepting data"));
+                    }
+                    None => {
+                        return Err((
+                            ReasonCode::NotAuthorized,
+                            "the client certificate names no registered device",
+                        ));
+                    }
+                }
+            }
+            (None, Some(serial), Some(secret)) => {
                 let directory = self.0.directory.read();
                 let device = directory.device_by_serial(serial);
                 match device {
@@ -275,14 +340,14 @@ impl App {
                     _ => return Err((ReasonCode::BadUsernameOrPassword, "wrong credentials")),
                 }
             }
-            (None, None) if self.0.config.mqtt.anonymous => Identity::Anonymous,
-            (None, _) => {
+            (None, None, None) if self.0.config.mqtt.anonymous => Identity::Anonymous,
+            (None, None, _) => {
                 return Err((
                     ReasonCode::NotAuthorized,
                     "no credentials (user name = device serial, password = device secret)",
                 ));
             }
-            (Some(_), None) => {
+            (None, Some(_), None) => {
                 return Err((ReasonCode::BadUsernameOrPassword, "no password"));
             }
         };
@@ -296,19 +361,23 @@ impl App {
             assigned_client_id: assigned,
             identity,
             problem_information,
+            max_packet: connect.properties.get_maximum_packet_size(),
             subscriptions: Vec::new(),
             awaiting_release: HashSet::new(),
         })
     }
 
-    async fn mqtt_session(
+    async fn mqtt_session<S>(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         buffer: &mut BytesMut,
         session: &mut Session,
         connect: &mqtt5_protocol::packet::connect::ConnectPacket,
         taken_over: Arc<Notify>,
-    ) -> Result<(), Ended> {
+    ) -> Result<(), Ended>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         let settings = self.0.config.mqtt;
         let mut out = BytesMut::with_capacity(256);
         let mut reply = connack(session.version, ReasonCode::Success);
@@ -326,7 +395,7 @@ impl App {
             }
         }
         encode(&reply, &mut out);
-        stream.write_all(&out).await?;
+        send(stream, &out).await?;
         out.clear();
         self.0.metrics.protocol_event(SOURCE, "connected");
         let keep_alive = (connect.keep_alive > 0)
@@ -361,6 +430,13 @@ impl App {
                     }
                 };
                 if let Packet::Publish(publish) = packet {
+                    if publish.topic_name.contains(['+', '#']) {
+                        close = Some((
+                            ReasonCode::TopicNameInvalid,
+                            Ended::Protocol("wildcard in a PUBLISH topic".into()),
+                        ));
+                        break;
+                    }
                     if publish.properties.get_topic_alias().is_some() {
                         close = Some((
                             ReasonCode::TopicAliasInvalid,
@@ -381,8 +457,13 @@ impl App {
                 match packet {
                     Packet::PingReq => out.extend_from_slice(&[0xD0, 0x00]),
                     Packet::PubRel(release) => {
-                        session.awaiting_release.remove(&release.packet_id);
-                        encode(&PubCompPacket::new(release.packet_id), &mut out);
+                        let mut complete = PubCompPacket::new(release.packet_id);
+                        if !session.awaiting_release.remove(&release.packet_id)
+                            && session.version == 5
+                        {
+                            complete.reason_code = ReasonCode::PacketIdentifierNotFound;
+                        }
+                        encode(&complete, &mut out);
                     }
                     Packet::Subscribe(subscribe) => self.subscribe(session, &subscribe, &mut out),
                     Packet::Unsubscribe(unsubscribe) => {
@@ -403,7 +484,7 @@ impl App {
                         encode(&ack, &mut out);
                     }
                     Packet::Disconnect(_) => {
-                        stream.write_all(&out).await?;
+                        send(stream, &out).await?;
                         return Ok(());
                     }
                     // Galen sends nothing that needs these; a client sending them is confused.
@@ -424,16 +505,16 @@ impl App {
                 return self.close(stream, session, &mut out, None).await;
             }
             if let Some((code, why)) = close {
-                stream.write_all(&out).await?;
+                send(stream, &out).await?;
                 out.clear();
                 if session.version == 5 {
                     encode(&DisconnectPacket::new(code), &mut out);
-                    stream.write_all(&out).await?;
+                    send(stream, &out).await?;
                 }
                 return Err(why);
             }
             if !out.is_empty() {
-                stream.write_all(&out).await?;
+                send(stream, &out).await?;
                 out.clear();
             }
             if *shutdown.borrow() {
@@ -477,20 +558,23 @@ impl App {
     }
 
     /// Sends what is queued, then DISCONNECT with `code` (MQTT 5), and ends the connection.
-    async fn close(
+    async fn close<S>(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         session: &Session,
         out: &mut BytesMut,
         code: Option<ReasonCode>,
-    ) -> Result<(), Ended> {
+    ) -> Result<(), Ended>
+    where
+        S: AsyncWrite + Unpin + Send,
+    {
         if session.version == 5 {
             encode(
                 &DisconnectPacket::new(code.unwrap_or(ReasonCode::ServerBusy)),
                 out,
             );
         }
-        stream.write_all(out).await?;
+        send(stream, out).await?;
         out.clear();
         let _ = stream.shutdown().await;
         Ok(())
@@ -589,19 +673,20 @@ impl App {
                     _ => "all_items_refused",
                 },
             );
-            let reason = (session.version == 5
-                && session.problem_information
-                && !refused.is_empty())
-            .then(|| {
-                let (_, first) = refused[0];
-                format!(
-                    "{} of {} items refused; first: {}: {}",
-                    refused.len(),
-                    outcomes.len(),
-                    first.reason.code(),
-                    first.message
-                )
-            });
+            let reason =
+                (session.version == 5 && session.problem_information && !refused.is_empty())
+                    .then(|| {
+                        let (_, first) = refused[0];
+                        format!(
+                            "{} of {} items refused; first: {}: {}",
+                            refused.len(),
+                            outcomes.len(),
+                            first.reason.code(),
+                            first.message
+                        )
+                    })
+                    // Only if the acknowledgement still fits the client's Maximum Packet Size.
+                    .filter(|reason| session.fits(16 + reason.len()));
             let Some(packet_id) = publish.packet_id else {
                 continue;
             };
@@ -692,6 +777,7 @@ impl App {
             assigned_client_id: false,
             identity: Identity::Anonymous,
             problem_information: false,
+            max_packet: None,
             subscriptions: Vec::new(),
             awaiting_release: HashSet::new(),
         };
@@ -747,10 +833,15 @@ impl App {
             "packet_id": publish.packet_id,
             "refused": items,
         });
+        let body = body.to_string();
+        if !session.fits(16 + topic.len() + body.len()) {
+            // A packet the client cannot take is not sent (MQTT 5: as if it had been delivered).
+            return;
+        }
         let report = if session.version == 5 {
-            PublishPacket::new(topic, body.to_string().into_bytes(), QoS::AtMostOnce)
+            PublishPacket::new(topic, body.into_bytes(), QoS::AtMostOnce)
         } else {
-            PublishPacket::new_v311(topic, body.to_string().into_bytes(), QoS::AtMostOnce)
+            PublishPacket::new_v311(topic, body.into_bytes(), QoS::AtMostOnce)
         };
         encode(&report, out);
     }
@@ -775,10 +866,20 @@ struct Session {
     assigned_client_id: bool,
     identity: Identity,
     problem_information: bool,
+    /// The largest packet the client accepts (MQTT 5 Maximum Packet Size), if it said.
+    max_packet: Option<u32>,
     /// Topic filters subscribed to (own prefix only).
     subscriptions: Vec<String>,
     /// QoS 2 packet ids received and answered with PUBREC, awaiting PUBREL.
     awaiting_release: HashSet<u16>,
+}
+
+impl Session {
+    /// Whether a packet of about `bytes` fits the client's Maximum Packet Size.
+    fn fits(&self, bytes: usize) -> bool {
+        self.max_packet
+            .is_none_or(|max| usize::try_from(max).is_ok_and(|max| bytes <= max))
+    }
 }
 
 /// What became of one PUBLISH.
@@ -1044,6 +1145,13 @@ fn connack(version: u8, code: ReasonCode) -> ConnAckPacket {
     } else {
         ConnAckPacket::new_v311(false, code)
     }
+}
+
+/// Writes `bytes` and flushes them: a TLS stream may hold written bytes until flushed (for plain
+/// TCP the flush does nothing).
+async fn send<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 fn encode(packet: &impl MqttPacket, out: &mut BytesMut) {

@@ -486,3 +486,44 @@ async fn oversize_packets_and_silent_clients_are_cut_off() {
         .expect("closed in time");
     assert!(matches!(read, Ok(0) | Err(_)));
 }
+
+#[tokio::test]
+async fn wildcard_topics_and_unknown_releases_are_protocol_errors() {
+    let harness = harness(MqttSettings::default()).await;
+    let (mut client, _) = Client::connect(&harness, 5, "a", Some(("DEV-A", SECRET_A))).await;
+    let release = mqtt5_protocol::packet::pubrel::PubRelPacket::new(99);
+    client.send(&bytes_of(&release)).await;
+    match client.next().await {
+        Some(Packet::PubComp(complete)) => {
+            assert_eq!(complete.packet_id, 99);
+            assert_eq!(
+                u8::from(complete.reason_code),
+                0x92,
+                "packet identifier not found"
+            );
+        }
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    client
+        .publish(
+            "galen/v1/devices/DEV-A/+",
+            &measurement(70.0, 0),
+            QoS::AtLeastOnce,
+            1,
+        )
+        .await;
+    match client.next().await {
+        Some(Packet::Disconnect(disconnect)) => {
+            assert_eq!(u8::from(disconnect.reason_code), 0x90, "topic name invalid");
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    assert!(
+        harness
+            .store
+            .dead_letters(0, 10)
+            .await
+            .expect("letters")
+            .is_empty()
+    );
+}

@@ -43,6 +43,11 @@ enum BenchKind {
     Query(QueryArgs),
     /// Clinical engine throughput and memory; alarm latency end to end under load.
     Clinical(crate::bench_clinical::ClinicalArgs),
+    /// MQTT device ingest (QoS 1, PUBACK after durable commit) vs. Mosquitto relaying the same
+    /// load; or, with --idle N, memory per idle MQTT connection.
+    Mqtt(crate::bench_mqtt::MqttArgs),
+    /// HL7 v2 ORU^R01 over MLLP to durable ACK vs. the store's ingest of the same values.
+    Mllp(crate::bench_mllp::MllpArgs),
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +91,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
         BenchKind::Ingest(args) => ingest(args).await,
         BenchKind::Query(args) => query(args).await,
         BenchKind::Clinical(args) => crate::bench_clinical::clinical(args).await,
+        BenchKind::Mqtt(args) => crate::bench_mqtt::mqtt(args).await,
+        BenchKind::Mllp(args) => crate::bench_mllp::mllp(args).await,
     }
 }
 

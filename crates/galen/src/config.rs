@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use galen_clinical::{ClinicalConfig, Priority, ScoreTable};
-use galen_server::{ClinicalSettings, WebhookEndpoint};
+use galen_server::{ClinicalSettings, TlsFiles, WebhookEndpoint};
 
 use crate::ListenAddr;
 use serde::Deserialize;
@@ -64,6 +64,39 @@ pub(crate) struct ServeArgs {
     /// SIGHUP and by `POST /api/v1/mapping/reload`.
     #[arg(long, env = "GALEN_TEMPLATES")]
     templates: Option<PathBuf>,
+    /// Address and port of the MQTT-over-TLS listener (conventionally port 8883), or `off`
+    /// [default: off]. Needs --tls-cert and --tls-key.
+    #[arg(long, env = "GALEN_MQTT_TLS_ADDR")]
+    mqtt_tls_addr: Option<ListenAddr>,
+    /// Address and port of the HL7 v2 over MLLP/TLS listener, or `off` [default: off]. Needs
+    /// --tls-cert and --tls-key.
+    #[arg(long, env = "GALEN_MLLP_TLS_ADDR")]
+    mllp_tls_addr: Option<ListenAddr>,
+    /// Certificate chain (PEM, server certificate first) of the TLS device listeners.
+    #[arg(long, env = "GALEN_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "GALEN_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that sign device certificates: an MQTT-over-TLS client presenting
+    /// one is authenticated as the device whose serial is the certificate's subject CN.
+    #[arg(long, env = "GALEN_DEVICE_CA")]
+    device_ca: Option<PathBuf>,
+    /// External MQTT broker to take device messages from, mqtt://HOST:PORT [default: none]. Galen
+    /// joins the shared subscription $share/<group>/galen/v1/devices/+/+ and acknowledges each
+    /// message once stored.
+    #[arg(long, env = "GALEN_MQTT_BROKER")]
+    mqtt_broker: Option<String>,
+    /// User name at the external broker.
+    #[arg(long, env = "GALEN_MQTT_BROKER_USERNAME")]
+    mqtt_broker_username: Option<String>,
+    /// File holding the password at the external broker.
+    #[arg(long, env = "GALEN_MQTT_BROKER_PASSWORD_FILE")]
+    mqtt_broker_password_file: Option<PathBuf>,
+    /// Shared-subscription group: Galen nodes in the same group split the messages [default:
+    /// galen].
+    #[arg(long, env = "GALEN_MQTT_BROKER_GROUP")]
+    mqtt_broker_group: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -84,6 +117,15 @@ struct FileConfig {
     mllp_addr: Option<ListenAddr>,
     mqtt_addr: Option<ListenAddr>,
     templates: Option<PathBuf>,
+    mqtt_tls_addr: Option<ListenAddr>,
+    mllp_tls_addr: Option<ListenAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    device_ca: Option<PathBuf>,
+    mqtt_broker: Option<String>,
+    mqtt_broker_username: Option<String>,
+    mqtt_broker_password_file: Option<PathBuf>,
+    mqtt_broker_group: Option<String>,
 }
 
 /// A webhook endpoint in the configuration file. The HMAC secret is read from a file so that it
@@ -185,6 +227,14 @@ pub(crate) struct Settings {
     pub(crate) mllp_addr: ListenAddr,
     pub(crate) mqtt_addr: ListenAddr,
     pub(crate) templates: Option<PathBuf>,
+    /// MQTT over TLS (`Off` unless asked for).
+    pub(crate) mqtt_tls_addr: ListenAddr,
+    /// HL7 v2 over MLLP/TLS (`Off` unless asked for).
+    pub(crate) mllp_tls_addr: ListenAddr,
+    /// Certificate, key and device CA of the TLS listeners; present whenever one of them is on.
+    pub(crate) tls: Option<TlsFiles>,
+    /// The external broker to take device messages from, if any.
+    pub(crate) mqtt_broker: Option<crate::bridge::BrokerSettings>,
 }
 
 pub(crate) const DEFAULT_DATA_DIR: &str = "galen-data";
@@ -214,6 +264,38 @@ impl Settings {
         if api_token.as_deref().is_some_and(|token| token.len() < 16) {
             bail!("the API token must be at least 16 characters long");
         }
+        let mqtt_tls_addr = args
+            .mqtt_tls_addr
+            .or(file.mqtt_tls_addr)
+            .unwrap_or(ListenAddr::Off);
+        let mllp_tls_addr = args
+            .mllp_tls_addr
+            .or(file.mllp_tls_addr)
+            .unwrap_or(ListenAddr::Off);
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (Some(certificate), Some(private_key)) => Some(TlsFiles {
+                certificate,
+                private_key,
+                device_ca: args.device_ca.or(file.device_ca),
+            }),
+            _ => None,
+        };
+        if tls.is_none() {
+            for (addr, flag) in [
+                (mqtt_tls_addr, "--mqtt-tls-addr"),
+                (mllp_tls_addr, "--mllp-tls-addr"),
+            ] {
+                if addr != ListenAddr::Off {
+                    bail!(
+                        "{flag} needs a server certificate and key: give --tls-cert and --tls-key \
+                         (or tls_cert and tls_key in the configuration file)"
+                    );
+                }
+            }
+        }
         Ok(Settings {
             http_addr: args.http_addr.or(file.http_addr).unwrap_or(default_addr()),
             data_dir: args
@@ -239,6 +321,20 @@ impl Settings {
                 .or(file.mqtt_addr)
                 .unwrap_or(ListenAddr::At(SocketAddr::from(([127, 0, 0, 1], 1883)))),
             templates: args.templates.or(file.templates),
+            mqtt_tls_addr,
+            mllp_tls_addr,
+            tls,
+            mqtt_broker: match args.mqtt_broker.or(file.mqtt_broker) {
+                Some(url) => Some(crate::bridge::BrokerSettings::resolve(
+                    &url,
+                    args.mqtt_broker_username.or(file.mqtt_broker_username),
+                    args.mqtt_broker_password_file
+                        .or(file.mqtt_broker_password_file)
+                        .as_deref(),
+                    args.mqtt_broker_group.or(file.mqtt_broker_group),
+                )?),
+                None => None,
+            },
             clinical: clinical_settings(
                 args.clinical_config
                     .as_deref()
@@ -388,6 +484,45 @@ mod tests {
             resolve(&["--config", "/nonexistent/galen.toml"]).expect_err("missing file")
         );
         assert!(error.contains("/nonexistent/galen.toml"), "{error}");
+    }
+
+    #[test]
+    fn tls_listeners_are_off_by_default_and_need_a_certificate() {
+        let defaults = resolve(&[]).expect("defaults");
+        assert_eq!(
+            (defaults.mqtt_tls_addr, defaults.mllp_tls_addr),
+            (ListenAddr::Off, ListenAddr::Off)
+        );
+        assert_eq!(defaults.tls, None);
+        let error = format!(
+            "{:#}",
+            resolve(&["--mqtt-tls-addr", "127.0.0.1:8883"]).expect_err("no certificate")
+        );
+        assert!(
+            error.contains("--mqtt-tls-addr") && error.contains("--tls-cert"),
+            "{error}"
+        );
+        let error = format!(
+            "{:#}",
+            resolve(&["--mllp-tls-addr", "127.0.0.1:2576", "--tls-cert", "c.pem"])
+                .expect_err("no key")
+        );
+        assert!(error.contains("--mllp-tls-addr"), "{error}");
+        let directory = tempfile::tempdir().expect("temp dir");
+        let file = config_file(
+            directory.path(),
+            "mqtt_tls_addr = \"0.0.0.0:8883\"\ntls_cert = \"/etc/galen/server.pem\"\n\
+             tls_key = \"/etc/galen/server.key\"\ndevice_ca = \"/etc/galen/devices.pem\"\n",
+        );
+        let settings = resolve(&["--config", &file]).expect("from the file");
+        assert_eq!(settings.mqtt_tls_addr.to_string(), "0.0.0.0:8883");
+        assert_eq!(settings.mllp_tls_addr, ListenAddr::Off);
+        let tls = settings.tls.expect("TLS files");
+        assert_eq!(tls.certificate, PathBuf::from("/etc/galen/server.pem"));
+        assert_eq!(tls.private_key, PathBuf::from("/etc/galen/server.key"));
+        assert_eq!(tls.device_ca, Some(PathBuf::from("/etc/galen/devices.pem")));
+        let flags = resolve(&["--config", &file, "--mqtt-tls-addr", "off"]).expect("flags");
+        assert_eq!(flags.mqtt_tls_addr, ListenAddr::Off, "flags beat the file");
     }
 
     #[test]

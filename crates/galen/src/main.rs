@@ -5,6 +5,9 @@
 
 mod bench;
 mod bench_clinical;
+mod bench_mllp;
+mod bench_mqtt;
+mod bridge;
 mod client;
 mod config;
 mod demo;
@@ -19,7 +22,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use galen_model::SystemClock;
-use galen_server::{App, ServerConfig};
+use galen_server::{App, DeviceTls, ServerConfig, TlsFiles};
 use galen_store::embedded::{SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
 
@@ -41,7 +44,7 @@ enum Command {
     /// Run Galen with 24 simulated patients on two wards, open access, and print the dashboard URL.
     Demo(demo::DemoArgs),
     /// Run Galen for real: configured by a TOML file, GALEN_* environment variables and flags.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Drive a running Galen server over HTTP with simulated patients.
     Simulate(simulate::SimulateArgs),
     /// Measure ingest throughput and query latency against a baseline in the same run.
@@ -62,7 +65,7 @@ fn main() -> Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Simulate(args) => simulate::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Replay(args) => replay::run(args).await,
@@ -109,6 +112,10 @@ pub(crate) struct DeviceListeners {
     pub(crate) mllp: Option<TcpListener>,
     /// MQTT.
     pub(crate) mqtt: Option<TcpListener>,
+    /// MQTT over TLS.
+    pub(crate) mqtt_tls: Option<(TcpListener, DeviceTls)>,
+    /// HL7 v2 over MLLP/TLS.
+    pub(crate) mllp_tls: Option<(TcpListener, DeviceTls)>,
 }
 
 impl DeviceListeners {
@@ -125,7 +132,42 @@ impl DeviceListeners {
             Some(addr) => Some(bind_flag(addr, "--mqtt-addr", "GALEN_MQTT_ADDR").await?),
             None => None,
         };
-        Ok(DeviceListeners { mllp, mqtt })
+        Ok(DeviceListeners {
+            mllp,
+            mqtt,
+            ..DeviceListeners::default()
+        })
+    }
+
+    /// Loads the TLS material and binds the TLS listeners asked for (`None` = off). The device
+    /// CA, if any, admits client certificates on MQTT only.
+    pub(crate) async fn bind_tls(
+        mut self,
+        files: Option<&TlsFiles>,
+        mqtt: Option<SocketAddr>,
+        mllp: Option<SocketAddr>,
+    ) -> Result<DeviceListeners> {
+        let Some(files) = files else {
+            if mqtt.is_some() || mllp.is_some() {
+                anyhow::bail!("the TLS listeners need --tls-cert and --tls-key");
+            }
+            return Ok(self);
+        };
+        if let Some(addr) = mqtt {
+            let tls = DeviceTls::from_files(files).context("setting up MQTT over TLS")?;
+            let listener = bind_flag(addr, "--mqtt-tls-addr", "GALEN_MQTT_TLS_ADDR").await?;
+            self.mqtt_tls = Some((listener, tls));
+        }
+        if let Some(addr) = mllp {
+            let files = TlsFiles {
+                device_ca: None,
+                ..files.clone()
+            };
+            let tls = DeviceTls::from_files(&files).context("setting up MLLP over TLS")?;
+            let listener = bind_flag(addr, "--mllp-tls-addr", "GALEN_MLLP_TLS_ADDR").await?;
+            self.mllp_tls = Some((listener, tls));
+        }
+        Ok(self)
     }
 
     /// Starts serving each listener on `app`, printing where (before the dashboard line, which
@@ -140,6 +182,20 @@ impl DeviceListeners {
             let local = listener.local_addr().context("reading the MQTT address")?;
             println!("galen: MQTT at mqtt://{local}");
             tokio::spawn(app.clone().serve_mqtt(listener));
+        }
+        if let Some((listener, tls)) = self.mqtt_tls {
+            let local = listener
+                .local_addr()
+                .context("reading the MQTT-over-TLS address")?;
+            println!("galen: MQTT over TLS at mqtts://{local}");
+            tokio::spawn(app.clone().serve_mqtt_tls(listener, tls));
+        }
+        if let Some((listener, tls)) = self.mllp_tls {
+            let local = listener
+                .local_addr()
+                .context("reading the MLLP/TLS address")?;
+            println!("galen: HL7 v2 over MLLP/TLS at mllps://{local}");
+            tokio::spawn(app.clone().serve_mllp_tls(listener, tls));
         }
         #[cfg(unix)]
         {
@@ -273,8 +329,14 @@ async fn serve(args: config::ServeArgs) -> Result<()> {
         None => config::load_or_create_token(&settings.data_dir)?,
     };
     let listener = bind(settings.http_addr).await?;
-    let devices =
-        DeviceListeners::bind(settings.mllp_addr.addr(), settings.mqtt_addr.addr()).await?;
+    let devices = DeviceListeners::bind(settings.mllp_addr.addr(), settings.mqtt_addr.addr())
+        .await?
+        .bind_tls(
+            settings.tls.as_ref(),
+            settings.mqtt_tls_addr.addr(),
+            settings.mllp_tls_addr.addr(),
+        )
+        .await?;
     let store = open_store(settings.data_dir.clone()).await?;
     let server_config = ServerConfig {
         api_token: Some(api_token),
@@ -285,5 +347,8 @@ async fn serve(args: config::ServeArgs) -> Result<()> {
         ..ServerConfig::default()
     };
     let app = App::new(Arc::new(store), Arc::new(SystemClock), server_config).await?;
+    if let Some(broker) = settings.mqtt_broker.clone() {
+        bridge::start(&app, broker, &settings.data_dir)?;
+    }
     run_server(app, listener, devices, "dashboard").await
 }

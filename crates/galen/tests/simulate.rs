@@ -1,12 +1,12 @@
 //! End to end: `galen simulate` registers its monitors and patients on a real `galen serve` over
-//! the public API and streams vitals that the dashboard then shows; a rerun reuses the registry,
-//! and a wrong token fails loudly.
+//! the public API and streams vitals that the dashboard then shows, over HTTP or as HL7 v2 over
+//! MLLP; a rerun reuses the registry, and a wrong token fails loudly.
 
 mod common;
 
 use std::process::Command;
 
-use common::{TOKEN, request, start};
+use common::{TOKEN, request, start, start_with_args};
 use serde_json::Value;
 
 fn simulate(address: &str, token: &str, seconds: &str) -> std::process::Output {
@@ -105,4 +105,89 @@ fn simulate_feeds_a_server_over_http() {
         !stderr.contains("not-the-right-token-at-all"),
         "the token is never printed"
     );
+}
+
+/// The number after `label ` in `line` (e.g. `AA 12,` gives 12).
+fn count_after(line: &str, label: &str) -> u64 {
+    line.split(&format!("{label} "))
+        .nth(1)
+        .and_then(|rest| {
+            rest.split(|character: char| !character.is_ascii_digit())
+                .next()
+        })
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no count after {label:?} in {line:?}"))
+}
+
+#[test]
+fn simulate_feeds_a_server_over_hl7() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let server = start_with_args(directory.path(), &["--mllp-addr", "127.0.0.1:0"]);
+    let mllp = server.mllp.clone().expect("an MLLP listener");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_galen"))
+        .args([
+            "simulate",
+            "--target",
+            &format!("http://{}", server.address),
+        ])
+        .args(["--protocol", "hl7", "--mllp", &mllp])
+        .args(["--patients", "3", "--rate", "2", "--scenario", "stable"])
+        .args(["--seed", "7", "--duration", "3"])
+        .env("GALEN_API_TOKEN", TOKEN)
+        .env("GALEN_LOG", "warn")
+        .output()
+        .expect("run galen simulate");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "simulate failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = stdout.lines().last().expect("a summary line");
+    let messages = count_after(summary, "sent");
+    assert!(
+        messages >= 3 * 4,
+        "3 patients x ~6 sets in 3 s, one message each: {summary}"
+    );
+    assert_eq!(count_after(summary, "AA"), messages, "all AA: {summary}");
+    for label in ["AE", "AR", "other", "resent"] {
+        assert_eq!(count_after(summary, label), 0, "{label}: {summary}");
+    }
+
+    // Every monitor's first set carries all six vitals; the dashboard shows them per patient.
+    let dashboard = get(&server.address, "/api/v1/dashboard");
+    let tiles = dashboard["patients"].as_array().expect("patients");
+    assert_eq!(tiles.len(), 3);
+    for tile in tiles {
+        for vital in [
+            "heart_rate",
+            "spo2",
+            "respiratory_rate",
+            "temperature",
+            "systolic_bp",
+            "diastolic_bp",
+        ] {
+            assert!(
+                tile["latest"][vital]["value"].is_number(),
+                "{vital} missing in {tile}"
+            );
+        }
+    }
+    // Each message carried one heart rate, stored once.
+    let mut heart_rates = 0;
+    for device in get(&server.address, "/api/v1/devices")["items"]
+        .as_array()
+        .expect("devices")
+    {
+        let id = device["id"].as_i64().expect("id");
+        let series = get(
+            &server.address,
+            &format!("/api/v1/devices/{id}/vitals?code=heart_rate"),
+        );
+        heart_rates += series["points"].as_array().map_or(0, Vec::len);
+    }
+    assert_eq!(heart_rates as u64, messages);
+    let letters = get(&server.address, "/api/v1/dead-letters");
+    assert_eq!(letters["items"], serde_json::json!([]), "no dead letters");
 }

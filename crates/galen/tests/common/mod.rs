@@ -2,6 +2,7 @@
 //! `std::net` (no code shared with the server).
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -16,20 +17,46 @@ pub const TOKEN: &str = "kill-test-token-0123456789";
 
 pub struct Server {
     pub child: Child,
+    /// `HOST:PORT` of the HTTP API and dashboard.
     pub address: String,
+    /// `HOST:PORT` of the HL7 v2 (MLLP) listener, when it runs.
+    pub mllp: Option<String>,
+    /// `HOST:PORT` of the MQTT listener, when it runs.
+    pub mqtt: Option<String>,
+    /// Every device listener the server printed before the dashboard line, by URL scheme
+    /// (`mllp`, `mqtt`, ...).
+    pub listeners: BTreeMap<String, String>,
 }
 
 pub fn start(data_dir: &Path) -> Server {
     start_with_log(data_dir, "warn", None)
 }
 
+/// Starts `galen serve` with `extra` arguments after the usual ones (for example
+/// `["--mllp-addr", "127.0.0.1:0"]`).
+pub fn start_with_args(data_dir: &Path, extra: &[&str]) -> Server {
+    spawn(data_dir, "warn", None, extra)
+}
+
 /// Starts `galen serve`; with `log` given, its stderr is collected there instead of inherited.
 pub fn start_with_log(data_dir: &Path, level: &str, log: Option<Arc<Mutex<String>>>) -> Server {
+    spawn(data_dir, level, log, &[])
+}
+
+/// Starts `galen serve` and waits for its dashboard line.
+///
+/// Device listeners that are not asked for in `extra` listen on a free port (through their
+/// environment variables, which the flags override and which a binary without that listener
+/// ignores), so tests running in parallel never fight over the default ports.
+fn spawn(data_dir: &Path, level: &str, log: Option<Arc<Mutex<String>>>, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_galen"))
         .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        .args(extra)
         .env("GALEN_API_TOKEN", TOKEN)
         .env("GALEN_LOG", level)
+        .env("GALEN_MLLP_ADDR", "127.0.0.1:0")
+        .env("GALEN_MQTT_ADDR", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(if log.is_some() {
             Stdio::piped()
@@ -49,18 +76,56 @@ pub fn start_with_log(data_dir: &Path, level: &str, log: Option<Arc<Mutex<String
     }
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
-    let line = lines
-        .next()
-        .expect("a line from galen")
-        .expect("readable stdout");
-    let address = line
-        .split("http://")
-        .nth(1)
-        .map(|rest| rest.trim_end_matches('/').to_owned())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let mut listeners = BTreeMap::new();
+    let address = loop {
+        let line = match lines.next() {
+            Some(line) => line.expect("readable stdout"),
+            None => {
+                let status = child.wait().expect("wait for galen");
+                panic!("galen serve exited ({status}) before printing its dashboard address");
+            }
+        };
+        if let Some(rest) = line.split("http://").nth(1) {
+            break url_address(rest);
+        }
+        if let Some((scheme, address)) = listener_line(&line) {
+            listeners.insert(scheme, address);
+        }
+    };
     // Keep draining stdout so the server never blocks on a full pipe.
     thread::spawn(move || for _ in lines {});
-    Server { child, address }
+    Server {
+        child,
+        address,
+        mllp: listeners.get("mllp").cloned(),
+        mqtt: listeners.get("mqtt").cloned(),
+        listeners,
+    }
+}
+
+/// `HOST:PORT` at the start of what follows `scheme://`.
+fn url_address(rest: &str) -> String {
+    rest.split(|character: char| character.is_whitespace() || character == '/')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// `(scheme, HOST:PORT)` of a line such as `galen: HL7 v2 over MLLP at mllp://127.0.0.1:2575`.
+fn listener_line(line: &str) -> Option<(String, String)> {
+    let (before, rest) = line.split_once("://")?;
+    let scheme: String = before
+        .chars()
+        .rev()
+        .take_while(|character| {
+            character.is_ascii_alphanumeric() || matches!(character, '+' | '-' | '.')
+        })
+        .collect::<Vec<char>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let address = url_address(rest);
+    (!scheme.is_empty() && !address.is_empty()).then(|| (scheme.to_ascii_lowercase(), address))
 }
 
 /// One HTTP/1.1 request with `Connection: close`; returns status and body.

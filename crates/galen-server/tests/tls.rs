@@ -1,0 +1,607 @@
+//! The device listeners over TLS, in-process with certificates made by rcgen: MQTT with a
+//! password, MQTT with a device certificate (the certificate's CN is the serial), a certificate
+//! from another CA refused at the handshake, HL7 v2 over MLLP/TLS, and start-up errors that name
+//! the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use galen_hl7v2::mllp::{Decoder, Frame, encode_frame};
+use galen_model::{
+    DeviceKind, DeviceStatus, HumanName, Identifier, ManualClock, NewAssignment, NewDevice,
+    NewPatient, Sex, Timestamp, VitalSign,
+};
+use galen_server::{App, DeviceTls, ServerConfig, TlsFiles};
+use galen_store::Store;
+use galen_store::embedded::{SqliteOptions, SqliteStore};
+use mqtt5_protocol::packet::connect::ConnectPacket;
+use mqtt5_protocol::packet::publish::PublishPacket;
+use mqtt5_protocol::packet::{FixedHeader, MqttPacket, Packet};
+use mqtt5_protocol::types::{ConnectOptions, QoS};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use sha2::Digest;
+use tempfile::TempDir;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+const NOW: &str = "2026-11-23T08:00:30Z";
+const SECRET_A: &str = "secret-of-device-a-0123456789";
+const MONITOR: &str = "0012345678ABCDEF";
+
+/// A certificate and its key, in PEM.
+struct Pem {
+    certificate: String,
+    key: String,
+}
+
+/// A CA that signs server and device certificates.
+struct Authority {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Authority {
+    fn new(name: &str) -> Authority {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let pem = params.self_signed(&key).expect("CA certificate").pem();
+        Authority {
+            pem,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A server certificate for localhost and 127.0.0.1.
+    fn server(&self) -> Pem {
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let mut params = CertificateParams::new(names).expect("server params");
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, "galen");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.sign(params)
+    }
+
+    /// A device (client) certificate whose subject CN is `serial`.
+    fn device(&self, serial: &str) -> Pem {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("device params");
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Acme");
+        params.distinguished_name.push(DnType::CommonName, serial);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params)
+    }
+
+    fn sign(&self, params: CertificateParams) -> Pem {
+        let key = KeyPair::generate().expect("key");
+        let certificate = params.signed_by(&key, &self.issuer).expect("signed");
+        Pem {
+            certificate: certificate.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write PEM");
+    path
+}
+
+struct Harness {
+    app: App,
+    store: Arc<dyn Store>,
+    mqtt: SocketAddr,
+    mllp: SocketAddr,
+    ca: Authority,
+    _dir: TempDir,
+}
+
+fn device(serial: &str) -> NewDevice {
+    NewDevice {
+        serial: serial.into(),
+        manufacturer: "Acme".into(),
+        model: "Hub".into(),
+        kind: DeviceKind::Monitor,
+        status: DeviceStatus::Active,
+    }
+}
+
+/// DEV-A (with a password), DEV-B, and MONITOR assigned to patient MRN-1; MQTT and MLLP over TLS
+/// with DEV-A's CA as the device CA.
+async fn harness() -> Harness {
+    let dir = TempDir::new().expect("temp dir");
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).expect("store"));
+    let now = Timestamp::parse_rfc3339(NOW).expect("now");
+    let device_a = store.create_device(device("DEV-A")).await.expect("device");
+    let hash: [u8; 32] = sha2::Sha256::digest(SECRET_A.as_bytes()).into();
+    store
+        .add_device_credential(device_a.id, hash, now)
+        .await
+        .expect("credential");
+    store.create_device(device("DEV-B")).await.expect("device");
+    let monitor = store.create_device(device(MONITOR)).await.expect("monitor");
+    let patient = store
+        .create_patient(NewPatient {
+            identifier: Identifier {
+                system: "HOSP".into(),
+                value: "MRN-1".into(),
+            },
+            name: HumanName {
+                family: "Test".into(),
+                given: "Pat".into(),
+            },
+            birth_date: NewPatient::parse_birth_date("1950-01-01").expect("date"),
+            sex: Sex::Female,
+            ward: "ICU".into(),
+            bed: "1".into(),
+        })
+        .await
+        .expect("patient");
+    store
+        .create_assignment(NewAssignment {
+            device: monitor.id,
+            patient: patient.id,
+            start: now.add_seconds(-3600),
+            end: None,
+        })
+        .await
+        .expect("assignment");
+
+    let ca = Authority::new("Galen test device CA");
+    let server = ca.server();
+    let files = TlsFiles {
+        certificate: write(dir.path(), "server.pem", &server.certificate),
+        private_key: write(dir.path(), "server.key", &server.key),
+        device_ca: Some(write(dir.path(), "ca.pem", &ca.pem)),
+    };
+    let tls = DeviceTls::from_files(&files)
+        .expect("TLS from the PEM files")
+        .with_handshake_timeout(Duration::from_secs(5));
+
+    let app = App::new(
+        store.clone(),
+        Arc::new(ManualClock::new(now)),
+        ServerConfig::default(),
+    )
+    .await
+    .expect("app");
+    let mqtt_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let mqtt = mqtt_listener.local_addr().expect("address");
+    tokio::spawn(app.clone().serve_mqtt_tls(mqtt_listener, tls.clone()));
+    let mllp_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let mllp = mllp_listener.local_addr().expect("address");
+    tokio::spawn(app.clone().serve_mllp_tls(mllp_listener, tls));
+    Harness {
+        app,
+        store,
+        mqtt,
+        mllp,
+        ca,
+        _dir: dir,
+    }
+}
+
+/// A TLS client that trusts `ca_pem`, presenting `identity` if given.
+fn connector(ca_pem: &str, identity: Option<&Pem>) -> TlsConnector {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(certificate.expect("CA PEM")).expect("CA");
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(identity) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(identity.certificate.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("device chain"),
+                PrivateKeyDer::from_pem_slice(identity.key.as_bytes()).expect("device key"),
+            )
+            .expect("client auth"),
+    };
+    TlsConnector::from(Arc::new(config))
+}
+
+async fn tls_connect(
+    address: SocketAddr,
+    ca_pem: &str,
+    identity: Option<&Pem>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(address).await?;
+    let name = ServerName::try_from("localhost").expect("server name");
+    connector(ca_pem, identity).connect(name, tcp).await
+}
+
+fn bytes_of(packet: &impl MqttPacket) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    packet.encode(&mut out).expect("encode");
+    out.to_vec()
+}
+
+/// A minimal MQTT client over any stream (the pattern of tests/mqtt.rs).
+struct Client<S> {
+    stream: S,
+    buffer: BytesMut,
+    version: u8,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    async fn connect(
+        stream: S,
+        version: u8,
+        client_id: &str,
+        user: Option<&str>,
+        password: Option<&str>,
+    ) -> (Client<S>, Option<Packet>) {
+        let mut options = ConnectOptions::new(client_id);
+        options.keep_alive = Duration::from_secs(30);
+        options.username = user.map(str::to_owned);
+        options.password = password.map(|password| password.as_bytes().to_vec());
+        let connect = if version == 5 {
+            ConnectPacket::new(options)
+        } else {
+            ConnectPacket::new_v311(options)
+        };
+        let mut client = Client {
+            stream,
+            buffer: BytesMut::new(),
+            version,
+        };
+        client.send(&bytes_of(&connect)).await;
+        let answer = client.next().await;
+        (client, answer)
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        // A refused peer may already have closed; the answer (or its absence) tells.
+        let _ = self.stream.write_all(bytes).await;
+        let _ = self.stream.flush().await;
+    }
+
+    async fn publish(&mut self, topic: &str, payload: &str, id: u16) {
+        let mut publish = if self.version == 5 {
+            PublishPacket::new(topic, payload.as_bytes().to_vec(), QoS::AtLeastOnce)
+        } else {
+            PublishPacket::new_v311(topic, payload.as_bytes().to_vec(), QoS::AtLeastOnce)
+        };
+        publish.packet_id = Some(id);
+        self.send(&bytes_of(&publish)).await;
+    }
+
+    /// The next packet, or `None` when the server closed the connection (or the TLS session
+    /// failed).
+    async fn next(&mut self) -> Option<Packet> {
+        loop {
+            if let Some(packet) = self.parse() {
+                return Some(packet);
+            }
+            let read = tokio::time::timeout(
+                Duration::from_secs(10),
+                self.stream.read_buf(&mut self.buffer),
+            )
+            .await
+            .expect("an answer within 10 s");
+            match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn parse(&mut self) -> Option<Packet> {
+        let mut view = Bytes::copy_from_slice(&self.buffer);
+        let total_before = view.len();
+        let fixed = FixedHeader::decode(&mut view).ok()?;
+        let header_len = total_before - view.len();
+        let length = fixed.remaining_length as usize;
+        if view.len() < length {
+            return None;
+        }
+        let mut body = view.slice(..length);
+        let packet = Packet::decode_from_body_with_version(
+            fixed.packet_type,
+            &fixed,
+            &mut body,
+            self.version,
+        )
+        .expect("Galen sends well-formed packets");
+        let _ = self.buffer.split_to(header_len + length);
+        Some(packet)
+    }
+}
+
+fn connack_code(packet: Option<&Packet>) -> u8 {
+    match packet {
+        Some(Packet::ConnAck(connack)) => u8::from(connack.reason_code),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+fn puback_code(packet: Option<Packet>, id: u16) -> u8 {
+    match packet {
+        Some(Packet::PubAck(ack)) => {
+            assert_eq!(ack.packet_id, id);
+            u8::from(ack.reason_code)
+        }
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+}
+
+fn measurement(value: f64, seconds: i64) -> String {
+    let time = Timestamp::parse_rfc3339(NOW)
+        .expect("now")
+        .add_seconds(seconds)
+        .to_rfc3339();
+    format!(r#"{{"code":"heart_rate","value":{value},"unit":"/min","time":"{time}"}}"#)
+}
+
+async fn heart_rates(harness: &Harness, serial: &str) -> Vec<f64> {
+    let device = harness
+        .app
+        .directory()
+        .read()
+        .device_by_serial(serial)
+        .expect("device")
+        .id;
+    harness
+        .store
+        .range(device, VitalSign::HeartRate, Timestamp::MIN, Timestamp::MAX)
+        .await
+        .expect("range")
+        .into_iter()
+        .map(|point| point.value)
+        .collect()
+}
+
+#[tokio::test]
+async fn mqtt_over_tls_with_a_password() {
+    let harness = harness().await;
+    let stream = tls_connect(harness.mqtt, &harness.ca.pem, None)
+        .await
+        .expect("handshake without a client certificate");
+    let (mut client, answer) = Client::connect(stream, 5, "a", Some("DEV-A"), Some(SECRET_A)).await;
+    assert_eq!(connack_code(answer.as_ref()), 0x00);
+    client
+        .publish(
+            "galen/v1/devices/DEV-A/measurements",
+            &measurement(71.0, 0),
+            1,
+        )
+        .await;
+    assert_eq!(puback_code(client.next().await, 1), 0x00);
+    assert_eq!(heart_rates(&harness, "DEV-A").await, vec![71.0]);
+
+    // Without a certificate the password is still required.
+    let stream = tls_connect(harness.mqtt, &harness.ca.pem, None)
+        .await
+        .expect("handshake");
+    let (_, answer) = Client::connect(stream, 5, "b", Some("DEV-B"), None).await;
+    assert_eq!(connack_code(answer.as_ref()), 0x86, "no password");
+    let stream = tls_connect(harness.mqtt, &harness.ca.pem, None)
+        .await
+        .expect("handshake");
+    let (_, answer) = Client::connect(stream, 4, "n", None, None).await;
+    assert_eq!(
+        connack_code(answer.as_ref()),
+        0x87,
+        "not authorised (3.1.1)"
+    );
+}
+
+#[tokio::test]
+async fn a_device_certificate_authenticates_its_serial() {
+    let harness = harness().await;
+    let identity = harness.ca.device("DEV-B");
+    let stream = tls_connect(harness.mqtt, &harness.ca.pem, Some(&identity))
+        .await
+        .expect("handshake with the device certificate");
+    let (mut client, answer) = Client::connect(stream, 5, "b", None, None).await;
+    assert_eq!(
+        connack_code(answer.as_ref()),
+        0x00,
+        "no password needed with a certificate"
+    );
+    client
+        .publish(
+            "galen/v1/devices/DEV-B/measurements",
+            &measurement(64.0, 0),
+            1,
+        )
+        .await;
+    assert_eq!(puback_code(client.next().await, 1), 0x00);
+    client
+        .publish(
+            "galen/v1/devices/DEV-A/measurements",
+            &measurement(65.0, 1),
+            2,
+        )
+        .await;
+    assert_eq!(
+        puback_code(client.next().await, 2),
+        0x87,
+        "only under its own serial"
+    );
+    assert_eq!(heart_rates(&harness, "DEV-B").await, vec![64.0]);
+    assert_eq!(heart_rates(&harness, "DEV-A").await, Vec::<f64>::new());
+
+    // A user name, if sent, must be the certificate's serial (3.1.1 here).
+    let stream = tls_connect(harness.mqtt, &harness.ca.pem, Some(&identity))
+        .await
+        .expect("handshake");
+    let (mut client, answer) = Client::connect(stream, 4, "b2", Some("DEV-B"), None).await;
+    assert_eq!(connack_code(answer.as_ref()), 0x00, "matching user name");
+    client
+        .publish(
+            "galen/v1/devices/DEV-B/measurements",
+            &measurement(66.0, 2),
+            3,
+        )
+        .await;
+    assert_eq!(puback_code(client.next().await, 3), 0x00);
+    let stream = tls_connect(harness.mqtt, &harness.ca.pem, Some(&identity))
+        .await
+        .expect("handshake");
+    let (_, answer) = Client::connect(stream, 5, "b3", Some("DEV-A"), Some(SECRET_A)).await;
+    assert_eq!(
+        connack_code(answer.as_ref()),
+        0x86,
+        "a certificate for DEV-B cannot log in as DEV-A, even with A's password"
+    );
+
+    // A certificate for a serial that is not registered opens nothing.
+    let stranger = harness.ca.device("DEV-UNKNOWN");
+    let stream = tls_connect(harness.mqtt, &harness.ca.pem, Some(&stranger))
+        .await
+        .expect("handshake");
+    let (_, answer) = Client::connect(stream, 5, "u", None, None).await;
+    assert_eq!(connack_code(answer.as_ref()), 0x87);
+}
+
+#[tokio::test]
+async fn a_certificate_from_another_ca_is_refused_at_the_handshake() {
+    let harness = harness().await;
+    let other = Authority::new("Someone else's CA");
+    let forged = other.device("DEV-A");
+    // In TLS 1.3 the client finishes its side before the server has checked its certificate,
+    // so the refusal may arrive as an alert on the first read instead.
+    match tls_connect(harness.mqtt, &harness.ca.pem, Some(&forged)).await {
+        Err(_) => {}
+        Ok(stream) => {
+            let (_, answer) = Client::connect(stream, 5, "x", None, None).await;
+            assert!(answer.is_none(), "no CONNACK after a refused handshake");
+        }
+    }
+    // Plain MQTT to the TLS port gets no CONNACK (at most a TLS alert).
+    let mut tcp = TcpStream::connect(harness.mqtt).await.expect("connect");
+    let mut options = ConnectOptions::new("plain");
+    options.username = Some("DEV-A".into());
+    options.password = Some(SECRET_A.as_bytes().to_vec());
+    tcp.write_all(&bytes_of(&ConnectPacket::new(options)))
+        .await
+        .expect("send");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+        .await
+        .expect("closed within 10 s");
+    assert_ne!(answer.first(), Some(&0x20), "no CONNACK in clear text");
+    assert_eq!(heart_rates(&harness, "DEV-A").await, Vec::<f64>::new());
+}
+
+#[tokio::test]
+async fn hl7_over_mllp_tls_is_acknowledged() {
+    let harness = harness().await;
+    let mut stream = tls_connect(harness.mllp, &harness.ca.pem, None)
+        .await
+        .expect("handshake");
+    let message = [
+        format!(
+            "MSH|^~\\&|MONITOR^{MONITOR}^EUI-64|ICU|GALEN|HOSP|20261123080005+0000||ORU^R01^ORU_R01|TLS-1|P|2.6"
+        ),
+        "PID|||MRN-1^^^HOSP^MR||Lovelace^Ada".to_owned(),
+        "OBR|1|||182777000^monitoring of patient^SCT|||20261123080000+0000".to_owned(),
+        "OBX|1|NM|149530^MDC_PULS_OXIM_PULS_RATE^MDC|1.1.1.2|72|264864^MDC_DIM_BEAT_PER_MIN^MDC|||||F".to_owned(),
+    ]
+    .join("\r");
+    stream
+        .write_all(&encode_frame(message.as_bytes()))
+        .await
+        .expect("send");
+    stream.flush().await.expect("flush");
+    let mut decoder = Decoder::new(1 << 20);
+    let mut buffer = [0u8; 4096];
+    let ack = loop {
+        if let Some(frame) = decoder.next_frame() {
+            match frame {
+                Frame::Message(bytes) => break String::from_utf8(bytes).expect("utf-8 ACK"),
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+            .await
+            .expect("an ACK within 10 s")
+            .expect("read");
+        assert!(read > 0, "closed before the ACK");
+        decoder.push(&buffer[..read]);
+    };
+    assert!(ack.contains("MSA|AA|TLS-1"), "{ack}");
+    assert_eq!(heart_rates(&harness, MONITOR).await, vec![72.0]);
+}
+
+#[test]
+fn start_up_errors_name_the_file() {
+    let dir = TempDir::new().expect("temp dir");
+    let ca = Authority::new("CA");
+    let server = ca.server();
+    let certificate = write(dir.path(), "server.pem", &server.certificate);
+    let key = write(dir.path(), "server.key", &server.key);
+    let error = |files: TlsFiles| {
+        DeviceTls::from_files(&files)
+            .expect_err("refused")
+            .to_string()
+    };
+    let missing = dir.path().join("missing.key");
+    let message = error(TlsFiles {
+        certificate: certificate.clone(),
+        private_key: missing.clone(),
+        device_ca: None,
+    });
+    assert!(
+        message.contains("private key") && message.contains(&missing.display().to_string()),
+        "{message}"
+    );
+    let garbage = write(dir.path(), "garbage.pem", "not a certificate\n");
+    let message = error(TlsFiles {
+        certificate: garbage.clone(),
+        private_key: key.clone(),
+        device_ca: None,
+    });
+    assert!(
+        message.contains(&garbage.display().to_string()),
+        "{message}"
+    );
+    let message = error(TlsFiles {
+        certificate: certificate.clone(),
+        private_key: key.clone(),
+        device_ca: Some(garbage.clone()),
+    });
+    assert!(
+        message.contains("device CA") && message.contains(&garbage.display().to_string()),
+        "{message}"
+    );
+    let other_key = write(dir.path(), "other.key", &ca.device("X").key);
+    let message = error(TlsFiles {
+        certificate: certificate.clone(),
+        private_key: other_key,
+        device_ca: None,
+    });
+    assert!(
+        message.contains(&certificate.display().to_string()),
+        "a key that does not match: {message}"
+    );
+    assert!(
+        DeviceTls::from_files(&TlsFiles {
+            certificate,
+            private_key: key,
+            device_ca: None,
+        })
+        .is_ok()
+    );
+}
