@@ -15,6 +15,7 @@ mod auth;
 pub mod clinical;
 mod directory;
 mod error;
+mod listener;
 mod live;
 mod metrics;
 mod mllp;

@@ -54,12 +54,19 @@ impl Metrics {
     }
 
     pub(crate) fn protocol_event(&self, protocol: &'static str, event: &'static str) {
+        self.protocol_events(protocol, event, 1);
+    }
+
+    pub(crate) fn protocol_events(&self, protocol: &'static str, event: &'static str, count: u64) {
+        if count == 0 {
+            return;
+        }
         *self
             .protocol_events
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
             .entry((protocol, event))
-            .or_default() += 1;
+            .or_default() += count;
     }
 
     pub(crate) fn connections(&self, protocol: &'static str, delta: i64) {

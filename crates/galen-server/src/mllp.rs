@@ -33,6 +33,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::App;
+use crate::listener::{accept_loop, stopping};
 use crate::pipeline::{Incoming, Unreadable};
 use crate::tls::DeviceTls;
 
@@ -78,53 +79,25 @@ impl App {
     }
 
     async fn serve_mllp_on(self, listener: TcpListener, tls: Option<DeviceTls>) {
-        let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(
-            self.0.config.mllp.max_connections.max(1),
-        ));
-        let mut shutdown = self.0.shutdown.subscribe();
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = stopping(&mut shutdown) => break,
-            };
-            let (stream, _) = match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "MLLP accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                tracing::warn!("MLLP connection refused: too many open connections");
-                self.0.metrics.protocol_event(SOURCE, "connection_refused");
-                continue;
-            };
-            let Some(guard) = self.adapter_guard() else {
-                break;
-            };
-            let _ = stream.set_nodelay(true);
-            let app = self.clone();
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                let _open = (permit, guard);
-                app.0.metrics.connections(SOURCE, 1);
-                let ended = match tls {
-                    None => app.mllp_connection(stream).await,
-                    Some(tls) => match tls.accept(stream).await {
-                        Ok(stream) => app.mllp_connection(stream).await,
-                        Err(error) => {
-                            app.0.metrics.protocol_event(SOURCE, "tls_handshake_failed");
-                            tracing::info!(%error, "MLLP TLS handshake failed");
-                            Ok(())
-                        }
-                    },
-                };
-                if let Err(error) = ended {
-                    tracing::debug!(%error, "MLLP connection ended with an error");
-                }
-                app.0.metrics.connections(SOURCE, -1);
-            });
+        let max = self.0.config.mllp.max_connections;
+        accept_loop(
+            self,
+            listener,
+            SOURCE,
+            max,
+            tls,
+            |app, stream| async move { app.mllp_connection_logged(stream).await },
+            |app, stream| async move { app.mllp_connection_logged(stream).await },
+        )
+        .await;
+    }
+
+    async fn mllp_connection_logged<S>(&self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        if let Err(error) = self.mllp_connection(stream).await {
+            tracing::debug!(%error, "MLLP connection ended with an error");
         }
     }
 
@@ -661,9 +634,4 @@ fn segment_lines(message: &Message<'_>, name: &str, separator: char) -> Vec<Stri
             line
         })
         .collect()
-}
-
-/// Resolves once shutdown has begun (or the runtime is gone).
-pub(crate) async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stopping| *stopping).await;
 }

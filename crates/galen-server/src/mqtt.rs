@@ -52,7 +52,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::App;
-use crate::mllp::stopping;
+use crate::listener::{accept_loop, stopping};
 use crate::pipeline::{Incoming, ItemResult, Unreadable};
 use crate::tls::{DeviceTls, peer_serial};
 use crate::wire::{Parsed, parse_item};
@@ -167,55 +167,28 @@ impl App {
     }
 
     async fn serve_mqtt_on(self, listener: TcpListener, tls: Option<DeviceTls>) {
-        let limit = Arc::new(tokio::sync::Semaphore::new(
-            self.0.config.mqtt.max_connections.max(1),
-        ));
-        let mut shutdown = self.0.shutdown.subscribe();
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = stopping(&mut shutdown) => break,
-            };
-            let (stream, _) = match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "MQTT accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                self.0.metrics.protocol_event(SOURCE, "connection_refused");
-                continue;
-            };
-            let Some(guard) = self.adapter_guard() else {
-                break;
-            };
-            let _ = stream.set_nodelay(true);
-            let app = self.clone();
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                let _open = (permit, guard);
-                app.0.metrics.connections(SOURCE, 1);
-                let ended = match tls {
-                    None => app.mqtt_connection(stream, None).await,
-                    Some(tls) => match tls.accept(stream).await {
-                        Ok(stream) => {
-                            let certified = peer_serial(&stream);
-                            app.mqtt_connection(stream, certified).await
-                        }
-                        Err(error) => {
-                            app.0.metrics.protocol_event(SOURCE, "tls_handshake_failed");
-                            tracing::info!(%error, "MQTT TLS handshake failed");
-                            Ok(())
-                        }
-                    },
-                };
-                if let Err(error) = ended {
-                    tracing::debug!(%error, "MQTT connection ended");
-                }
-                app.0.metrics.connections(SOURCE, -1);
-            });
+        let max = self.0.config.mqtt.max_connections;
+        accept_loop(
+            self,
+            listener,
+            SOURCE,
+            max,
+            tls,
+            |app, stream| async move { app.mqtt_connection_logged(stream, None).await },
+            |app, stream| async move {
+                let certified = peer_serial(&stream);
+                app.mqtt_connection_logged(stream, certified).await;
+            },
+        )
+        .await;
+    }
+
+    async fn mqtt_connection_logged<S>(&self, stream: S, certified: Option<String>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        if let Err(error) = self.mqtt_connection(stream, certified).await {
+            tracing::debug!(%error, "MQTT connection ended");
         }
     }
 
@@ -735,9 +708,9 @@ impl App {
         let mut items = Vec::new();
         let mut ranges = Vec::with_capacity(messages.len());
         for message in &messages {
-            for _ in 0..message.skipped {
-                self.0.metrics.protocol_event(SOURCE, "mapped_item_skipped");
-            }
+            self.0
+                .metrics
+                .protocol_events(SOURCE, "mapped_item_skipped", message.skipped as u64);
             let start = items.len();
             message.items(&mut items);
             ranges.push(start..items.len());
