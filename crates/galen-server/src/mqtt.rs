@@ -64,6 +64,8 @@ pub const TOPIC_PREFIX: &str = "galen/v1/devices/";
 const MEASUREMENTS: &str = "measurements";
 /// The topic suffix on which Galen reports refused items.
 const REJECTIONS: &str = "rejections";
+/// Room a busy connection reads into at once.
+const READ_ROOM: usize = 16 * 1024;
 /// Bytes of a refused payload kept in a dead letter.
 const KEEP_PAYLOAD: usize = 256 * 1024;
 
@@ -374,6 +376,8 @@ impl App {
         let keep_alive = (connect.keep_alive > 0)
             .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
         let mut shutdown = self.0.shutdown.subscribe();
+        // Whether the last read filled all the room it had: more is probably waiting.
+        let mut busy = false;
         loop {
             let mut publishes = Vec::new();
             let mut close = None;
@@ -500,10 +504,16 @@ impl App {
                     )
                     .await;
             }
-            // A connection that read a large packet gives the memory back when idle.
-            if buffer.is_empty() && buffer.capacity() > 64 * 1024 {
+            // `read_buf` reads only into spare room, and after a partial frame `next_frame` reserved
+            // just the rest of that frame: without more room every read would complete one PUBLISH
+            // and nothing would be stored or acknowledged in batches. A busy connection reads up to
+            // 16 KiB at once; an idle one gives the memory back and keeps 512 bytes.
+            if busy {
+                buffer.reserve(READ_ROOM);
+            } else if buffer.is_empty() && buffer.capacity() > 4 * 1024 {
                 *buffer = BytesMut::with_capacity(512);
             }
+            let room = buffer.capacity() - buffer.len();
             let read = async {
                 match keep_alive {
                     Some(limit) => tokio::time::timeout(limit, stream.read_buf(buffer))
@@ -515,9 +525,11 @@ impl App {
             };
             tokio::select! {
                 read = read => {
-                    if read? == 0 {
+                    let read = read?;
+                    if read == 0 {
                         return Ok(());
                     }
+                    busy = read >= room;
                 }
                 () = stopping(&mut shutdown) => {}
                 () = taken_over.notified() => {

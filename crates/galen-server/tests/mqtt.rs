@@ -527,3 +527,39 @@ async fn wildcard_topics_and_unknown_releases_are_protocol_errors() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_burst_of_publishes_is_stored_in_few_commits() {
+    let harness = harness(MqttSettings::default()).await;
+    let (mut client, _) = Client::connect(&harness, 5, "a", Some(("DEV-A", SECRET_A))).await;
+    let mut burst = Vec::new();
+    for index in 0..200u16 {
+        let mut publish = PublishPacket::new(
+            "galen/v1/devices/DEV-A/measurements",
+            measurement(60.0 + f64::from(index % 40), i64::from(index)).into_bytes(),
+            QoS::AtLeastOnce,
+        );
+        publish.packet_id = Some(index + 1);
+        burst.extend(bytes_of(&publish));
+    }
+    client.send(&burst).await;
+    for expected in 1..=200u16 {
+        match client.next().await {
+            Some(Packet::PubAck(ack)) => assert_eq!(ack.packet_id, expected, "in order"),
+            other => panic!("expected PUBACK {expected}, got {other:?}"),
+        }
+    }
+    assert_eq!(heart_rates(&harness, "DEV-A").await.len(), 200);
+    let metrics = harness.app.metrics().render(&harness.store.stats());
+    let calls: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("galen_ingest_requests_total "))
+        .expect("ingest request counter")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert!(
+        calls <= 50.0,
+        "200 publishes written at once took {calls} pipeline calls: reads must take more than one packet"
+    );
+}
