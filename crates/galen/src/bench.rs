@@ -133,10 +133,33 @@ fn fsync_latency(directory: &Path) -> Result<(f64, f64)> {
     ))
 }
 
-fn percentile(samples: &mut [f64], quantile: f64) -> f64 {
+/// The `quantile` (0..=1) of `samples`, nearest rank; sorts them. NaN when empty.
+pub(crate) fn percentile(samples: &mut [f64], quantile: f64) -> f64 {
     samples.sort_by(f64::total_cmp);
     let index = ((samples.len() as f64 - 1.0) * quantile).round() as usize;
     samples.get(index).copied().unwrap_or(f64::NAN)
+}
+
+/// Resident memory of this process, KiB (Linux; `None` elsewhere).
+pub(crate) fn resident_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// User plus system CPU seconds from a `/proc/.../stat` file (clock ticks of 1/100 s, Linux's
+/// USER_HZ); `/proc/self/stat` for this process.
+pub(crate) fn cpu_seconds(path: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may contain spaces) start at the state, field 3;
+    // utime and stime are fields 14 and 15.
+    let rest = text.get(text.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) as f64 / 100.0)
 }
 
 /// Registers `count` monitors, each assigned to its own patient; returns (device, patient) ids.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::bench::{percentile, resident_kib};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::Args;
@@ -67,20 +68,6 @@ const VITALS: [(VitalSign, f64, f64); 5] = [
     (VitalSign::SystolicBp, 120.0, 35.0),
     (VitalSign::BodyTemperature, 37.5, 1.5),
 ];
-
-fn resident_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-fn percentile(samples: &mut [f64], quantile: f64) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    let index = ((samples.len() as f64 - 1.0) * quantile).round() as usize;
-    samples.get(index).copied().unwrap_or(f64::NAN)
-}
 
 /// Part 1: engine throughput against the bare newest-value baseline, and memory per patient.
 fn engine_part(args: &ClinicalArgs) -> Result<()> {

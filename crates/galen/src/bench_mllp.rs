@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::bench::{cpu_seconds, percentile};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use galen_hl7v2::mllp::{Decoder, Frame, encode_frame};
@@ -103,11 +104,6 @@ impl Tally {
         self.other_acks += other.other_acks;
         self.latencies_ms.extend(other.latencies_ms);
     }
-}
-
-fn percentile(sorted: &[f64], quantile: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * quantile).round() as usize;
-    sorted.get(index).copied().unwrap_or(f64::NAN)
 }
 
 /// `p50 / p95 / p99 / max` in milliseconds.
@@ -274,13 +270,15 @@ async fn store_client(
 }
 
 /// One pipeline task: the same values through the ingest pipeline (no MLLP), one call per
-/// message with a receipt, as the listener makes it.
+/// message with a receipt, as the listener makes it; with `lookup`, preceded by the receipt
+/// lookup the listener makes for every message.
 async fn pipeline_client(
     app: App,
     connection: usize,
     lane: usize,
     serial: String,
     start: Timestamp,
+    lookup: bool,
     stop: Arc<AtomicBool>,
 ) -> Result<Tally> {
     let mut tally = Tally::default();
@@ -306,11 +304,14 @@ async fn pipeline_client(
         let key = format!("BENCH|{serial}||B{connection}-{sequence}");
         let receipt = |_: &[Option<&galen_model::Rejection>]| Receipt {
             source: "mllp".into(),
-            key,
+            key: key.clone(),
             received: SystemClock.now(),
             response: response.clone(),
         };
         let sent = Instant::now();
+        if lookup && app.store().receipt("mllp", &key).await?.is_some() {
+            bail!("a receipt for a new message");
+        }
         let (results, _) = app
             .pipeline()
             .ingest_with_receipt("bench", items, Some(receipt))
@@ -388,20 +389,49 @@ async fn micro_timings(store: &SqliteStore, start: Timestamp) -> Result<()> {
     Ok(())
 }
 
+/// What a part measured: the merged tallies, its wall time and the process CPU time it used.
+struct PartResult {
+    tally: Tally,
+    seconds: f64,
+    cpu_seconds: Option<f64>,
+}
+
+impl PartResult {
+    /// `; CPU N µs per message (M cores busy)`, when the CPU time is known.
+    fn cpu_line(&self, messages: u64) -> String {
+        match self.cpu_seconds {
+            Some(cpu) if messages > 0 => format!(
+                "; process CPU {:.0} µs per message ({:.2} cores busy)",
+                cpu * 1e6 / messages as f64,
+                cpu / self.seconds
+            ),
+            _ => String::new(),
+        }
+    }
+}
+
 /// Runs `tasks` for `seconds`, then tells them to stop and merges what they measured.
 async fn run_for(
     seconds: u64,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<Result<Tally>>>,
-) -> Result<(Tally, f64)> {
+) -> Result<PartResult> {
     let started = Instant::now();
+    let cpu_before = cpu_seconds("/proc/self/stat");
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut total = Tally::default();
+    let mut tally = Tally::default();
     for task in tasks {
-        total.merge(task.await??);
+        tally.merge(task.await??);
     }
-    Ok((total, started.elapsed().as_secs_f64()))
+    let cpu_seconds = cpu_seconds("/proc/self/stat")
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
+    Ok(PartResult {
+        tally,
+        seconds: started.elapsed().as_secs_f64(),
+        cpu_seconds,
+    })
 }
 
 pub(crate) async fn mllp(args: MllpArgs) -> Result<()> {
@@ -460,7 +490,9 @@ pub(crate) async fn mllp(args: MllpArgs) -> Result<()> {
             ))
         })
         .collect();
-    let (mut mllp, mllp_seconds) = run_for(args.seconds, stop, tasks).await?;
+    let mut mllp_part = run_for(args.seconds, stop, tasks).await?;
+    let mllp_seconds = mllp_part.seconds;
+    let mut mllp = std::mem::take(&mut mllp_part.tally);
     let stats = store.stats();
     drop(app);
     let _ = stop_server.send(());
@@ -474,11 +506,12 @@ pub(crate) async fn mllp(args: MllpArgs) -> Result<()> {
     }
     let mllp_rate = mllp.accepted as f64 / mllp_seconds;
     println!(
-        "galen MLLP: {} messages in {mllp_seconds:.2} s = {mllp_rate:.0} messages/s, {:.0} OBX/s; ACK latency {}; {}",
+        "galen MLLP: {} messages in {mllp_seconds:.2} s = {mllp_rate:.0} messages/s, {:.0} OBX/s; ACK latency {}; {}{}",
         mllp.accepted,
         mllp_rate * OBX_PER_MESSAGE as f64,
         latency_line(&mut mllp.latencies_ms),
         commit_line(&stats, mllp_seconds),
+        mllp_part.cpu_line(mllp.messages),
     );
     if stats.accepted != mllp.accepted * OBX_PER_MESSAGE as u64 {
         bail!(
@@ -516,16 +549,19 @@ pub(crate) async fn mllp(args: MllpArgs) -> Result<()> {
             ))
         })
         .collect();
-    let (mut baseline, baseline_seconds) = run_for(args.seconds, stop, tasks).await?;
+    let mut baseline_part = run_for(args.seconds, stop, tasks).await?;
+    let baseline_seconds = baseline_part.seconds;
+    let mut baseline = std::mem::take(&mut baseline_part.tally);
     let baseline_stats = baseline_store.stats();
     baseline_store.close().await?;
     let baseline_rate = baseline.messages as f64 / baseline_seconds;
     println!(
-        "baseline store.ingest (one call per message, receipt included, {} tasks): {} messages in {baseline_seconds:.2} s = {baseline_rate:.0} messages/s; latency {}; {}",
+        "baseline store.ingest (one call per message, receipt included, {} tasks): {} messages in {baseline_seconds:.2} s = {baseline_rate:.0} messages/s; latency {}; {}{}",
         args.connections,
         baseline.messages,
         latency_line(&mut baseline.latencies_ms),
         commit_line(&baseline_stats, baseline_seconds),
+        baseline_part.cpu_line(baseline.messages),
     );
     println!(
         "ratio MLLP / store baseline: {:.2}",
@@ -534,45 +570,59 @@ pub(crate) async fn mllp(args: MllpArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--breakdown`: the pipeline without MLLP on its own store and App, then micro-timings.
+/// `--breakdown`: the pipeline without MLLP on its own store and App, without and with the
+/// listener's receipt lookup, then micro-timings.
 async fn breakdown(args: &MllpArgs, directory: &std::path::Path, start: Timestamp) -> Result<()> {
-    let store = Arc::new(crate::open_store(directory.join("pipeline")).await?);
-    crate::bench::register(store.as_ref(), args.devices, start.add_seconds(-60)).await?;
-    let app = App::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        ServerConfig::default(),
-    )
-    .await?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks = (0..args.connections)
-        .map(|connection| {
-            tokio::spawn(pipeline_client(
-                app.clone(),
-                connection,
-                connection / args.devices,
-                Simulator::device_serial(connection % args.devices),
-                start,
-                stop.clone(),
-            ))
-        })
-        .collect();
-    let (mut pipeline, seconds) = run_for(args.seconds, stop, tasks).await?;
-    let stats = store.stats();
-    let rate = pipeline.accepted as f64 / seconds;
-    println!(
-        "breakdown, pipeline without MLLP (ingest_with_receipt, clinical engine running, {} tasks): {rate:.0} messages/s; latency {}; {}{}",
-        args.connections,
-        latency_line(&mut pipeline.latencies_ms),
-        commit_line(&stats, seconds),
-        if pipeline.other_acks > 0 {
-            format!("; {} messages not fully accepted", pipeline.other_acks)
-        } else {
-            String::new()
+    for (part, lookup) in [("pipeline", false), ("pipeline-lookup", true)] {
+        let store = Arc::new(crate::open_store(directory.join(part)).await?);
+        crate::bench::register(store.as_ref(), args.devices, start.add_seconds(-60)).await?;
+        let app = App::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            ServerConfig::default(),
+        )
+        .await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..args.connections)
+            .map(|connection| {
+                tokio::spawn(pipeline_client(
+                    app.clone(),
+                    connection,
+                    connection / args.devices,
+                    Simulator::device_serial(connection % args.devices),
+                    start,
+                    lookup,
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        let mut part = run_for(args.seconds, stop, tasks).await?;
+        let seconds = part.seconds;
+        let mut pipeline = std::mem::take(&mut part.tally);
+        let stats = store.stats();
+        let rate = pipeline.accepted as f64 / seconds;
+        println!(
+            "breakdown, pipeline without MLLP{} (ingest_with_receipt, clinical engine running, {} tasks): {rate:.0} messages/s; latency {}; {}{}{}",
+            if lookup {
+                ", after a receipt lookup each"
+            } else {
+                ""
+            },
+            args.connections,
+            latency_line(&mut pipeline.latencies_ms),
+            commit_line(&stats, seconds),
+            part.cpu_line(pipeline.messages),
+            if pipeline.other_acks > 0 {
+                format!("; {} messages not fully accepted", pipeline.other_acks)
+            } else {
+                String::new()
+            }
+        );
+        if lookup {
+            micro_timings(&store, start).await?;
         }
-    );
-    micro_timings(&store, start).await?;
-    drop(app);
-    store.close().await?;
+        drop(app);
+        store.close().await?;
+    }
     Ok(())
 }

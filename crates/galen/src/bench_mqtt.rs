@@ -10,15 +10,15 @@
 //! subscriber. Mosquitto acknowledges on receipt, from memory; Galen after fsync.
 //!
 //! Idle (`--idle N`): N authenticated connections (keep-alive 60 s) held open against an
-//! in-process Galen; the clients run in a child process so that the server's resident memory is
-//! measured alone, and every connection must answer a PINGREQ at the end.
+//! in-process Galen. The clients run in a child process, so the server's resident memory is
+//! measured alone: with none, half and all of them open (the second half's growth is the steady
+//! cost of a connection, free of warm-up), and every connection must answer a PINGREQ at the end.
 //!
 //! The load generator must not be what is measured: a few threads (`--client-threads`, one
 //! current-thread runtime each) drive all the sockets; each message is a pre-encoded PUBLISH in
 //! which only the packet id, the value and the time are patched; the messages a read of PUBACKs
 //! frees are sent in one write. Its CPU time is measured and printed.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,6 +43,7 @@ use sha2::Digest;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::bench::{cpu_seconds, percentile, resident_kib};
 use crate::bridge::{next_packet, packet_extent};
 
 /// Flags of `galen bench mqtt`.
@@ -290,6 +291,14 @@ async fn throughput(args: &MqttArgs) -> Result<()> {
             .len();
     }
     let connections = galen.app.metrics().open_connections("mqtt");
+    // Pipeline calls: the MQTT listener makes one per run of PUBLISH packets read together.
+    let pipeline_calls: Option<f64> = galen
+        .app
+        .metrics()
+        .render(&stats)
+        .lines()
+        .find_map(|line| line.strip_prefix("galen_ingest_requests_total "))
+        .and_then(|count| count.trim().parse().ok());
     galen.stop().await?;
 
     let galen_rate = report.rate();
@@ -297,7 +306,8 @@ async fn throughput(args: &MqttArgs) -> Result<()> {
     println!(
         "galen MQTT ingest: {} devices (own TCP connection and credential each), MQTT {}, QoS 1, window {}: \
          {} messages acknowledged after durable commit in {:.2} s = {galen_rate:.0} msgs/s; \
-         PUBACK latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} group commits, mean {:.0} measurements per commit",
+         PUBACK latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} group commits, mean {:.0} measurements and {:.2} ms per commit \
+         (the store writer committed {:.0}% of the time)",
         args.devices,
         protocol_name(args.protocol),
         args.window,
@@ -308,12 +318,17 @@ async fn throughput(args: &MqttArgs) -> Result<()> {
         percentile(&mut latencies, 1.0),
         stats.commits,
         stats.batch_size_sum as f64 / stats.commits.max(1) as f64,
+        stats.commit_seconds_sum * 1000.0 / stats.commits.max(1) as f64,
+        stats.commit_seconds_sum * 100.0 / report.seconds(),
     );
     println!(
-        "  CPU over the run: galen {:.2} cores, load generator {:.2} cores (machine: {} cores); {} connections open at the end",
+        "  CPU over the run: galen {:.2} cores, load generator {:.2} cores (machine: {} cores); {}; \
+         {:.1} messages per pipeline call; {} connections open at the end",
         report.server_cpu_seconds() / report.seconds(),
         report.client_cpu_seconds / report.seconds(),
         std::thread::available_parallelism().map_or(0, usize::from),
+        report.batching(),
+        pipeline_calls.map_or(f64::NAN, |calls| report.acked as f64 / calls.max(1.0)),
         connections
     );
     if report.refused > 0 {
@@ -355,13 +370,14 @@ async fn throughput(args: &MqttArgs) -> Result<()> {
                 baseline.delivered,
             );
             println!(
-                "  CPU over the run: mosquitto {}, load generator and subscriber {:.2} cores",
+                "  CPU over the run: mosquitto {}, load generator and subscriber {:.2} cores; {}",
                 baseline
                     .broker_cpu_seconds
                     .map(|cpu| format!("{:.2} cores", cpu / baseline.load.seconds()))
                     .unwrap_or_else(|| "unknown".into()),
                 (baseline.load.client_cpu_seconds + baseline.subscriber_cpu_seconds)
-                    / baseline.load.seconds()
+                    / baseline.load.seconds(),
+                baseline.load.batching()
             );
             if baseline.delivered < baseline.load.acked {
                 println!(
@@ -411,6 +427,9 @@ struct LoadReport {
     elapsed: Duration,
     client_cpu_seconds: f64,
     process_cpu_seconds: f64,
+    /// The clients' write and read calls: how well the messages and PUBACKs were batched.
+    writes: u64,
+    reads: u64,
 }
 
 impl LoadReport {
@@ -420,6 +439,15 @@ impl LoadReport {
 
     fn rate(&self) -> f64 {
         self.acked as f64 / self.seconds()
+    }
+
+    /// Messages per client write and PUBACKs per client read.
+    fn batching(&self) -> String {
+        format!(
+            "{:.1} messages per client write, {:.1} PUBACKs per client read",
+            (self.acked + self.refused) as f64 / self.writes.max(1) as f64,
+            (self.acked + self.refused) as f64 / self.reads.max(1) as f64
+        )
     }
 
     fn latencies_ms(&self) -> Vec<f64> {
@@ -443,6 +471,8 @@ struct Tally {
     latencies: Vec<u32>,
     last_ack: Option<Instant>,
     cpu_seconds: f64,
+    writes: u64,
+    reads: u64,
 }
 
 /// Runs the load on `plan.threads` threads of its own and waits for it (blocking): all clients
@@ -459,7 +489,7 @@ fn run_load(plan: &LoadPlan, logins: Vec<Login>) -> Result<LoadReport> {
         shares[index % threads].push((index, login));
     }
     let mut handles = Vec::new();
-    for share in shares {
+    for (number, share) in shares.into_iter().enumerate() {
         let (plan, connected, go, start, failed) = (
             plan.clone(),
             connected.clone(),
@@ -467,12 +497,14 @@ fn run_load(plan: &LoadPlan, logins: Vec<Login>) -> Result<LoadReport> {
             start.clone(),
             failed.clone(),
         );
-        handles.push(std::thread::spawn(move || -> Result<Tally> {
+        // Named, so that profiles tell the load generator from the server.
+        let thread = std::thread::Builder::new().name(format!("mqtt-load-{number}"));
+        handles.push(thread.spawn(move || -> Result<Tally> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             runtime.block_on(load_thread(plan, share, &connected, &go, &start, &failed))
-        }));
+        })?);
     }
     connected.wait();
     let process_cpu = cpu_seconds("/proc/self/stat").unwrap_or(0.0);
@@ -492,6 +524,8 @@ fn run_load(plan: &LoadPlan, logins: Vec<Login>) -> Result<LoadReport> {
                 report.refused += tally.refused;
                 report.latencies.extend(tally.latencies);
                 report.client_cpu_seconds += tally.cpu_seconds;
+                report.writes += tally.writes;
+                report.reads += tally.reads;
                 last_ack = last_ack.max(tally.last_ack.unwrap_or(began));
             }
             Ok(Err(error)) => errors.push(format!("{error:#}")),
@@ -542,6 +576,8 @@ async fn load_thread(
         tally.refused += one.refused;
         tally.latencies.extend(one.latencies);
         tally.last_ack = tally.last_ack.max(one.last_ack);
+        tally.writes += one.writes;
+        tally.reads += one.reads;
     }
     tally.cpu_seconds = cpu_seconds("/proc/thread-self/stat").unwrap_or(0.0) - cpu_before;
     Ok(tally)
@@ -784,6 +820,7 @@ async fn publish(
     }
     let mut in_flight = usize::from(window);
     stream.write_all(&out).await?;
+    tally.writes += 1;
     out.clear();
     while in_flight > 0 {
         let read = tokio::time::timeout(ACK_TIMEOUT, stream.read_buf(&mut buffer))
@@ -792,6 +829,7 @@ async fn publish(
         if read == 0 {
             bail!("the server closed the connection");
         }
+        tally.reads += 1;
         let now = Instant::now();
         let sending = now < deadline;
         while let Some((header, body)) = packet_extent(&buffer, 1 << 20)? {
@@ -831,6 +869,7 @@ async fn publish(
         }
         if !out.is_empty() {
             stream.write_all(&out).await?;
+            tally.writes += 1;
             out.clear();
         }
     }
@@ -925,7 +964,8 @@ impl Subscriber {
         let (ready, subscribed) = tokio::sync::oneshot::channel::<Result<()>>();
         let client_id = format!("bench-{run}-subscriber");
         let (stop_flag, expected_count) = (stop.clone(), expected.clone());
-        let thread = std::thread::spawn(move || {
+        let thread = std::thread::Builder::new().name("mqtt-null-sub".into());
+        let thread = thread.spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -937,7 +977,7 @@ impl Subscriber {
                 stop_flag,
                 expected_count,
             ))
-        });
+        })?;
         subscribed
             .await
             .context("the subscriber thread ended early")?
@@ -1023,6 +1063,9 @@ async fn count_messages(
     let mut last = None;
     let mut quiet_since = Instant::now();
     loop {
+        if buffer.capacity() - buffer.len() < 4096 {
+            buffer.reserve(1 << 16);
+        }
         let read =
             tokio::time::timeout(Duration::from_millis(100), stream.read_buf(&mut buffer)).await;
         match read {
@@ -1068,8 +1111,8 @@ async fn count_messages(
 // Idle connections
 
 async fn idle(connections: usize, args: &MqttArgs) -> Result<()> {
-    if connections == 0 {
-        bail!("--idle must be positive");
+    if connections < 2 {
+        bail!("--idle must be at least 2");
     }
     // This process holds the server's sockets; the clients run in a child process.
     ensure_open_files(connections + 256)?;
@@ -1088,10 +1131,6 @@ async fn idle(connections: usize, args: &MqttArgs) -> Result<()> {
     );
     drop(logins);
     let galen = start_galen(store.clone()).await?;
-    // Settle, then the baseline: the server running with its registry loaded, nothing connected.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = resident_kib().context("reading VmRSS")?;
-    let socket_memory_before = tcp_memory_kib();
 
     let executable = std::env::current_exe().context("locating the galen binary")?;
     let mut child = tokio::process::Command::new(executable)
@@ -1112,23 +1151,32 @@ async fn idle(connections: usize, args: &MqttArgs) -> Result<()> {
     let mut to_child = child.stdin.take().context("child stdin")?;
     let mut from_child =
         tokio::io::BufReader::new(child.stdout.take().context("child stdout")?).lines();
-    // "connected <count> <seconds> <rss before KiB> <rss after KiB>"
-    let line = child_line(&mut from_child).await?;
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    let [tag, opened, seconds, client_before, client_after] = fields[..] else {
-        bail!("unexpected answer from the idle clients: {line:?}");
-    };
-    if tag != "connected" {
-        bail!("unexpected answer from the idle clients: {line:?}");
-    }
-    let opened: usize = opened.parse()?;
-    let (client_before, client_after): (u64, u64) = (client_before.parse()?, client_after.parse()?);
-    // Let every connection task reach its idle read, then measure.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = resident_kib().context("reading VmRSS")?;
-    let socket_memory_after = tcp_memory_kib();
-    let open = galen.app.metrics().open_connections("mqtt");
 
+    // Resident memory of both processes: with nothing connected, then with the first half open
+    // (which also pays the allocators' and runtime's warm-up), then with all open. The second
+    // half's growth is the steady cost of a connection.
+    let settle = Duration::from_secs(2);
+    tokio::time::sleep(settle).await;
+    let mut server = vec![resident_kib().context("reading VmRSS")?];
+    let mut client = vec![child_rss(&mut to_child, &mut from_child).await?];
+    let mut seconds = 0.0;
+    for half in [connections / 2, connections - connections / 2] {
+        to_child
+            .write_all(format!("open {half}\n").as_bytes())
+            .await?;
+        // "opened <total> <seconds> <client RSS KiB>"
+        let line = child_line(&mut from_child).await?;
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let ["opened", _, took, rss] = fields[..] else {
+            bail!("unexpected answer from the idle clients: {line:?}");
+        };
+        seconds += took.parse::<f64>()?;
+        // Let every connection task reach its idle read, then measure.
+        tokio::time::sleep(settle).await;
+        server.push(resident_kib().context("reading VmRSS")?);
+        client.push(rss.parse()?);
+    }
+    let open = galen.app.metrics().open_connections("mqtt");
     to_child.write_all(b"ping\n").await?;
     // "pong <answered> <silent>"
     let line = child_line(&mut from_child).await?;
@@ -1140,39 +1188,61 @@ async fn idle(connections: usize, args: &MqttArgs) -> Result<()> {
     let open_after_ping = galen.app.metrics().open_connections("mqtt");
     drop(to_child);
     let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    // With the connections gone: what the server gives back.
+    tokio::time::sleep(settle).await;
+    let closed = resident_kib().context("reading VmRSS")?;
     galen.stop().await?;
 
-    let per_connection = |before: u64, after: u64| {
-        (after.saturating_sub(before)) as f64 * 1024.0 / opened.max(1) as f64
+    let bytes = |from: u64, to: u64, count: usize| {
+        (to.saturating_sub(from)) as f64 * 1024.0 / count.max(1) as f64
     };
+    let (first, second) = (connections / 2, connections - connections / 2);
     println!(
-        "galen: {opened} idle authenticated MQTT {} connections (keep-alive {IDLE_KEEP_ALIVE} s) opened in {seconds} s",
+        "galen: {connections} idle authenticated MQTT {} connections (keep-alive {IDLE_KEEP_ALIVE} s), opened in {seconds:.1} s by a separate client process",
         protocol_name(args.protocol)
     );
     println!(
-        "  server process resident memory: {:.1} MiB before, {:.1} MiB with the connections open = {:.0} bytes per connection \
-         (the clients ran in a separate process)",
-        before as f64 / 1024.0,
-        after as f64 / 1024.0,
-        per_connection(before, after)
+        "  server process resident memory: {:.1} MiB with none open, {:.1} MiB with {first}, {:.1} MiB with {connections}; \
+         after they closed {:.1} MiB",
+        mib(server[0]),
+        mib(server[1]),
+        mib(server[2]),
+        mib(closed)
     );
     println!(
-        "  client process (not Galen): {:.0} bytes per connection",
-        per_connection(client_before, client_after)
+        "  per connection: {:.0} bytes over all {connections} (first half {:.0}, including warm-up; second half {:.0} = the steady cost)",
+        bytes(server[0], server[2], connections),
+        bytes(server[0], server[1], first),
+        bytes(server[1], server[2], second)
     );
-    if let (Some(socket_before), Some(socket_after)) = (socket_memory_before, socket_memory_after) {
-        println!(
-            "  kernel TCP buffers (both ends, /proc/net/sockstat): {:.0} bytes per connection",
-            per_connection(socket_before, socket_after)
-        );
-    }
     println!(
-        "  still connected: server counted {open} open before and {open_after_ping} after the check; {answered} of {opened} answered PINGREQ with PINGRESP, {silent} did not"
+        "  client process, for comparison (a bare tokio TcpStream each): {:.0} bytes per connection (second half)",
+        bytes(client[1], client[2], second)
+    );
+    println!(
+        "  still connected: the server counted {open} open before and {open_after_ping} after the check; \
+         {answered} of {connections} answered PINGREQ with PINGRESP, {silent} did not"
     );
     if answered != connections || open != connections as i64 {
         bail!("not every connection stayed open");
     }
     Ok(())
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// The idle clients' resident memory, KiB (asks with `rss`).
+async fn child_rss(
+    to_child: &mut tokio::process::ChildStdin,
+    from_child: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> Result<u64> {
+    to_child.write_all(b"rss\n").await?;
+    let line = child_line(from_child).await?;
+    line.strip_prefix("rss ")
+        .and_then(|kib| kib.trim().parse().ok())
+        .with_context(|| format!("unexpected answer from the idle clients: {line:?}"))
 }
 
 /// The next line from the idle clients' process.
@@ -1185,8 +1255,9 @@ async fn child_line(
         .context("the idle clients' process ended early")
 }
 
-/// The idle clients' process: opens the connections, reports, answers `ping` with a PINGREQ on
-/// every connection, and exits when its standard input closes.
+/// The idle clients' process. Commands on standard input: `rss` (answers `rss <KiB>`), `open N`
+/// (opens N more connections; answers `opened <total> <seconds> <KiB>`), `ping` (a PINGREQ on
+/// every connection; answers `pong <answered> <silent>`). It exits when its input closes.
 async fn idle_clients(target: SocketAddr, args: &MqttArgs) -> Result<()> {
     let connections = args.idle.context("--idle is required with --idle-client")?;
     let run = args
@@ -1195,16 +1266,6 @@ async fn idle_clients(target: SocketAddr, args: &MqttArgs) -> Result<()> {
         .context("--run-id is required with --idle-client")?;
     let key = std::env::var(KEY_VARIABLE).with_context(|| format!("{KEY_VARIABLE} is not set"))?;
     ensure_open_files(connections + 256)?;
-    let logins: Vec<(usize, Login)> = (0..connections)
-        .map(|index| (index, login(&run, &key, index)))
-        .collect();
-    let before = resident_kib().unwrap_or(0);
-    let began = Instant::now();
-    let mut streams = open_all(target, &logins, args.protocol, IDLE_KEEP_ALIVE, 1).await?;
-    let seconds = began.elapsed().as_secs_f64();
-    drop(logins);
-    let after = resident_kib().unwrap_or(0);
-    println!("connected {} {seconds:.1} {before} {after}", streams.len());
     // Commands come on standard input, read on a thread of its own; its end ends the process.
     let (sender, mut commands) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
@@ -1214,89 +1275,60 @@ async fn idle_clients(target: SocketAddr, args: &MqttArgs) -> Result<()> {
             }
         }
     });
+    let mut streams: Vec<TcpStream> = Vec::with_capacity(connections);
     while let Some(command) = commands.recv().await {
-        if command.trim() != "ping" {
-            continue;
+        let command = command.trim();
+        if command == "rss" {
+            println!("rss {}", resident_kib().unwrap_or(0));
+        } else if let Some(count) = command.strip_prefix("open ") {
+            let count: usize = count.parse().context("open N")?;
+            let first = streams.len();
+            let logins: Vec<(usize, Login)> = (first..first + count)
+                .map(|index| (index, login(&run, &key, index)))
+                .collect();
+            let began = Instant::now();
+            streams.extend(open_all(target, &logins, args.protocol, IDLE_KEEP_ALIVE, 1).await?);
+            println!(
+                "opened {} {:.1} {}",
+                streams.len(),
+                began.elapsed().as_secs_f64(),
+                resident_kib().unwrap_or(0)
+            );
+        } else if command == "ping" {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (position, mut stream) in streams.drain(..).enumerate() {
+                tasks.spawn(async move {
+                    let answered = async {
+                        stream.write_all(&[0xC0, 0x00]).await?;
+                        let mut reply = [0u8; 2];
+                        stream.read_exact(&mut reply).await?;
+                        Ok::<_, anyhow::Error>(reply == [0xD0, 0x00])
+                    };
+                    let answered = matches!(
+                        tokio::time::timeout(Duration::from_secs(30), answered).await,
+                        Ok(Ok(true))
+                    );
+                    (position, stream, answered)
+                });
+            }
+            let mut back = Vec::with_capacity(tasks.len());
+            let mut answered = 0usize;
+            while let Some(joined) = tasks.join_next().await {
+                let (position, stream, ok) = joined?;
+                answered += usize::from(ok);
+                back.push((position, stream));
+            }
+            back.sort_unstable_by_key(|(position, _)| *position);
+            let total = back.len();
+            streams = back.into_iter().map(|(_, stream)| stream).collect();
+            println!("pong {answered} {}", total - answered);
         }
-        let mut tasks = tokio::task::JoinSet::new();
-        for (position, mut stream) in streams.drain(..).enumerate() {
-            tasks.spawn(async move {
-                let answered = async {
-                    stream.write_all(&[0xC0, 0x00]).await?;
-                    let mut reply = [0u8; 2];
-                    stream.read_exact(&mut reply).await?;
-                    Ok::<_, anyhow::Error>(reply == [0xD0, 0x00])
-                };
-                let answered = matches!(
-                    tokio::time::timeout(Duration::from_secs(30), answered).await,
-                    Ok(Ok(true))
-                );
-                (position, stream, answered)
-            });
-        }
-        let mut back = HashMap::new();
-        let mut answered = 0usize;
-        while let Some(joined) = tasks.join_next().await {
-            let (position, stream, ok) = joined?;
-            answered += usize::from(ok);
-            back.insert(position, stream);
-        }
-        let total = back.len();
-        let mut positions: Vec<usize> = back.keys().copied().collect();
-        positions.sort_unstable();
-        streams = positions
-            .into_iter()
-            .filter_map(|position| back.remove(&position))
-            .collect();
-        println!("pong {answered} {}", total - answered);
     }
     Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
 // Measuring
-
-fn percentile(samples: &mut [f64], quantile: f64) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    let index = ((samples.len() as f64 - 1.0) * quantile).round() as usize;
-    samples.get(index).copied().unwrap_or(f64::NAN)
-}
-
-/// Resident memory of this process, KiB.
-fn resident_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-/// Memory the kernel holds in TCP buffers, all sockets of the machine, KiB.
-fn tcp_memory_kib() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/net/sockstat").ok()?;
-    let line = text.lines().find(|line| line.starts_with("TCP:"))?;
-    let mut words = line.split_whitespace();
-    while let Some(word) = words.next() {
-        if word == "mem" {
-            // In pages of 4 KiB.
-            return words.next()?.parse::<u64>().ok().map(|pages| pages * 4);
-        }
-    }
-    None
-}
-
-/// User plus system CPU seconds from a `/proc/.../stat` file (clock ticks of 1/100 s, Linux's
-/// USER_HZ).
-fn cpu_seconds(path: &str) -> Option<f64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    // Fields after the command name (which may contain spaces) start at the state, field 3;
-    // utime and stime are fields 14 and 15.
-    let rest = text.get(text.rfind(')')? + 2..)?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let user: u64 = fields.get(11)?.parse().ok()?;
-    let system: u64 = fields.get(12)?.parse().ok()?;
-    Some((user + system) as f64 / 100.0)
-}
 
 /// The pid of the one process called `name`, if there is exactly one.
 fn process_named(name: &str) -> Option<u32> {

@@ -51,6 +51,8 @@ const RECEIVE_MAXIMUM: u16 = 1024;
 const MAX_PACKET_BYTES: u32 = 16 * 1024 * 1024;
 /// Keep-alive announced to the broker; a PINGREQ goes out every half of it.
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// Bytes one read may take from the broker.
+const READ_ROOM: usize = 64 * 1024;
 /// Time allowed to connect and to get CONNACK.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The file in the data directory that keeps this node's id.
@@ -298,7 +300,7 @@ async fn session(
     stream.write_all(&out).await?;
     out.clear();
 
-    let mut buffer = BytesMut::with_capacity(64 * 1024);
+    let mut buffer = BytesMut::with_capacity(READ_ROOM);
     let connack = tokio::time::timeout(CONNECT_TIMEOUT, async {
         loop {
             if let Some(packet) = next_packet(&mut buffer, MAX_PACKET_BYTES, 5)? {
@@ -346,6 +348,12 @@ async fn session(
     let mut batch: Vec<(String, Bytes)> = Vec::new();
     let mut acknowledge: Vec<u16> = Vec::new();
     loop {
+        // Room for everything the socket holds, so that one read (and one store call) takes many
+        // messages: `read_buf` reads only into spare capacity, and after a partial packet that is
+        // just the rest of that packet.
+        if buffer.capacity() - buffer.len() < READ_ROOM / 4 {
+            buffer.reserve(READ_ROOM);
+        }
         tokio::select! {
             read = stream.read_buf(&mut buffer) => {
                 if read? == 0 {
@@ -431,7 +439,7 @@ async fn session(
         }
         // A large message leaves a large buffer behind; give the memory back.
         if buffer.is_empty() && buffer.capacity() > 1024 * 1024 {
-            buffer = BytesMut::with_capacity(64 * 1024);
+            buffer = BytesMut::with_capacity(READ_ROOM);
         }
     }
 }

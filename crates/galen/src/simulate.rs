@@ -299,8 +299,8 @@ pub(crate) type Hl7Value<'a> = (&'a str, f64, &'a str, i64);
 /// `patient` (PID-3 and PID-5), with control id `control`, sent at `sent_micros`: MSH, PID, OBR, the MDS
 /// containment row, then one OBX per value. Segments end with CR.
 ///
-/// MSH-15 and MSH-16 stay empty: original-mode acknowledgement, one ACK per message. (PCD-01
-/// suggests MSH-15 `NE`, which a receiver honours by sending no accept ACK at all.)
+/// MSH-15 and MSH-16 stay empty: original-mode acknowledgement, one AA/AE/AR per message.
+/// (Many PCD-01 monitors send `AL` and `NE` there, enhanced mode, and get CA/CE/CR instead.)
 pub(crate) fn pcd01_report<'a>(
     serial: &str,
     patient: Option<&NewPatient>,
