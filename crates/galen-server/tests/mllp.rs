@@ -17,7 +17,9 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const NOW: &str = "2026-11-23T08:00:30Z";
+mod support;
+use support::NOW;
+
 const MONITOR: &str = "0012345678ABCDEF";
 const OTHER_MONITOR: &str = "00AABBCCDDEEFF00";
 
@@ -162,21 +164,7 @@ fn msa(ack: &str) -> (String, String) {
 }
 
 async fn stored(harness: &Harness, serial: &str, vital: VitalSign) -> Vec<f64> {
-    let device = harness
-        .app
-        .directory()
-        .read()
-        .device_by_serial(serial)
-        .expect("device")
-        .id;
-    harness
-        .store
-        .range(device, vital, Timestamp::MIN, Timestamp::MAX)
-        .await
-        .expect("range")
-        .into_iter()
-        .map(|point| point.value)
-        .collect()
+    support::stored(&harness.app, harness.store.as_ref(), serial, vital).await
 }
 
 async fn dead_letters(harness: &Harness) -> Vec<galen_store::StoredDeadLetter> {

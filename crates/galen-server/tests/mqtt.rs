@@ -6,22 +6,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use galen_model::{DeviceKind, DeviceStatus, ManualClock, NewDevice, Timestamp, VitalSign};
 use galen_server::{App, MqttSettings, ServerConfig};
 use galen_store::Store;
 use galen_store::embedded::{SqliteOptions, SqliteStore};
-use mqtt5_protocol::packet::connect::ConnectPacket;
+use mqtt5_protocol::packet::Packet;
 use mqtt5_protocol::packet::publish::PublishPacket;
 use mqtt5_protocol::packet::subscribe::{SubscribePacket, TopicFilter};
-use mqtt5_protocol::packet::{FixedHeader, MqttPacket, Packet};
-use mqtt5_protocol::types::{ConnectOptions, QoS};
+use mqtt5_protocol::types::QoS;
 use sha2::Digest;
 use tempfile::TempDir;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod support;
+use support::{MqttClient, NOW, bytes_of, measurement, stored};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
-const NOW: &str = "2026-11-23T08:00:30Z";
 const SECRET_A: &str = "secret-of-device-a-0123456789";
 
 struct Harness {
@@ -73,127 +73,29 @@ async fn harness(settings: MqttSettings) -> Harness {
     }
 }
 
-struct Client {
-    stream: TcpStream,
-    buffer: BytesMut,
+type Client = MqttClient<TcpStream>;
+
+/// Connects to the harness and sends CONNECT; panics if the server says nothing.
+async fn connect(
+    harness: &Harness,
     version: u8,
-}
-
-fn bytes_of(packet: &impl MqttPacket) -> Vec<u8> {
-    let mut out = BytesMut::new();
-    packet.encode(&mut out).expect("encode");
-    out.to_vec()
-}
-
-impl Client {
-    async fn connect(
-        harness: &Harness,
-        version: u8,
-        client_id: &str,
-        credentials: Option<(&str, &str)>,
-    ) -> (Client, Packet) {
-        let stream = TcpStream::connect(harness.address).await.expect("connect");
-        let mut options = ConnectOptions::new(client_id);
-        options.keep_alive = Duration::from_secs(30);
-        if let Some((user, password)) = credentials {
-            options = options.with_credentials(user, password.as_bytes());
-        }
-        let connect = if version == 5 {
-            ConnectPacket::new(options)
-        } else {
-            ConnectPacket::new_v311(options)
-        };
-        let mut client = Client {
-            stream,
-            buffer: BytesMut::new(),
-            version,
-        };
-        client.send(&bytes_of(&connect)).await;
-        let answer = client.next().await.expect("CONNACK");
-        (client, answer)
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("write");
-    }
-
-    async fn publish(&mut self, topic: &str, payload: &str, qos: QoS, id: u16) {
-        let mut publish = if self.version == 5 {
-            PublishPacket::new(topic, payload.as_bytes().to_vec(), qos)
-        } else {
-            PublishPacket::new_v311(topic, payload.as_bytes().to_vec(), qos)
-        };
-        if qos != QoS::AtMostOnce {
-            publish.packet_id = Some(id);
-        }
-        self.send(&bytes_of(&publish)).await;
-    }
-
-    /// The next packet, or `None` when the server closed the connection.
-    async fn next(&mut self) -> Option<Packet> {
-        loop {
-            if let Some(packet) = self.parse() {
-                return Some(packet);
-            }
-            let read = tokio::time::timeout(
-                Duration::from_secs(10),
-                self.stream.read_buf(&mut self.buffer),
-            )
-            .await
-            .expect("an answer within 10 s");
-            match read {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-    }
-
-    fn parse(&mut self) -> Option<Packet> {
-        let mut view = Bytes::copy_from_slice(&self.buffer);
-        let total_before = view.len();
-        let fixed = FixedHeader::decode(&mut view).ok()?;
-        let header_len = total_before - view.len();
-        let length = fixed.remaining_length as usize;
-        if view.len() < length {
-            return None;
-        }
-        let mut body = view.slice(..length);
-        let packet = Packet::decode_from_body_with_version(
-            fixed.packet_type,
-            &fixed,
-            &mut body,
-            self.version,
-        )
-        .expect("Galen sends well-formed packets");
-        let _ = self.buffer.split_to(header_len + length);
-        Some(packet)
-    }
-}
-
-fn measurement(value: f64, seconds: i64) -> String {
-    let time = Timestamp::parse_rfc3339(NOW)
-        .expect("now")
-        .add_seconds(seconds)
-        .to_rfc3339();
-    format!(r#"{{"code":"heart_rate","value":{value},"unit":"/min","time":"{time}"}}"#)
+    client_id: &str,
+    credentials: Option<(&str, &str)>,
+) -> (Client, Packet) {
+    let stream = TcpStream::connect(harness.address).await.expect("connect");
+    let (user, password) = credentials.unzip();
+    let (client, answer) = MqttClient::handshake(stream, version, client_id, user, password).await;
+    (client, answer.expect("CONNACK"))
 }
 
 async fn heart_rates(harness: &Harness, serial: &str) -> Vec<f64> {
-    let device = harness
-        .app
-        .directory()
-        .read()
-        .device_by_serial(serial)
-        .expect("device")
-        .id;
-    harness
-        .store
-        .range(device, VitalSign::HeartRate, Timestamp::MIN, Timestamp::MAX)
-        .await
-        .expect("range")
-        .into_iter()
-        .map(|point| point.value)
-        .collect()
+    stored(
+        &harness.app,
+        harness.store.as_ref(),
+        serial,
+        VitalSign::HeartRate,
+    )
+    .await
 }
 
 fn reason_string(properties: &mqtt5_protocol::Properties) -> Option<String> {
@@ -213,28 +115,28 @@ fn connack_code(packet: &Packet) -> u8 {
 #[tokio::test]
 async fn credentials_are_required_and_checked() {
     let harness = harness(MqttSettings::default()).await;
-    let (_, answer) = Client::connect(&harness, 5, "a", Some(("DEV-A", SECRET_A))).await;
+    let (_, answer) = connect(&harness, 5, "a", Some(("DEV-A", SECRET_A))).await;
     assert_eq!(connack_code(&answer), 0x00);
-    let (_, answer) = Client::connect(&harness, 5, "a2", Some(("DEV-A", "wrong"))).await;
+    let (_, answer) = connect(&harness, 5, "a2", Some(("DEV-A", "wrong"))).await;
     assert_eq!(connack_code(&answer), 0x86, "bad user name or password");
-    let (_, answer) = Client::connect(&harness, 5, "b", Some(("DEV-B", SECRET_A))).await;
+    let (_, answer) = connect(&harness, 5, "b", Some(("DEV-B", SECRET_A))).await;
     assert_eq!(connack_code(&answer), 0x86, "A's secret does not open B");
-    let (_, answer) = Client::connect(&harness, 5, "n", None).await;
+    let (_, answer) = connect(&harness, 5, "n", None).await;
     assert_eq!(
         connack_code(&answer),
         0x87,
         "no anonymous access outside the demo"
     );
-    let (_, answer) = Client::connect(&harness, 4, "n3", None).await;
+    let (_, answer) = connect(&harness, 4, "n3", None).await;
     assert_eq!(connack_code(&answer), 0x87);
-    let (_, answer) = Client::connect(&harness, 4, "a3", Some(("DEV-A", "wrong"))).await;
+    let (_, answer) = connect(&harness, 4, "a3", Some(("DEV-A", "wrong"))).await;
     assert_eq!(connack_code(&answer), 0x86);
 }
 
 #[tokio::test]
 async fn puback_follows_storage_and_reason_codes_name_the_problem() {
     let harness = harness(MqttSettings::default()).await;
-    let (mut client, _) = Client::connect(&harness, 5, "a", Some(("DEV-A", SECRET_A))).await;
+    let (mut client, _) = connect(&harness, 5, "a", Some(("DEV-A", SECRET_A))).await;
     let topic = "galen/v1/devices/DEV-A/measurements";
     client
         .publish(topic, &measurement(71.0, 0), QoS::AtLeastOnce, 1)
@@ -313,7 +215,7 @@ async fn puback_follows_storage_and_reason_codes_name_the_problem() {
 #[tokio::test]
 async fn mqtt_311_cross_device_publish_closes_the_connection() {
     let harness = harness(MqttSettings::default()).await;
-    let (mut client, answer) = Client::connect(&harness, 4, "a", Some(("DEV-A", SECRET_A))).await;
+    let (mut client, answer) = connect(&harness, 4, "a", Some(("DEV-A", SECRET_A))).await;
     assert_eq!(connack_code(&answer), 0x00);
     client
         .publish(
@@ -342,7 +244,7 @@ async fn mqtt_311_cross_device_publish_closes_the_connection() {
 #[tokio::test]
 async fn rejection_reports_reach_a_subscribed_device_only_for_its_own_topics() {
     let harness = harness(MqttSettings::default()).await;
-    let (mut client, _) = Client::connect(&harness, 4, "a", Some(("DEV-A", SECRET_A))).await;
+    let (mut client, _) = connect(&harness, 4, "a", Some(("DEV-A", SECRET_A))).await;
     let subscribe = |filter: &str, id: u16| {
         let mut packet = SubscribePacket::new(id);
         packet.protocol_version = 4;
@@ -384,7 +286,7 @@ async fn rejection_reports_reach_a_subscribed_device_only_for_its_own_topics() {
 #[tokio::test]
 async fn qos2_is_stored_once_and_completed() {
     let harness = harness(MqttSettings::default()).await;
-    let (mut client, _) = Client::connect(&harness, 5, "a", Some(("DEV-A", SECRET_A))).await;
+    let (mut client, _) = connect(&harness, 5, "a", Some(("DEV-A", SECRET_A))).await;
     let topic = "galen/v1/devices/DEV-A/measurements";
     client
         .publish(topic, &measurement(80.0, 0), QoS::ExactlyOnce, 7)
@@ -406,9 +308,8 @@ async fn qos2_is_stored_once_and_completed() {
 #[tokio::test]
 async fn a_second_connection_with_the_same_client_id_takes_over() {
     let harness = harness(MqttSettings::default()).await;
-    let (mut first, _) = Client::connect(&harness, 5, "same", Some(("DEV-A", SECRET_A))).await;
-    let (mut second, answer) =
-        Client::connect(&harness, 5, "same", Some(("DEV-A", SECRET_A))).await;
+    let (mut first, _) = connect(&harness, 5, "same", Some(("DEV-A", SECRET_A))).await;
+    let (mut second, answer) = connect(&harness, 5, "same", Some(("DEV-A", SECRET_A))).await;
     assert_eq!(connack_code(&answer), 0x00);
     match first.next().await {
         Some(Packet::Disconnect(disconnect)) => {
@@ -423,7 +324,7 @@ async fn a_second_connection_with_the_same_client_id_takes_over() {
 #[tokio::test]
 async fn nothing_is_acknowledged_when_the_store_fails() {
     let harness = harness(MqttSettings::default()).await;
-    let (mut client, _) = Client::connect(&harness, 5, "a", Some(("DEV-A", SECRET_A))).await;
+    let (mut client, _) = connect(&harness, 5, "a", Some(("DEV-A", SECRET_A))).await;
     harness
         .store
         .close()
@@ -458,7 +359,7 @@ async fn oversize_packets_and_silent_clients_are_cut_off() {
         ..MqttSettings::default()
     })
     .await;
-    let (mut client, answer) = Client::connect(&harness, 5, "a", Some(("DEV-A", SECRET_A))).await;
+    let (mut client, answer) = connect(&harness, 5, "a", Some(("DEV-A", SECRET_A))).await;
     match &answer {
         Packet::ConnAck(connack) => assert_eq!(connack.maximum_packet_size(), Some(1024)),
         other => panic!("{other:?}"),
@@ -490,7 +391,7 @@ async fn oversize_packets_and_silent_clients_are_cut_off() {
 #[tokio::test]
 async fn wildcard_topics_and_unknown_releases_are_protocol_errors() {
     let harness = harness(MqttSettings::default()).await;
-    let (mut client, _) = Client::connect(&harness, 5, "a", Some(("DEV-A", SECRET_A))).await;
+    let (mut client, _) = connect(&harness, 5, "a", Some(("DEV-A", SECRET_A))).await;
     let release = mqtt5_protocol::packet::pubrel::PubRelPacket::new(99);
     client.send(&bytes_of(&release)).await;
     match client.next().await {
@@ -531,7 +432,7 @@ async fn wildcard_topics_and_unknown_releases_are_protocol_errors() {
 #[tokio::test]
 async fn a_burst_of_publishes_is_stored_in_few_commits() {
     let harness = harness(MqttSettings::default()).await;
-    let (mut client, _) = Client::connect(&harness, 5, "a", Some(("DEV-A", SECRET_A))).await;
+    let (mut client, _) = connect(&harness, 5, "a", Some(("DEV-A", SECRET_A))).await;
     let mut burst = Vec::new();
     for index in 0..200u16 {
         let mut publish = PublishPacket::new(

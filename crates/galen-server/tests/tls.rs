@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use galen_hl7v2::mllp::{Decoder, Frame, encode_frame};
 use galen_model::{
     DeviceKind, DeviceStatus, HumanName, Identifier, ManualClock, NewAssignment, NewDevice,
@@ -17,9 +16,8 @@ use galen_model::{
 use galen_server::{App, DeviceTls, ServerConfig, TlsFiles};
 use galen_store::Store;
 use galen_store::embedded::{SqliteOptions, SqliteStore};
+use mqtt5_protocol::packet::Packet;
 use mqtt5_protocol::packet::connect::ConnectPacket;
-use mqtt5_protocol::packet::publish::PublishPacket;
-use mqtt5_protocol::packet::{FixedHeader, MqttPacket, Packet};
 use mqtt5_protocol::types::{ConnectOptions, QoS};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -29,12 +27,14 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use sha2::Digest;
 use tempfile::TempDir;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+mod support;
+use support::{MqttClient, NOW, bytes_of, measurement, stored};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-const NOW: &str = "2026-11-23T08:00:30Z";
 const SECRET_A: &str = "secret-of-device-a-0123456789";
 const MONITOR: &str = "0012345678ABCDEF";
 
@@ -230,104 +230,6 @@ async fn tls_connect(
     connector(ca_pem, identity).connect(name, tcp).await
 }
 
-fn bytes_of(packet: &impl MqttPacket) -> Vec<u8> {
-    let mut out = BytesMut::new();
-    packet.encode(&mut out).expect("encode");
-    out.to_vec()
-}
-
-/// A minimal MQTT client over any stream (the pattern of tests/mqtt.rs).
-struct Client<S> {
-    stream: S,
-    buffer: BytesMut,
-    version: u8,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
-    async fn connect(
-        stream: S,
-        version: u8,
-        client_id: &str,
-        user: Option<&str>,
-        password: Option<&str>,
-    ) -> (Client<S>, Option<Packet>) {
-        let mut options = ConnectOptions::new(client_id);
-        options.keep_alive = Duration::from_secs(30);
-        options.username = user.map(str::to_owned);
-        options.password = password.map(|password| password.as_bytes().to_vec());
-        let connect = if version == 5 {
-            ConnectPacket::new(options)
-        } else {
-            ConnectPacket::new_v311(options)
-        };
-        let mut client = Client {
-            stream,
-            buffer: BytesMut::new(),
-            version,
-        };
-        client.send(&bytes_of(&connect)).await;
-        let answer = client.next().await;
-        (client, answer)
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        // A refused peer may already have closed; the answer (or its absence) tells.
-        let _ = self.stream.write_all(bytes).await;
-        let _ = self.stream.flush().await;
-    }
-
-    async fn publish(&mut self, topic: &str, payload: &str, id: u16) {
-        let mut publish = if self.version == 5 {
-            PublishPacket::new(topic, payload.as_bytes().to_vec(), QoS::AtLeastOnce)
-        } else {
-            PublishPacket::new_v311(topic, payload.as_bytes().to_vec(), QoS::AtLeastOnce)
-        };
-        publish.packet_id = Some(id);
-        self.send(&bytes_of(&publish)).await;
-    }
-
-    /// The next packet, or `None` when the server closed the connection (or the TLS session
-    /// failed).
-    async fn next(&mut self) -> Option<Packet> {
-        loop {
-            if let Some(packet) = self.parse() {
-                return Some(packet);
-            }
-            let read = tokio::time::timeout(
-                Duration::from_secs(10),
-                self.stream.read_buf(&mut self.buffer),
-            )
-            .await
-            .expect("an answer within 10 s");
-            match read {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-    }
-
-    fn parse(&mut self) -> Option<Packet> {
-        let mut view = Bytes::copy_from_slice(&self.buffer);
-        let total_before = view.len();
-        let fixed = FixedHeader::decode(&mut view).ok()?;
-        let header_len = total_before - view.len();
-        let length = fixed.remaining_length as usize;
-        if view.len() < length {
-            return None;
-        }
-        let mut body = view.slice(..length);
-        let packet = Packet::decode_from_body_with_version(
-            fixed.packet_type,
-            &fixed,
-            &mut body,
-            self.version,
-        )
-        .expect("Galen sends well-formed packets");
-        let _ = self.buffer.split_to(header_len + length);
-        Some(packet)
-    }
-}
-
 fn connack_code(packet: Option<&Packet>) -> u8 {
     match packet {
         Some(Packet::ConnAck(connack)) => u8::from(connack.reason_code),
@@ -345,44 +247,20 @@ fn puback_code(packet: Option<Packet>, id: u16) -> u8 {
     }
 }
 
-fn measurement(value: f64, seconds: i64) -> String {
-    let time = Timestamp::parse_rfc3339(NOW)
-        .expect("now")
-        .add_seconds(seconds)
-        .to_rfc3339();
-    format!(r#"{{"code":"heart_rate","value":{value},"unit":"/min","time":"{time}"}}"#)
-}
-
-async fn heart_rates(harness: &Harness, serial: &str) -> Vec<f64> {
-    let device = harness
-        .app
-        .directory()
-        .read()
-        .device_by_serial(serial)
-        .expect("device")
-        .id;
-    harness
-        .store
-        .range(device, VitalSign::HeartRate, Timestamp::MIN, Timestamp::MAX)
-        .await
-        .expect("range")
-        .into_iter()
-        .map(|point| point.value)
-        .collect()
-}
-
 #[tokio::test]
 async fn mqtt_over_tls_with_a_password() {
     let harness = harness().await;
     let stream = tls_connect(harness.mqtt, &harness.ca.pem, None)
         .await
         .expect("handshake without a client certificate");
-    let (mut client, answer) = Client::connect(stream, 5, "a", Some("DEV-A"), Some(SECRET_A)).await;
+    let (mut client, answer) =
+        MqttClient::handshake(stream, 5, "a", Some("DEV-A"), Some(SECRET_A)).await;
     assert_eq!(connack_code(answer.as_ref()), 0x00);
     client
         .publish(
             "galen/v1/devices/DEV-A/measurements",
             &measurement(71.0, 0),
+            QoS::AtLeastOnce,
             1,
         )
         .await;
@@ -393,12 +271,12 @@ async fn mqtt_over_tls_with_a_password() {
     let stream = tls_connect(harness.mqtt, &harness.ca.pem, None)
         .await
         .expect("handshake");
-    let (_, answer) = Client::connect(stream, 5, "b", Some("DEV-B"), None).await;
+    let (_, answer) = MqttClient::handshake(stream, 5, "b", Some("DEV-B"), None).await;
     assert_eq!(connack_code(answer.as_ref()), 0x86, "no password");
     let stream = tls_connect(harness.mqtt, &harness.ca.pem, None)
         .await
         .expect("handshake");
-    let (_, answer) = Client::connect(stream, 4, "n", None, None).await;
+    let (_, answer) = MqttClient::handshake(stream, 4, "n", None, None).await;
     assert_eq!(
         connack_code(answer.as_ref()),
         0x87,
@@ -413,7 +291,7 @@ async fn a_device_certificate_authenticates_its_serial() {
     let stream = tls_connect(harness.mqtt, &harness.ca.pem, Some(&identity))
         .await
         .expect("handshake with the device certificate");
-    let (mut client, answer) = Client::connect(stream, 5, "b", None, None).await;
+    let (mut client, answer) = MqttClient::handshake(stream, 5, "b", None, None).await;
     assert_eq!(
         connack_code(answer.as_ref()),
         0x00,
@@ -423,6 +301,7 @@ async fn a_device_certificate_authenticates_its_serial() {
         .publish(
             "galen/v1/devices/DEV-B/measurements",
             &measurement(64.0, 0),
+            QoS::AtLeastOnce,
             1,
         )
         .await;
@@ -431,6 +310,7 @@ async fn a_device_certificate_authenticates_its_serial() {
         .publish(
             "galen/v1/devices/DEV-A/measurements",
             &measurement(65.0, 1),
+            QoS::AtLeastOnce,
             2,
         )
         .await;
@@ -446,12 +326,13 @@ async fn a_device_certificate_authenticates_its_serial() {
     let stream = tls_connect(harness.mqtt, &harness.ca.pem, Some(&identity))
         .await
         .expect("handshake");
-    let (mut client, answer) = Client::connect(stream, 4, "b2", Some("DEV-B"), None).await;
+    let (mut client, answer) = MqttClient::handshake(stream, 4, "b2", Some("DEV-B"), None).await;
     assert_eq!(connack_code(answer.as_ref()), 0x00, "matching user name");
     client
         .publish(
             "galen/v1/devices/DEV-B/measurements",
             &measurement(66.0, 2),
+            QoS::AtLeastOnce,
             3,
         )
         .await;
@@ -459,7 +340,7 @@ async fn a_device_certificate_authenticates_its_serial() {
     let stream = tls_connect(harness.mqtt, &harness.ca.pem, Some(&identity))
         .await
         .expect("handshake");
-    let (_, answer) = Client::connect(stream, 5, "b3", Some("DEV-A"), Some(SECRET_A)).await;
+    let (_, answer) = MqttClient::handshake(stream, 5, "b3", Some("DEV-A"), Some(SECRET_A)).await;
     assert_eq!(
         connack_code(answer.as_ref()),
         0x86,
@@ -471,7 +352,7 @@ async fn a_device_certificate_authenticates_its_serial() {
     let stream = tls_connect(harness.mqtt, &harness.ca.pem, Some(&stranger))
         .await
         .expect("handshake");
-    let (_, answer) = Client::connect(stream, 5, "u", None, None).await;
+    let (_, answer) = MqttClient::handshake(stream, 5, "u", None, None).await;
     assert_eq!(connack_code(answer.as_ref()), 0x87);
 }
 
@@ -485,7 +366,7 @@ async fn a_certificate_from_another_ca_is_refused_at_the_handshake() {
     match tls_connect(harness.mqtt, &harness.ca.pem, Some(&forged)).await {
         Err(_) => {}
         Ok(stream) => {
-            let (_, answer) = Client::connect(stream, 5, "x", None, None).await;
+            let (_, answer) = MqttClient::handshake(stream, 5, "x", None, None).await;
             assert!(answer.is_none(), "no CONNACK after a refused handshake");
         }
     }
@@ -604,4 +485,14 @@ fn start_up_errors_name_the_file() {
         })
         .is_ok()
     );
+}
+
+async fn heart_rates(harness: &Harness, serial: &str) -> Vec<f64> {
+    stored(
+        &harness.app,
+        harness.store.as_ref(),
+        serial,
+        VitalSign::HeartRate,
+    )
+    .await
 }
