@@ -6,7 +6,8 @@
 //!   letters) is durable; a store failure is answered AR/CE with ERR 207 and nothing is kept, so
 //!   the sender resends;
 //! - a repeated control id (same sending application, device and facility) is answered with the
-//!   stored ACK, byte for byte, and stores nothing;
+//!   stored ACK, byte for byte, and stores nothing; the store decides this inside its commit, so
+//!   two copies arriving at once on two connections are stored once and answered alike;
 //! - anything not understood is kept: frames that are not HL7, refused messages and garbage
 //!   between frames as the raw bytes, refused observations as their OBX segment, each with the
 //!   reason.
@@ -244,20 +245,9 @@ impl App {
             }
         };
         let header = read_header(&message);
+        // A repeated control id is recognised in the store's commit (see `commit`), atomically
+        // and without a lookup per message.
         let key = receipt_key(&header);
-        if let Some(key) = &key {
-            match self.0.store.receipt(SOURCE, key).await {
-                Ok(Some(receipt)) => {
-                    self.0.metrics.protocol_event(SOURCE, "repeated");
-                    return wanted(&header, &receipt.response).then_some(receipt.response);
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::error!(%error, "could not look up an HL7 receipt");
-                    return Some(self.store_failed(&header));
-                }
-            }
-        }
         let report = match read_oru(&message) {
             Ok(report) => report,
             Err(refusal) => {
@@ -356,13 +346,13 @@ impl App {
         let receipt = |verdicts: &[Option<&Rejection>]| {
             let ack = build(verdicts);
             built = Some(ack.clone());
-            Receipt {
+            // A message without a control id cannot be asked about again: no receipt.
+            key.map(|key| Receipt {
                 source: SOURCE.to_owned(),
-                // Messages without a control id get a receipt nobody can ask for again.
-                key: key.unwrap_or_default(),
+                key,
                 received,
                 response: ack,
-            }
+            })
         };
         match self
             .0
@@ -374,6 +364,10 @@ impl App {
                 let ack = built?;
                 self.0.metrics.protocol_event(SOURCE, ack_result(&ack));
                 wanted(header, &ack).then_some(ack)
+            }
+            Err(galen_store::Error::AlreadyAnswered(earlier)) => {
+                self.0.metrics.protocol_event(SOURCE, "repeated");
+                wanted(header, &earlier.response).then_some(earlier.response)
             }
             Err(error) => {
                 tracing::error!(%error, "an HL7 message could not be stored");

@@ -132,20 +132,26 @@ impl Pipeline {
         source: &str,
         items: Vec<Result<Incoming<'_>, Unreadable<'_>>>,
     ) -> Result<(Vec<ItemResult>, IngestSummary), galen_store::Error> {
-        self.ingest_with_receipt(source, items, None::<fn(&[Option<&Rejection>]) -> Receipt>)
-            .await
+        self.ingest_with_receipt(
+            source,
+            items,
+            None::<fn(&[Option<&Rejection>]) -> Option<Receipt>>,
+        )
+        .await
     }
 
     /// As [`Pipeline::ingest`], and stores the answer to the sender's message in the same commit.
     ///
     /// `receipt` is called after validation, before the commit, with each item's verdict (`None`
-    /// when it is to be stored, or why it is refused); what it returns is stored atomically with
-    /// the items (see [`galen_store::MeasurementStore::receipt`]). A store failure stores neither.
+    /// when it is to be stored, or why it is refused); the receipt it returns, if any, is stored
+    /// atomically with the items (see [`galen_store::IngestBatch::receipt`]). A store failure
+    /// stores neither; a message answered before fails with
+    /// [`galen_store::Error::AlreadyAnswered`] and stores nothing.
     pub async fn ingest_with_receipt(
         &self,
         source: &str,
         items: Vec<Result<Incoming<'_>, Unreadable<'_>>>,
-        receipt: Option<impl FnOnce(&[Option<&Rejection>]) -> Receipt + Send>,
+        receipt: Option<impl FnOnce(&[Option<&Rejection>]) -> Option<Receipt> + Send>,
     ) -> Result<(Vec<ItemResult>, IngestSummary), galen_store::Error> {
         let now = self.clock.now();
         let mut batch = IngestBatch::default();
@@ -255,7 +261,7 @@ impl Pipeline {
                     Pending::Rejected(rejection) => Some(rejection),
                 })
                 .collect();
-            batch.receipt = Some(receipt(&verdicts));
+            batch.receipt = receipt(&verdicts);
         }
         let outcomes = self.store.ingest(batch).await?;
         let mut summary = IngestSummary::default();

@@ -406,3 +406,27 @@ async fn oversize_frames_are_refused() {
     let ack = send(&harness, &oru("SMALL", "", "MRN-1", &[])).await;
     assert_eq!(msa(&ack).0, "AA");
 }
+
+#[tokio::test]
+async fn copies_arriving_at_once_on_two_connections_are_stored_once_and_answered_alike() {
+    let harness = harness(MllpSettings::default()).await;
+    for round in 0..10 {
+        let message = oru(
+            &format!("RACE-{round}"),
+            "",
+            "MRN-1",
+            &[&format!(
+                "OBX|5|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.1.1.1|96|266016^MDC_DIM_MMHG^MDC|||||F|||202611230801{round:02}+0000"
+            )],
+        );
+        let (left, right) = tokio::join!(send(&harness, &message), send(&harness, &message));
+        assert_eq!(left, right, "round {round}: both copies get the stored ACK");
+        assert_eq!(msa(&left).0, "AE");
+    }
+    let letters = dead_letters(&harness).await;
+    assert_eq!(
+        letters.len(),
+        10,
+        "one dead letter per message, not per copy"
+    );
+}

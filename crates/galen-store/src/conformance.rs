@@ -969,14 +969,63 @@ async fn receipts_are_kept_with_their_content(backend: &dyn Backend) {
         })
         .await
         .expect("ingest with receipt");
-    store
+    let repeated = store
         .ingest(IngestBatch {
-            measurements: Vec::new(),
-            dead_letters: Vec::new(),
+            measurements: vec![measurement(device, VitalSign::HeartRate, 6, 73.0)],
+            dead_letters: vec![DeadLetter {
+                received: at(6),
+                source: "mllp".into(),
+                reason: RejectionReason::UnknownCode,
+                message: "a repeat's refused item".into(),
+                device: Some("SN-R1".into()),
+                payload: b"OBX|9".to_vec(),
+            }],
             receipt: Some(receipt("second answer")),
         })
         .await
-        .expect("ingest with a repeated receipt");
+        .map(|_| ())
+        .expect_err("a repeated message is not stored again");
+    match repeated {
+        Error::AlreadyAnswered(earlier) => assert_eq!(*earlier, receipt("first answer")),
+        other => panic!("expected the earlier answer, got {other}"),
+    }
+    assert!(
+        store.dead_letters(0, 10).await.expect("letters").is_empty(),
+        "nothing of a repeated message is stored"
+    );
+    // Two copies in flight at once: the group commit stores one and answers the other with it.
+    let copy = |response: &str| IngestBatch {
+        measurements: vec![measurement(device, VitalSign::HeartRate, 7, 74.0)],
+        receipt: Some(Receipt {
+            key: "MON|0012|ICU|MSG-3".into(),
+            ..receipt(response)
+        }),
+        ..IngestBatch::default()
+    };
+    let (left, right) = tokio::join!(store.ingest(copy("left")), store.ingest(copy("right")));
+    let answers: Vec<_> = [left, right]
+        .into_iter()
+        .map(|result| match result {
+            Ok(_) => None,
+            Err(Error::AlreadyAnswered(earlier)) => Some(earlier.response),
+            Err(other) => panic!("unexpected {other}"),
+        })
+        .collect();
+    assert_eq!(
+        answers.iter().filter(|answer| answer.is_none()).count(),
+        1,
+        "one copy stored"
+    );
+    let stored_response = store
+        .receipt("mllp", "MON|0012|ICU|MSG-3")
+        .await
+        .expect("read")
+        .expect("stored")
+        .response;
+    assert!(
+        answers.contains(&Some(stored_response)),
+        "the other got the stored answer"
+    );
     let found = store
         .receipt("mllp", "MON|0012|ICU|MSG-1")
         .await
@@ -1004,11 +1053,15 @@ async fn receipts_are_kept_with_their_content(backend: &dyn Backend) {
         Some(receipt("first answer")),
         "a receipt is durable"
     );
+    let values: Vec<f64> = all_points(reopened.as_ref(), device, VitalSign::HeartRate)
+        .await
+        .into_iter()
+        .map(|point| point.value)
+        .collect();
     assert_eq!(
-        all_points(reopened.as_ref(), device, VitalSign::HeartRate)
-            .await
-            .len(),
-        1
+        values,
+        [72.0, 74.0],
+        "the repeat's value (73) was not stored"
     );
     reopened.close().await.expect("close");
 }

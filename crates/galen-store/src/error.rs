@@ -18,6 +18,10 @@ pub enum Error {
     /// The store was closed.
     #[error("store is closed")]
     Closed,
+    /// The batch carried a receipt whose sender and message id were answered before: nothing of
+    /// it was stored, and this is the answer given then (see [`crate::IngestBatch::receipt`]).
+    #[error("the message was answered before")]
+    AlreadyAnswered(Box<crate::Receipt>),
     /// The backend failed.
     #[error("backend: {0}")]
     Backend(String),

@@ -70,8 +70,11 @@ pub struct IngestBatch {
     /// Refused items to keep.
     pub dead_letters: Vec<DeadLetter>,
     /// The answer given to the sender of a protocol message (an HL7 ACK), keyed by the sender's
-    /// message id, stored in the same commit as the message's content so that a repeated message
-    /// gets the same answer and stores nothing twice.
+    /// message id, stored in the same commit as the message's content. When a receipt of the same
+    /// source and key is already stored (or earlier in the same group commit), nothing of the batch
+    /// is stored and ingest fails with [`crate::Error::AlreadyAnswered`] carrying the first
+    /// answer: a repeated message gets the same answer and stores nothing twice, even when the
+    /// copies arrive at once on two connections.
     pub receipt: Option<Receipt>,
 }
 

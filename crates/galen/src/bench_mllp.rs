@@ -12,12 +12,12 @@
 //! The baseline is the store alone: the same values as one `MeasurementStore::ingest` per message
 //! (with a receipt of an ACK's size, as the listener stores), from as many concurrent tasks as
 //! there are connections, into a second fresh store, for the same time. It is what the MLLP layer
-//! (framing, parsing, PCD-01 reading, the pipeline's normalisation, the receipt lookup, the ACK and
+//! (framing, parsing, PCD-01 reading, the pipeline's normalisation, the ACK and
 //! the clinical engine that every committed value feeds) costs on top of the durable group commit.
 //!
 //! `--breakdown` splits that cost further: the same values through `Pipeline::ingest_with_receipt`
 //! (normalisation, directory, clinical engine, no MLLP) on a third store, and single-threaded
-//! timings of one report's parse + PCD-01 read + ACK build, and of one receipt lookup.
+//! timings of one report's parse + PCD-01 read + ACK build.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -57,8 +57,7 @@ pub(crate) struct MllpArgs {
     #[arg(long)]
     no_baseline: bool,
     /// Also split the cost: the same values through the ingest pipeline without MLLP (own store
-    /// and App, clinical engine included), and single-threaded timings of the HL7 work and of a
-    /// receipt lookup.
+    /// and App, clinical engine included), and single-threaded timings of the HL7 work.
     #[arg(long)]
     breakdown: bool,
     /// Where to put the databases (default: a temporary directory, removed afterwards).
@@ -270,15 +269,13 @@ async fn store_client(
 }
 
 /// One pipeline task: the same values through the ingest pipeline (no MLLP), one call per
-/// message with a receipt, as the listener makes it; with `lookup`, preceded by the receipt
-/// lookup the listener makes for every message.
+/// message with a receipt, as the listener makes it.
 async fn pipeline_client(
     app: App,
     connection: usize,
     lane: usize,
     serial: String,
     start: Timestamp,
-    lookup: bool,
     stop: Arc<AtomicBool>,
 ) -> Result<Tally> {
     let mut tally = Tally::default();
@@ -302,16 +299,15 @@ async fn pipeline_client(
             })
             .collect();
         let key = format!("BENCH|{serial}||B{connection}-{sequence}");
-        let receipt = |_: &[Option<&galen_model::Rejection>]| Receipt {
-            source: "mllp".into(),
-            key: key.clone(),
-            received: SystemClock.now(),
-            response: response.clone(),
+        let receipt = |_: &[Option<&galen_model::Rejection>]| {
+            Some(Receipt {
+                source: "mllp".into(),
+                key,
+                received: SystemClock.now(),
+                response: response.clone(),
+            })
         };
         let sent = Instant::now();
-        if lookup && app.store().receipt("mllp", &key).await?.is_some() {
-            bail!("a receipt for a new message");
-        }
         let (results, _) = app
             .pipeline()
             .ingest_with_receipt("bench", items, Some(receipt))
@@ -342,9 +338,8 @@ fn time_per_call(count: u32, mut work: impl FnMut(u32)) -> f64 {
     started.elapsed().as_secs_f64() * 1e6 / f64::from(count)
 }
 
-/// Single-threaded costs: one report through parse + PCD-01 read + ACK build, and one receipt
-/// lookup that misses (what every new message pays) on `store`.
-async fn micro_timings(store: &SqliteStore, start: Timestamp) -> Result<()> {
+/// Single-threaded cost of one report through parse + PCD-01 read + ACK build.
+fn micro_timings(start: Timestamp) {
     let time = report_time(start, 0, 0);
     let text = crate::simulate::pcd01_report(
         &Simulator::device_serial(0),
@@ -371,22 +366,9 @@ async fn micro_timings(store: &SqliteStore, start: Timestamp) -> Result<()> {
             checksum += ack.len() + report.observations.len();
         }
     });
-    let lookups = 2_000u32;
-    let started = Instant::now();
-    for index in 0..lookups {
-        let found = store
-            .receipt(
-                "mllp",
-                &format!("GALEN-SIM|SIM-MON-0000|SIMULATOR|missing-{index}"),
-            )
-            .await?;
-        checksum += usize::from(found.is_some());
-    }
-    let lookup = started.elapsed().as_secs_f64() * 1e6 / f64::from(lookups);
     println!(
-        "breakdown, single-threaded: parse + PCD-01 read + ACK build {hl7:.1} µs per report; receipt lookup (miss, spawn_blocking + SQLite) {lookup:.1} µs [{checksum}]"
+        "breakdown, single-threaded: parse + PCD-01 read + ACK build {hl7:.1} µs per report [{checksum}]"
     );
-    Ok(())
 }
 
 /// What a part measured: the merged tallies, its wall time and the process CPU time it used.
@@ -570,10 +552,10 @@ pub(crate) async fn mllp(args: MllpArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--breakdown`: the pipeline without MLLP on its own store and App, without and with the
-/// listener's receipt lookup, then micro-timings.
+/// `--breakdown`: the pipeline without MLLP on its own store and App, then micro-timings.
 async fn breakdown(args: &MllpArgs, directory: &std::path::Path, start: Timestamp) -> Result<()> {
-    for (part, lookup) in [("pipeline", false), ("pipeline-lookup", true)] {
+    {
+        let part = "pipeline";
         let store = Arc::new(crate::open_store(directory.join(part)).await?);
         crate::bench::register(store.as_ref(), args.devices, start.add_seconds(-60)).await?;
         let app = App::new(
@@ -591,7 +573,6 @@ async fn breakdown(args: &MllpArgs, directory: &std::path::Path, start: Timestam
                     connection / args.devices,
                     Simulator::device_serial(connection % args.devices),
                     start,
-                    lookup,
                     stop.clone(),
                 ))
             })
@@ -602,12 +583,7 @@ async fn breakdown(args: &MllpArgs, directory: &std::path::Path, start: Timestam
         let stats = store.stats();
         let rate = pipeline.accepted as f64 / seconds;
         println!(
-            "breakdown, pipeline without MLLP{} (ingest_with_receipt, clinical engine running, {} tasks): {rate:.0} messages/s; latency {}; {}{}{}",
-            if lookup {
-                ", after a receipt lookup each"
-            } else {
-                ""
-            },
+            "breakdown, pipeline without MLLP (ingest_with_receipt, clinical engine running, {} tasks): {rate:.0} messages/s; latency {}; {}{}{}",
             args.connections,
             latency_line(&mut pipeline.latencies_ms),
             commit_line(&stats, seconds),
@@ -618,9 +594,7 @@ async fn breakdown(args: &MllpArgs, directory: &std::path::Path, start: Timestam
                 String::new()
             }
         );
-        if lookup {
-            micro_timings(&store, start).await?;
-        }
+        micro_timings(start);
         drop(app);
         store.close().await?;
     }

@@ -23,7 +23,10 @@ use super::memtable::{MAX_SPAN_MICROS, Memtable, Sealed};
 use super::{Counters, series_id};
 use crate::codec::{WalPoint, decode_chunk, decode_wal, encode_chunk, encode_wal};
 use crate::error::{Error, Result};
-use crate::types::{AppendOutcome, IngestBatch};
+use crate::types::{AppendOutcome, IngestBatch, Receipt};
+
+/// Where an ingest call waits for its answer.
+type Reply = oneshot::Sender<Result<Vec<AppendOutcome>>>;
 
 /// Work for the writer thread.
 #[derive(Debug)]
@@ -332,19 +335,19 @@ impl Writer {
         }
     }
 
-    fn group_commit(
-        &mut self,
-        ingests: Vec<(IngestBatch, oneshot::Sender<Result<Vec<AppendOutcome>>>)>,
-    ) {
+    fn group_commit(&mut self, ingests: Vec<(IngestBatch, Reply)>) {
         let started = Instant::now();
         match self.write_group(&ingests) {
             Ok((outcomes, staged)) => {
                 self.publish(staged);
                 // Counters first, so that anyone who saw the answer also sees it counted.
-                let batch_size: u64 = outcomes.iter().map(|outcome| outcome.len() as u64).sum();
+                let batch_size: u64 = outcomes
+                    .iter()
+                    .map(|outcome| outcome.as_ref().map_or(0, |outcome| outcome.len() as u64))
+                    .sum();
                 self.counters.record_commit(started.elapsed(), batch_size);
                 for ((_, reply), outcome) in ingests.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
+                    let _ = reply.send(outcome);
                 }
             }
             Err(error) => {
@@ -356,19 +359,65 @@ impl Writer {
         }
     }
 
-    /// Classifies and durably writes one group. Returns per-request outcomes and the new points.
+    /// The earlier receipt of each batch whose message was answered before (stored, or earlier
+    /// in this group); `None` for the others.
+    fn answered_before(&self, ingests: &[(IngestBatch, Reply)]) -> Result<Vec<Option<Receipt>>> {
+        let mut lookup = self.connection.prepare_cached(
+            "SELECT received, response FROM receipts WHERE source = ?1 AND key = ?2",
+        )?;
+        let mut in_group: HashMap<(&str, &str), &Receipt> = HashMap::new();
+        let mut answered = Vec::with_capacity(ingests.len());
+        for (batch, _) in ingests {
+            let Some(receipt) = &batch.receipt else {
+                answered.push(None);
+                continue;
+            };
+            let key = (receipt.source.as_str(), receipt.key.as_str());
+            if let Some(first) = in_group.get(&key) {
+                answered.push(Some((*first).clone()));
+                continue;
+            }
+            let stored = lookup
+                .query_row(params![receipt.source, receipt.key], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+                })
+                .optional()?;
+            match stored {
+                Some((received, response)) => answered.push(Some(Receipt {
+                    source: receipt.source.clone(),
+                    key: receipt.key.clone(),
+                    received: galen_model::Timestamp::from_micros(received),
+                    response,
+                })),
+                None => {
+                    in_group.insert(key, receipt);
+                    answered.push(None);
+                }
+            }
+        }
+        Ok(answered)
+    }
+
+    /// Classifies and durably writes one group. Returns per-request outcomes (or the earlier
+    /// answer of a repeated message, of which nothing is stored) and the new points.
     #[allow(clippy::type_complexity)]
     fn write_group(
         &mut self,
-        ingests: &[(IngestBatch, oneshot::Sender<Result<Vec<AppendOutcome>>>)],
-    ) -> Result<(Vec<Vec<AppendOutcome>>, Vec<WalPoint>)> {
+        ingests: &[(IngestBatch, Reply)],
+    ) -> Result<(Vec<Result<Vec<AppendOutcome>>>, Vec<WalPoint>)> {
+        let answered = self.answered_before(ingests)?;
+        let fresh = |index: usize| answered.get(index).is_none_or(Option::is_none);
         let mut group_keys = FastSet::default();
         let mut staged = Vec::new();
         let mut outcomes = Vec::with_capacity(ingests.len());
         let mut duplicates = 0u64;
         {
             let mut group_ids: FastSet<(i64, &str)> = FastSet::default();
-            for (batch, _) in ingests {
+            for (index, (batch, _)) in ingests.iter().enumerate() {
+                if let Some(Some(earlier)) = answered.get(index) {
+                    outcomes.push(Err(Error::AlreadyAnswered(Box::new(earlier.clone()))));
+                    continue;
+                }
                 let mut request_outcomes = Vec::with_capacity(batch.measurements.len());
                 for measurement in &batch.measurements {
                     let series = series_id(measurement.device, measurement.vital);
@@ -391,7 +440,7 @@ impl Writer {
                     }
                     request_outcomes.push(outcome);
                 }
-                outcomes.push(request_outcomes);
+                outcomes.push(Ok(request_outcomes));
             }
         }
         let sealing_count = self
@@ -414,7 +463,10 @@ impl Writer {
             let mut insert = transaction.prepare_cached(
                 "INSERT INTO dead_letters (received, source, reason, message, device, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            for (batch, _) in ingests {
+            for (index, (batch, _)) in ingests.iter().enumerate() {
+                if !fresh(index) {
+                    continue;
+                }
                 for letter in &batch.dead_letters {
                     insert.execute(params![
                         letter.received.micros(),
@@ -432,7 +484,10 @@ impl Writer {
             let mut insert = transaction.prepare_cached(
                 "INSERT OR IGNORE INTO receipts (source, key, received, response) VALUES (?1, ?2, ?3, ?4)",
             )?;
-            for (batch, _) in ingests {
+            for (index, (batch, _)) in ingests.iter().enumerate() {
+                if !fresh(index) {
+                    continue;
+                }
                 if let Some(receipt) = &batch.receipt {
                     insert.execute(params![
                         receipt.source,
