@@ -57,14 +57,38 @@ pub fn build_ack(
         control = escape(control_id),
     );
     ack.push('\r');
+    let legacy = before_2_5(&version);
     ack.push_str(&format!(
         "MSA{f}{code}{f}{original}",
         f = d.field,
         code = ack_code(original, outcome),
         original = escape(&original.control_id)
     ));
+    // Before 2.5, ERR has only ERR-1 (no severity or user message): MSA-3 carries the first
+    // problem in words.
+    if let (true, Some(first)) = (legacy, diagnostics.first()) {
+        ack.push_str(&format!("{f}{}", escape(&first.message), f = d.field));
+    }
     ack.push('\r');
     for diagnostic in diagnostics {
+        if legacy {
+            // ERR-1 (ELD): segment ^ sequence ^ field ^ code&text&HL70357.
+            ack.push_str(&format!(
+                "ERR{f}{segment}{c}{occurrence}{c}{field}{c}{code}{s}{text}{s}HL70357\r",
+                f = d.field,
+                c = d.component,
+                s = d.subcomponent,
+                segment = diagnostic.segment,
+                occurrence = diagnostic.occurrence,
+                field = diagnostic
+                    .field
+                    .map(|field| field.to_string())
+                    .unwrap_or_default(),
+                code = diagnostic.code.code(),
+                text = escape(diagnostic.code.text()),
+            ));
+            continue;
+        }
         let location = match diagnostic.field {
             Some(field) => format!(
                 "{}{c}{}{c}{field}",
@@ -96,4 +120,16 @@ pub fn build_ack(
         ack.push('\r');
     }
     ack
+}
+
+/// Whether `version` (MSH-12) is older than 2.5, whose ERR segment has only ERR-1.
+fn before_2_5(version: &str) -> bool {
+    let mut parts = version.split('.');
+    let major = parts
+        .next()
+        .and_then(|part| part.trim().parse::<u32>().ok());
+    let minor = parts
+        .next()
+        .and_then(|part| part.trim().parse::<u32>().ok());
+    matches!((major, minor), (Some(2), Some(minor)) if minor < 5)
 }

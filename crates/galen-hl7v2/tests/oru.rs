@@ -228,6 +228,32 @@ fn acks_in_original_and_enhanced_mode_with_err_segments() {
     assert!(rejected.contains("MSA|AR|"));
 }
 
+#[test]
+fn acks_to_versions_before_2_5_use_err_1() {
+    let text = pcd01(
+        "OBX|6|NM|150022^MDC_PRESS_BLD_NONINV_DIA^MDC|1.1.2.2|x|266016^MDC_DIM_MMHG^MDC|||||F",
+    )
+    .replace("|P|2.6|", "|P|2.4|");
+    let report = read_oru(&Message::parse(&text).expect("parses")).expect("ORU");
+    let ack = build_ack(
+        &report.header,
+        Outcome::Error,
+        &report.diagnostics,
+        "ACK-4",
+        &format_time(T),
+    );
+    let ack_message = Message::parse(&ack).expect("the ACK is HL7 itself");
+    assert_eq!(ack_message.value(ack_message.header().raw(12)), "2.4");
+    let msa = ack_message.segment("MSA").expect("MSA");
+    assert!(
+        msa.raw(3).contains("not a number"),
+        "MSA-3 says why: {ack:?}"
+    );
+    let err = ack_message.segment("ERR").expect("ERR");
+    assert_eq!(err.len(), 1, "only ERR-1 exists before 2.5: {ack:?}");
+    assert_eq!(err.raw(1), "OBX^6^5^102&Data type error&HL70357");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
