@@ -559,14 +559,20 @@ fn publish(
     let _ = persist.send(Persist::Records(scores, alarms, filtered));
 }
 
-/// Stores outputs in batches; retries a failed write (outputs are never dropped while the
-/// process lives: the engine's state already moved on).
+/// How long the persister gathers outputs before writing them (see [`persister`]).
+const PERSIST_GATHER: Duration = Duration::from_millis(50);
+
+/// Stores outputs in batches, at most one write per [`PERSIST_GATHER`]; retries a failed write
+/// (outputs are never dropped while the process lives: the engine's state already moved on).
 async fn persister(
     store: Arc<dyn Store>,
     mut receiver: mpsc::UnboundedReceiver<Persist>,
     metrics: Arc<ClinicalMetrics>,
 ) {
     while let Some(first) = receiver.recv().await {
+        // Gather for a moment: these writes take SQLite's write lock beside the ingest writer,
+        // and fewer, larger transactions leave it more of the lock (and of the disk's fsyncs).
+        tokio::time::sleep(PERSIST_GATHER).await;
         let mut scores = Vec::new();
         let mut alarms = Vec::new();
         let mut filtered = Vec::new();
