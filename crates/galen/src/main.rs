@@ -14,6 +14,7 @@ mod demo;
 mod mapping_cli;
 mod replay;
 mod simulate;
+mod simulate_mqtt;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -7,7 +7,9 @@
 //! - `--protocol hl7`: as HL7 v2 ORU^R01 (IHE PCD-01), one message per vital-sign set, over one
 //!   persistent MLLP connection per monitor, each message waiting for its ACK before the next.
 //!   A message whose ACK does not arrive is sent again with the same control id, so the server
-//!   answers a repeat from its receipt and stores nothing twice.
+//!   answers a repeat from its receipt and stores nothing twice, or
+//! - `--protocol mqtt`: as MQTT 5 devices, each logged in with a credential of its own, one QoS 1
+//!   publish per vital-sign set (see `simulate_mqtt`).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -41,30 +43,34 @@ pub(crate) struct SimulateArgs {
     token: Option<String>,
     /// Number of simulated patients (each with one monitor).
     #[arg(long, default_value_t = 24)]
-    patients: usize,
+    pub(crate) patients: usize,
     /// Vital-sign sets per patient per second.
     #[arg(long, default_value_t = 1.0)]
-    rate: f64,
+    pub(crate) rate: f64,
     /// Storyline of every patient: stable, sepsis, hypoxia, artefact or dropout.
     #[arg(long, default_value = "stable", value_parser = parse_scenario)]
-    scenario: Scenario,
+    pub(crate) scenario: Scenario,
     /// Seed; the same seed gives the same values.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Stop after this many seconds (default: run until interrupted).
     #[arg(long)]
-    duration: Option<u64>,
+    pub(crate) duration: Option<u64>,
     /// Serial prefix offset: patient i uses the monitor SIM-MON-(i + offset), so several
     /// simulators can drive one server.
     #[arg(long, default_value_t = 0)]
-    offset: usize,
-    /// How the monitors send their values: `http` (JSON batches to the API) or `hl7` (HL7 v2
-    /// ORU^R01 over MLLP to --mllp; registration still goes to --target).
+    pub(crate) offset: usize,
+    /// How the monitors send their values: `http` (JSON batches to the API), `hl7` (HL7 v2
+    /// ORU^R01 over MLLP to --mllp) or `mqtt` (MQTT 5 to --mqtt, each monitor with a credential of
+    /// its own); registration always goes to --target.
     #[arg(long, value_enum, default_value_t = Protocol::Http)]
     protocol: Protocol,
     /// The server's HL7 v2 (MLLP) listener, for `--protocol hl7`.
     #[arg(long, default_value = "127.0.0.1:2575")]
-    mllp: String,
+    pub(crate) mllp: String,
+    /// The server's MQTT listener, for `--protocol mqtt`.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    pub(crate) mqtt: String,
 }
 
 /// The device protocol of a simulation.
@@ -74,6 +80,8 @@ pub(crate) enum Protocol {
     Http,
     /// HL7 v2 ORU^R01 (IHE PCD-01) over MLLP.
     Hl7,
+    /// MQTT 5, QoS 1, one credential per monitor.
+    Mqtt,
 }
 
 fn parse_scenario(text: &str) -> Result<Scenario, String> {
@@ -83,13 +91,18 @@ fn parse_scenario(text: &str) -> Result<Scenario, String> {
 }
 
 /// Registers the monitors, patients and assignments the simulation needs, tolerating ones that
-/// exist already.
-async fn register(client: &HttpClient, patients: usize, offset: usize) -> Result<()> {
+/// exist already; returns each monitor's id and serial, in patient order.
+async fn register(
+    client: &HttpClient,
+    patients: usize,
+    offset: usize,
+) -> Result<Vec<(i64, String)>> {
     let devices = client.get_json("/api/v1/devices").await?;
     let known_patients = client.get_json("/api/v1/patients").await?;
     let find = |list: &Value, key: &dyn Fn(&Value) -> bool| -> Option<i64> {
         list["items"].as_array()?.iter().find(|item| key(item))?["id"].as_i64()
     };
+    let mut monitors = Vec::with_capacity(patients);
     for index in offset..offset + patients {
         let serial = Simulator::device_serial(index);
         let device = match find(&devices, &|item| item["serial"] == serial.as_str()) {
@@ -132,8 +145,9 @@ async fn register(client: &HttpClient, patients: usize, offset: usize) -> Result
         if status != StatusCode::CREATED && status != StatusCode::CONFLICT {
             bail!("assigning device {serial} answered {status}: {answer}");
         }
+        monitors.push((device, serial));
     }
-    Ok(())
+    Ok(monitors)
 }
 
 /// The JSON body of a batch of readings; ids carry the run's start so reruns never collide.
@@ -160,7 +174,7 @@ pub(crate) async fn run(args: SimulateArgs) -> Result<()> {
         bail!("--rate must be a positive number of vital-sign sets per second");
     }
     let client = HttpClient::new(&args.target, args.token.clone())?;
-    register(&client, args.patients, args.offset)
+    let monitors = register(&client, args.patients, args.offset)
         .await
         .context("registering simulated devices and patients")?;
     let now = SystemClock.now();
@@ -174,17 +188,20 @@ pub(crate) async fn run(args: SimulateArgs) -> Result<()> {
     match args.protocol {
         Protocol::Http => send_http(&args, &client, simulator, now).await,
         Protocol::Hl7 => send_hl7(&args, simulator, now).await,
+        Protocol::Mqtt => {
+            crate::simulate_mqtt::send_mqtt(&args, &client, &monitors, simulator, now).await
+        }
     }
 }
 
 /// Stops a simulation: Ctrl-C, or the end of `--duration`.
-struct Stopping {
+pub(crate) struct Stopping {
     deadline: Option<Instant>,
     ticker: tokio::time::Interval,
 }
 
 impl Stopping {
-    fn new(started: Instant, duration: Option<u64>) -> Stopping {
+    pub(crate) fn new(started: Instant, duration: Option<u64>) -> Stopping {
         Stopping {
             deadline: duration.map(|seconds| started + Duration::from_secs(seconds)),
             ticker: tokio::time::interval(Duration::from_millis(200)),
@@ -192,7 +209,7 @@ impl Stopping {
     }
 
     /// Waits for the next 200 ms tick; false when the simulation should end.
-    async fn tick(&mut self) -> bool {
+    pub(crate) async fn tick(&mut self) -> bool {
         tokio::select! {
             _ = self.ticker.tick() => {},
             _ = tokio::signal::ctrl_c() => return false,

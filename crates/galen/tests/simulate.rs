@@ -1,6 +1,7 @@
 //! End to end: `galen simulate` registers its monitors and patients on a real `galen serve` over
 //! the public API and streams vitals that the dashboard then shows, over HTTP or as HL7 v2 over
-//! MLLP; a rerun reuses the registry, and a wrong token fails loudly.
+//! MLLP, or over MQTT with a credential per device; a rerun reuses the registry, and a wrong token
+//! fails loudly.
 
 mod common;
 
@@ -119,19 +120,15 @@ fn count_after(line: &str, label: &str) -> u64 {
         .unwrap_or_else(|| panic!("no count after {label:?} in {line:?}"))
 }
 
-#[test]
-fn simulate_feeds_a_server_over_hl7() {
-    let directory = tempfile::tempdir().expect("temp dir");
-    let server = start_with_args(directory.path(), &["--mllp-addr", "127.0.0.1:0"]);
-    let mllp = server.mllp.clone().expect("an MLLP listener");
-
+/// Runs `galen simulate` against `server` with `protocol_args`; returns its last line.
+fn simulate_over(server: &common::Server, protocol_args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_galen"))
         .args([
             "simulate",
             "--target",
             &format!("http://{}", server.address),
         ])
-        .args(["--protocol", "hl7", "--mllp", &mllp])
+        .args(protocol_args)
         .args(["--patients", "3", "--rate", "2", "--scenario", "stable"])
         .args(["--seed", "7", "--duration", "3"])
         .env("GALEN_API_TOKEN", TOKEN)
@@ -144,19 +141,14 @@ fn simulate_feeds_a_server_over_hl7() {
         "simulate failed: {stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let summary = stdout.lines().last().expect("a summary line");
-    let messages = count_after(summary, "sent");
-    assert!(
-        messages >= 3 * 4,
-        "3 patients x ~6 sets in 3 s, one message each: {summary}"
-    );
-    assert_eq!(count_after(summary, "AA"), messages, "all AA: {summary}");
-    for label in ["AE", "AR", "other", "resent"] {
-        assert_eq!(count_after(summary, label), 0, "{label}: {summary}");
-    }
+    stdout.lines().last().expect("a summary line").to_owned()
+}
 
+/// Checks that every monitor's vitals reached the dashboard, that `sets` heart rates (one per
+/// set) were stored, and that nothing became a dead letter.
+fn assert_stored(address: &str, sets: u64) {
     // Every monitor's first set carries all six vitals; the dashboard shows them per patient.
-    let dashboard = get(&server.address, "/api/v1/dashboard");
+    let dashboard = get(address, "/api/v1/dashboard");
     let tiles = dashboard["patients"].as_array().expect("patients");
     assert_eq!(tiles.len(), 3);
     for tile in tiles {
@@ -174,20 +166,76 @@ fn simulate_feeds_a_server_over_hl7() {
             );
         }
     }
-    // Each message carried one heart rate, stored once.
+    // Each set carried one heart rate, stored once.
     let mut heart_rates = 0;
-    for device in get(&server.address, "/api/v1/devices")["items"]
+    for device in get(address, "/api/v1/devices")["items"]
         .as_array()
         .expect("devices")
     {
         let id = device["id"].as_i64().expect("id");
         let series = get(
-            &server.address,
+            address,
             &format!("/api/v1/devices/{id}/vitals?code=heart_rate"),
         );
         heart_rates += series["points"].as_array().map_or(0, Vec::len);
     }
-    assert_eq!(heart_rates as u64, messages);
-    let letters = get(&server.address, "/api/v1/dead-letters");
+    assert_eq!(heart_rates as u64, sets);
+    let letters = get(address, "/api/v1/dead-letters");
     assert_eq!(letters["items"], serde_json::json!([]), "no dead letters");
+}
+
+#[test]
+fn simulate_feeds_a_server_over_hl7() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let server = start_with_args(directory.path(), &["--mllp-addr", "127.0.0.1:0"]);
+    let mllp = server.mllp.clone().expect("an MLLP listener");
+
+    let summary = simulate_over(&server, &["--protocol", "hl7", "--mllp", &mllp]);
+    let messages = count_after(&summary, "sent");
+    assert!(
+        messages >= 3 * 4,
+        "3 patients x ~6 sets in 3 s, one message each: {summary}"
+    );
+    assert_eq!(count_after(&summary, "AA"), messages, "all AA: {summary}");
+    for label in ["AE", "AR", "other", "resent"] {
+        assert_eq!(count_after(&summary, label), 0, "{label}: {summary}");
+    }
+    assert_stored(&server.address, messages);
+}
+
+#[test]
+fn simulate_feeds_a_server_over_mqtt_with_a_credential_per_device() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let server = start_with_args(directory.path(), &["--mqtt-addr", "127.0.0.1:0"]);
+    let mqtt = server.mqtt.clone().expect("an MQTT listener");
+
+    let summary = simulate_over(&server, &["--protocol", "mqtt", "--mqtt", &mqtt]);
+    let sets = count_after(&summary, "published");
+    assert!(
+        sets >= 3 * 4,
+        "3 patients x ~6 sets in 3 s, one publish each: {summary}"
+    );
+    assert_eq!(
+        count_after(&summary, "stored"),
+        sets,
+        "all stored: {summary}"
+    );
+    for label in ["refused", "resent"] {
+        assert_eq!(count_after(&summary, label), 0, "{label}: {summary}");
+    }
+    assert_stored(&server.address, sets);
+    // Each monitor logged in with a credential of its own, revoked when the run ended.
+    for device in get(&server.address, "/api/v1/devices")["items"]
+        .as_array()
+        .expect("devices")
+    {
+        let id = device["id"].as_i64().expect("id");
+        let credentials = get(
+            &server.address,
+            &format!("/api/v1/devices/{id}/credentials"),
+        );
+        let items = credentials["items"].as_array().expect("credentials");
+        assert_eq!(items.len(), 1, "{credentials}");
+        assert!(items[0]["revoked"].is_string(), "revoked: {credentials}");
+    }
 }
