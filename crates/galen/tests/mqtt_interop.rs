@@ -487,12 +487,11 @@ type Expected = (&'static str, i64, f64);
 fn mapping_templates_over_mqtt() {
     let shipped = ["ble-health-gateway", "pulse-oximeter-hub", "smart-scale"];
     let templates = Path::new(TEMPLATES);
-    if shipped
-        .iter()
-        .any(|name| !templates.join(format!("{name}.toml")).exists())
-    {
-        eprintln!("the shipped templates are not in {TEMPLATES}: nothing to test");
-        return;
+    for name in shipped {
+        assert!(
+            templates.join(format!("{name}.toml")).exists(),
+            "the shipped template {name} is not in {TEMPLATES}"
+        );
     }
     let python = python();
     // The server reads a copy, so that a broken template can be added for the reload check.
@@ -666,4 +665,37 @@ fn mapping_templates_over_mqtt() {
         "{weights:?}"
     );
     assert!((weights[1].1 - 70.5).abs() < 1e-9, "{weights:?}");
+
+    // SIGHUP reloads the directory as it now is: the broken file and one template removed.
+    std::fs::remove_file(template_dir.path().join("broken.toml")).expect("remove broken");
+    std::fs::remove_file(template_dir.path().join("pulse-oximeter-hub.toml")).expect("remove");
+    let hangup = std::process::Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(hangup.success());
+    let expected: BTreeSet<String> = ["ble-health-gateway", "smart-scale"]
+        .iter()
+        .map(|name| (*name).to_owned())
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, body) =
+            request(&server.address, "GET", "/api/v1/mapping/templates", None).expect("templates");
+        assert_eq!(status, 200);
+        let names: BTreeSet<String> = serde_json::from_str::<Value>(&body).expect("JSON")["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|item| item["name"].as_str().map(str::to_owned))
+            .collect();
+        if names == expected {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload the templates: {names:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
