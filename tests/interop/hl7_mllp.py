@@ -289,6 +289,20 @@ class Peer:
             older_ack_bytes = self.exchange(client, older)
             self.read_ack(older_ack_bytes, older, "AA", "version 2.5.1")
             stored += older_obs
+            # 5b. Over Galen's 1 MiB limit: AR addressed by the message's own MSH, ERR 207, and
+            # the connection stays usable (the next exchange above reuses it).
+            big = self.oru("IOP-BIG-1", [observed("heart_rate", 70, start + 8 * second)])
+            big_text = str(big) + "\rNTE|1||" + "x" * (1100 * 1024)
+            big_ack_bytes = self.exchange(client, big_text)
+            ack = self.read_ack(big_ack_bytes, big, "AR", "oversize message")
+            if ack is not None:
+                code = str(ack["ERR.F3.R1.C1"])
+                self.expect(code == "207", f"oversize message: ERR-3.1 {code!r}")
+            # The listener still answers on this connection.
+            again_obs = [("heart_rate", 71, start + 9 * second)]
+            again = self.oru("IOP-AFTER-BIG-1", [observed(v, value, t) for v, value, t in again_obs])
+            self.read_ack(self.exchange(client, again), again, "AA", "after the oversize message")
+            stored += again_obs
 
         # 6. Repeats, on a new connection as a sender that missed the ACK would: same bytes.
         with self.connect() as client:
@@ -307,7 +321,7 @@ class Peer:
                 {"code": vital, "value": value, "time_micros": micros}
                 for vital, value, micros in stored
             ],
-            "dead_letters": ["wrong_unit", "malformed"],
+            "dead_letters": ["wrong_unit", "malformed", "too_large"],
         }
 
     def load(self, start, count, record_path, run):

@@ -29,12 +29,26 @@ pub enum Frame {
     /// Bytes outside any frame (before a start byte), skipped. Reported so that nothing is
     /// dropped silently.
     Garbage(Vec<u8>),
-    /// A frame longer than the limit; its bytes up to the limit were discarded and the decoder
-    /// waits for the next start byte.
+    /// A frame longer than the limit, reported once, when its end byte arrives (or when
+    /// [`Decoder::finish`] gives it up); its bytes were discarded except the first
+    /// [`OVERSIZE_HEAD`], kept so that the sender can be answered by its MSH and the message
+    /// identified in the dead letter.
     Oversize {
-        /// How many bytes the frame had when it was given up.
+        /// How many bytes the frame had.
         discarded: usize,
+        /// Its first bytes (at most [`OVERSIZE_HEAD`]).
+        head: Vec<u8>,
     },
+}
+
+/// Bytes of an oversize frame kept for its report: enough for any real MSH segment.
+pub const OVERSIZE_HEAD: usize = 4096;
+
+/// An oversize frame being skipped to its end.
+#[derive(Debug, Clone)]
+struct Skipping {
+    head: Vec<u8>,
+    discarded: usize,
 }
 
 /// Incremental MLLP decoder.
@@ -43,7 +57,7 @@ pub struct Decoder {
     buffer: Vec<u8>,
     max_frame: usize,
     /// Inside an oversize frame: skip to its end.
-    skipping: bool,
+    skipping: Option<Skipping>,
 }
 
 impl Decoder {
@@ -52,7 +66,7 @@ impl Decoder {
         Decoder {
             buffer: Vec::new(),
             max_frame: max_frame.max(1),
-            skipping: false,
+            skipping: None,
         }
     }
 
@@ -61,24 +75,38 @@ impl Decoder {
         self.buffer.extend_from_slice(bytes);
     }
 
-    /// Bytes held that do not yet form a complete frame.
+    /// Bytes received that do not yet form a complete frame (an oversize frame's discarded
+    /// bytes included).
     pub fn pending(&self) -> usize {
         self.buffer.len()
+            + self
+                .skipping
+                .as_ref()
+                .map_or(0, |skipping| skipping.discarded)
+    }
+
+    /// Gives up the frame in progress (the connection closed): an unfinished oversize frame is
+    /// reported as such; other unfinished bytes stay for [`Decoder::pending`].
+    pub fn finish(&mut self) -> Option<Frame> {
+        self.skipping.take().map(|skipping| Frame::Oversize {
+            discarded: skipping.discarded,
+            head: skipping.head,
+        })
     }
 
     /// The next complete frame or report, if any. Call until it returns `None`.
     pub fn next_frame(&mut self) -> Option<Frame> {
-        if self.skipping {
+        if let Some(skipping) = self.skipping.as_mut() {
             match self.buffer.iter().position(|byte| *byte == END) {
                 Some(end) => {
-                    let discarded = end;
+                    skipping.discarded += end;
                     let skip =
                         end + usize::from(self.buffer.get(end + 1) == Some(&CARRIAGE_RETURN)) + 1;
                     self.buffer.drain(..skip.min(self.buffer.len()));
-                    self.skipping = false;
-                    return Some(Frame::Oversize { discarded });
+                    return self.finish();
                 }
                 None => {
+                    skipping.discarded += self.buffer.len();
                     self.buffer.clear();
                     return None;
                 }
@@ -115,15 +143,19 @@ impl Decoder {
                 if message.len() > self.max_frame {
                     return Some(Frame::Oversize {
                         discarded: message.len(),
+                        head: message[..message.len().min(OVERSIZE_HEAD)].to_vec(),
                     });
                 }
                 Some(Frame::Message(message))
             }
             None if self.buffer.len() - 1 > self.max_frame => {
-                let discarded = self.buffer.len() - 1;
+                // Reported once, at its end: one frame, one answer.
+                self.skipping = Some(Skipping {
+                    head: self.buffer[1..self.buffer.len().min(OVERSIZE_HEAD + 1)].to_vec(),
+                    discarded: self.buffer.len() - 1,
+                });
                 self.buffer.clear();
-                self.skipping = true;
-                Some(Frame::Oversize { discarded })
+                None
             }
             None => None,
         }
@@ -196,17 +228,46 @@ mod tests {
                 Frame::Message(b"MSH|b".to_vec())
             ]
         );
+        // An oversize frame arriving in pieces is reported once, at its end, with its head.
         decoder.push(&[START]);
         decoder.push(b"0123456789");
-        assert_eq!(frames(&mut decoder), [Frame::Oversize { discarded: 10 }]);
+        assert_eq!(frames(&mut decoder), []);
         decoder.push(b"more");
+        assert_eq!(frames(&mut decoder), []);
+        assert_eq!(decoder.pending(), 14);
+        decoder.push(b"!");
         decoder.push(&[END, CARRIAGE_RETURN]);
         decoder.push(&encode_frame(b"MSH|c"));
-        let found = frames(&mut decoder);
         assert_eq!(
-            found.last(),
-            Some(&Frame::Message(b"MSH|c".to_vec())),
-            "{found:?}"
+            frames(&mut decoder),
+            [
+                Frame::Oversize {
+                    discarded: 15,
+                    head: b"0123456789".to_vec()
+                },
+                Frame::Message(b"MSH|c".to_vec())
+            ]
         );
+        // Whole in one read: the same single report.
+        decoder.push(&encode_frame(b"0123456789ABC"));
+        assert_eq!(
+            frames(&mut decoder),
+            [Frame::Oversize {
+                discarded: 13,
+                head: b"0123456789ABC".to_vec()
+            }]
+        );
+        // Cut off by the connection closing: `finish` reports it.
+        decoder.push(&[START]);
+        decoder.push(b"0123456789ABCDEF");
+        assert_eq!(frames(&mut decoder), []);
+        assert_eq!(
+            decoder.finish(),
+            Some(Frame::Oversize {
+                discarded: 16,
+                head: b"0123456789ABCDEF".to_vec()
+            })
+        );
+        assert_eq!(decoder.pending(), 0);
     }
 }

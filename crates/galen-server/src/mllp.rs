@@ -130,7 +130,10 @@ impl App {
                 () = stopping(&mut shutdown) => return Ok(()),
             };
             if read == 0 {
-                if decoder.pending() > 0 {
+                if let Some(Frame::Oversize { discarded, head }) = decoder.finish() {
+                    // Kept as a dead letter; there is no one left to answer.
+                    self.oversize(discarded, &head).await;
+                } else if decoder.pending() > 0 {
                     self.keep_unframed(
                         "the connection closed inside an unfinished MLLP frame",
                         &[],
@@ -153,30 +156,37 @@ impl App {
                     .await;
                 None
             }
-            Frame::Oversize { discarded } => {
-                self.0.metrics.protocol_event(SOURCE, "oversize");
-                let message = format!(
-                    "the message is larger than {} bytes and was discarded; split it",
-                    self.0.config.mllp.max_message_bytes
-                );
-                let rejection = Rejection::new(RejectionReason::TooLarge, message.clone());
-                self.keep(vec![Err(Unreadable {
-                    rejection,
-                    device: None,
-                    raw: b"",
-                })])
-                .await;
-                tracing::warn!(bytes = discarded, "oversize HL7 message refused");
-                let diagnostic = diagnostic(
-                    "MSH",
-                    None,
-                    ErrorCode::ApplicationError,
-                    Severity::Error,
-                    message,
-                );
-                Some(self.ack(&Header::default(), Outcome::Rejected, &[diagnostic]))
-            }
+            Frame::Oversize { discarded, head } => self.oversize(discarded, &head).await,
         }
+    }
+
+    /// Refuses an oversize frame: AR (or CR) addressed by its MSH when the head holds one, and
+    /// its head kept as the dead letter.
+    async fn oversize(&self, discarded: usize, head: &[u8]) -> Option<Vec<u8>> {
+        self.0.metrics.protocol_event(SOURCE, "oversize");
+        let message = format!(
+            "the message is larger than {} bytes and was discarded; split it",
+            self.0.config.mllp.max_message_bytes
+        );
+        let rejection = Rejection::new(RejectionReason::TooLarge, message.clone());
+        let header = msh_of(head);
+        let device = header.sending_device_id.clone();
+        self.keep(vec![Err(Unreadable {
+            rejection,
+            device: (!device.is_empty()).then_some(device.as_str()),
+            raw: head,
+        })])
+        .await;
+        tracing::warn!(bytes = discarded, "oversize HL7 message refused");
+        let diagnostic = diagnostic(
+            "MSH",
+            None,
+            ErrorCode::ApplicationError,
+            Severity::Error,
+            message,
+        );
+        let ack = self.ack(&header, Outcome::Rejected, &[diagnostic]);
+        wanted(&header, &ack).then_some(ack)
     }
 
     /// Keeps bytes that were not a frame as a dead letter.
@@ -585,6 +595,22 @@ fn receipt_key(header: &Header) -> Option<String> {
 /// Whether the sender asked for enhanced-mode (commit) acknowledgements.
 fn enhanced(header: &Header) -> bool {
     !header.accept_ack_type.trim().is_empty()
+}
+
+/// The header of the MSH segment at the start of `head` (the first bytes of a message too large
+/// to read whole), or an empty header when there is none.
+fn msh_of(head: &[u8]) -> Header {
+    let line_end = head
+        .iter()
+        .position(|byte| matches!(byte, b'\r' | b'\n'))
+        .unwrap_or(head.len());
+    let line: String = head[..line_end]
+        .iter()
+        .map(|byte| char::from(*byte))
+        .collect();
+    Message::parse(&line)
+        .map(|message| read_header(&message))
+        .unwrap_or_default()
 }
 
 /// Whether the sender wants this ACK (MSH-15: AL always, NE never, ER on errors, SU on success).

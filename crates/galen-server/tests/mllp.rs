@@ -391,7 +391,7 @@ async fn enhanced_mode_and_ack_wishes_are_honoured() {
 }
 
 #[tokio::test]
-async fn oversize_frames_are_refused() {
+async fn oversize_frames_are_refused_once_and_answered_by_their_msh() {
     let harness = harness(MllpSettings {
         max_message_bytes: 1000,
         ..MllpSettings::default()
@@ -399,12 +399,40 @@ async fn oversize_frames_are_refused() {
     .await;
     let big = oru("BIG", "", "MRN-1", &["NTE|1||".repeat(100).as_str()]);
     let ack = send(&harness, &big).await;
-    assert_eq!(msa(&ack).0, "AR", "{ack}");
+    assert_eq!(msa(&ack), ("AR".into(), "BIG".into()), "{ack}");
+    assert_eq!(segment(&ack, "MSH")[0][8], "ACK^R01^ACK", "{ack}");
     let letters = dead_letters(&harness).await;
+    assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].letter.reason.code(), "too_large");
-    // The connection stays usable.
-    let ack = send(&harness, &oru("SMALL", "", "MRN-1", &[])).await;
-    assert_eq!(msa(&ack).0, "AA");
+    assert!(
+        letters[0].letter.payload.starts_with(b"MSH|"),
+        "the head of the message is kept"
+    );
+
+    // In pieces, on one connection, followed by a normal message: one answer per message.
+    let mut stream = TcpStream::connect(harness.address).await.expect("connect");
+    let framed =
+        encode_frame(oru("BIG-2", "", "MRN-1", &["NTE|1||".repeat(200).as_str()]).as_bytes());
+    for piece in framed.chunks(300) {
+        stream.write_all(piece).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stream
+        .write_all(&encode_frame(oru("SMALL", "", "MRN-1", &[]).as_bytes()))
+        .await
+        .expect("write");
+    let acks = read_acks(&mut stream, 2).await;
+    assert_eq!(msa(&acks[0]), ("AR".into(), "BIG-2".into()), "{}", acks[0]);
+    assert_eq!(msa(&acks[1]), ("AA".into(), "SMALL".into()), "{}", acks[1]);
+    // Nothing more: a third ACK would be taken as the answer to the sender's next message.
+    let mut extra = [0u8; 64];
+    let more = tokio::time::timeout(Duration::from_millis(300), stream.read(&mut extra)).await;
+    assert!(more.is_err(), "no further bytes from Galen: {more:?}");
+    assert_eq!(
+        dead_letters(&harness).await.len(),
+        2,
+        "one dead letter each"
+    );
 }
 
 #[tokio::test]
