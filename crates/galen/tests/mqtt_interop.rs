@@ -4,7 +4,7 @@
 //! PUBACK, SUBACK, DISCONNECT) is checked on their side, and what Galen kept — measurements, dead
 //! letters, metrics — is read back over HTTP here, so an acknowledgement is held to what is stored.
 //!
-//! Needs `python3` with `pip install -r tests/interop/requirements.txt` (`GALEN_TEST_PYTHON` names
+//! Needs `python3` with `pip install -r tests/interop/requirements.txt` (`GALEN_PYTHON` names
 //! another interpreter) and `mosquitto_pub` (Debian: mosquitto-clients). A missing one fails the
 //! test, saying what to install: a silently skipped interoperability test proves nothing.
 
@@ -27,7 +27,7 @@ const HOUR_MICROS: i64 = 3600 * 1_000_000;
 
 /// The Python that runs the script, after checking that it has paho-mqtt.
 fn python() -> String {
-    let python = std::env::var("GALEN_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let python = std::env::var("GALEN_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let probe = Command::new(&python)
         .args(["-c", "import paho.mqtt; print(paho.mqtt.__version__)"])
         .output();
