@@ -1,0 +1,389 @@
+//! `CapabilityStatement`: what Galen's FHIR endpoint supports, for `GET [base]/metadata`.
+//!
+//! The server says which interactions it wires for which resource types; the search parameters of
+//! each type come from [`crate::search`], the same tables the query parser enforces, so the
+//! statement cannot advertise a parameter that the parser refuses, or the reverse.
+
+use galen_model::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::codes;
+use crate::datatypes::Extra;
+use crate::resource::{Device, FhirResource, Observation, Patient, ResourceType};
+use crate::search::{self, SearchParameterSpec};
+
+/// A RESTful interaction (R4 `TypeRestfulInteraction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Interaction {
+    /// `GET [type]/[id]`.
+    Read,
+    /// `GET [type]/[id]/_history/[vid]`.
+    Vread,
+    /// `PUT [type]/[id]`.
+    Update,
+    /// `PATCH [type]/[id]`.
+    Patch,
+    /// `DELETE [type]/[id]`.
+    Delete,
+    /// `GET [type]/[id]/_history`.
+    HistoryInstance,
+    /// `GET [type]/_history`.
+    HistoryType,
+    /// `POST [type]`.
+    Create,
+    /// `GET [type]?...`.
+    SearchType,
+}
+
+impl Interaction {
+    /// The code.
+    pub const fn code(self) -> &'static str {
+        match self {
+            Interaction::Read => "read",
+            Interaction::Vread => "vread",
+            Interaction::Update => "update",
+            Interaction::Patch => "patch",
+            Interaction::Delete => "delete",
+            Interaction::HistoryInstance => "history-instance",
+            Interaction::HistoryType => "history-type",
+            Interaction::Create => "create",
+            Interaction::SearchType => "search-type",
+        }
+    }
+}
+
+/// `CapabilityStatement`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapabilityStatement {
+    /// Always `CapabilityStatement`.
+    pub resource_type: ResourceType<CapabilityStatement>,
+    /// Logical id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `draft`, `active`, `retired` or `unknown`.
+    pub status: String,
+    /// When the statement was issued (FHIR dateTime).
+    pub date: String,
+    /// Who publishes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<String>,
+    /// `instance`, `capability` or `requirements`.
+    pub kind: String,
+    /// The software.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software: Option<CapabilitySoftware>,
+    /// The running installation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub implementation: Option<CapabilityImplementation>,
+    /// `4.0.1`.
+    pub fhir_version: String,
+    /// Supported formats.
+    pub format: Vec<String>,
+    /// The REST endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rest: Vec<CapabilityRest>,
+    /// Other members, kept verbatim.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl FhirResource for CapabilityStatement {
+    const TYPE: &'static str = "CapabilityStatement";
+
+    fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+}
+
+/// `CapabilityStatement.software`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapabilitySoftware {
+    /// Name.
+    pub name: String,
+    /// Version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Other members, kept verbatim.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `CapabilityStatement.implementation`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapabilityImplementation {
+    /// What this installation is.
+    pub description: String,
+    /// Base URL of the FHIR endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Other members, kept verbatim.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `CapabilityStatement.rest`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapabilityRest {
+    /// `server`.
+    pub mode: String,
+    /// Resource types served.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource: Vec<CapabilityResource>,
+    /// Other members, kept verbatim.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `CapabilityStatement.rest.resource`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapabilityResource {
+    /// The resource type.
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    /// Profiles of this type the server produces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supported_profile: Vec<String>,
+    /// Supported interactions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interaction: Vec<CapabilityInteraction>,
+    /// Supported search parameters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub search_param: Vec<CapabilitySearchParam>,
+    /// Other members, kept verbatim.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `CapabilityStatement.rest.resource.interaction`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapabilityInteraction {
+    /// The interaction code.
+    pub code: String,
+    /// Other members, kept verbatim.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `CapabilityStatement.rest.resource.searchParam`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapabilitySearchParam {
+    /// The parameter name.
+    pub name: String,
+    /// Its definition (for parameters that are not in the base specification).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
+    /// `number`, `date`, `string`, `token`, `reference`, ...
+    #[serde(rename = "type")]
+    pub param_type: String,
+    /// How Galen interprets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub documentation: Option<String>,
+    /// Other members, kept verbatim.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Builds Galen's CapabilityStatement from what the server actually wires.
+#[derive(Debug, Clone)]
+pub struct CapabilityStatementBuilder {
+    software_name: String,
+    software_version: String,
+    date: Timestamp,
+    base_url: Option<String>,
+    resources: Vec<CapabilityResource>,
+}
+
+impl CapabilityStatementBuilder {
+    /// A statement for `software_name` `software_version`, dated `date` (e.g. the start of the
+    /// process: the statement changes only with the software).
+    pub fn new(
+        software_name: &str,
+        software_version: &str,
+        date: Timestamp,
+    ) -> CapabilityStatementBuilder {
+        CapabilityStatementBuilder {
+            software_name: software_name.to_owned(),
+            software_version: software_version.to_owned(),
+            date,
+            base_url: None,
+            resources: Vec::new(),
+        }
+    }
+
+    /// The endpoint's base URL (`implementation.url`).
+    pub fn base_url(mut self, url: &str) -> CapabilityStatementBuilder {
+        self.base_url = Some(url.to_owned());
+        self
+    }
+
+    /// Declares a resource type with its interactions, search parameters and produced profiles.
+    pub fn resource(
+        mut self,
+        resource_type: &str,
+        interactions: &[Interaction],
+        search_params: &[SearchParameterSpec],
+        supported_profiles: &[&str],
+    ) -> CapabilityStatementBuilder {
+        let searchable = interactions.contains(&Interaction::SearchType);
+        self.resources.push(CapabilityResource {
+            resource_type: resource_type.to_owned(),
+            supported_profile: supported_profiles
+                .iter()
+                .map(|profile| (*profile).to_owned())
+                .collect(),
+            interaction: interactions
+                .iter()
+                .map(|interaction| CapabilityInteraction {
+                    code: interaction.code().to_owned(),
+                    extra: Extra::new(),
+                })
+                .collect(),
+            search_param: search_params
+                .iter()
+                .filter(|_| searchable)
+                .map(|spec| CapabilitySearchParam {
+                    name: spec.name.to_owned(),
+                    definition: spec.definition.map(str::to_owned),
+                    param_type: spec.kind.code().to_owned(),
+                    documentation: Some(spec.documentation.to_owned()),
+                    extra: Extra::new(),
+                })
+                .collect(),
+            extra: Extra::new(),
+        });
+        self
+    }
+
+    /// Declares `Patient` with the search parameters of [`search::PatientQuery`].
+    pub fn patient(self, interactions: &[Interaction]) -> CapabilityStatementBuilder {
+        self.resource(Patient::TYPE, interactions, search::PATIENT_PARAMETERS, &[])
+    }
+
+    /// Declares `Device` with the search parameters of [`search::DeviceQuery`].
+    pub fn device(self, interactions: &[Interaction]) -> CapabilityStatementBuilder {
+        self.resource(Device::TYPE, interactions, search::DEVICE_PARAMETERS, &[])
+    }
+
+    /// Declares `Observation` with the search parameters of [`search::ObservationQuery`] and the
+    /// vital-signs profiles Galen's Observations conform to.
+    pub fn observation(self, interactions: &[Interaction]) -> CapabilityStatementBuilder {
+        let mut profiles: Vec<&str> =
+            vec![codes::VITAL_SIGNS_PROFILE, codes::BLOOD_PRESSURE_PROFILE];
+        for vital in galen_model::VitalSign::ALL {
+            if let Some(profile) = codes::vital_profile(vital)
+                && !profiles.contains(&profile)
+            {
+                profiles.push(profile);
+            }
+        }
+        self.resource(
+            Observation::TYPE,
+            interactions,
+            search::OBSERVATION_PARAMETERS,
+            &profiles,
+        )
+    }
+
+    /// The statement.
+    pub fn build(self) -> CapabilityStatement {
+        CapabilityStatement {
+            resource_type: ResourceType::new(),
+            id: None,
+            status: "active".to_owned(),
+            date: self.date.to_rfc3339(),
+            publisher: Some("Galen".to_owned()),
+            kind: "instance".to_owned(),
+            software: Some(CapabilitySoftware {
+                name: self.software_name,
+                version: Some(self.software_version),
+                extra: Extra::new(),
+            }),
+            implementation: Some(CapabilityImplementation {
+                description: "Galen IoMT platform FHIR R4 endpoint".to_owned(),
+                url: self.base_url,
+                extra: Extra::new(),
+            }),
+            fhir_version: "4.0.1".to_owned(),
+            format: vec!["json".to_owned(), "application/fhir+json".to_owned()],
+            rest: vec![CapabilityRest {
+                mode: "server".to_owned(),
+                resource: self.resources,
+                extra: Extra::new(),
+            }],
+            extra: Extra::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn statement_lists_what_was_declared() {
+        let statement = CapabilityStatementBuilder::new(
+            "galen",
+            "0.1.0",
+            Timestamp::from_seconds(1_795_421_700),
+        )
+        .base_url("https://galen.example/fhir")
+        .patient(&[
+            Interaction::Read,
+            Interaction::SearchType,
+            Interaction::Create,
+        ])
+        .device(&[Interaction::Read])
+        .observation(&[Interaction::Read, Interaction::SearchType])
+        .build();
+        let json = serde_json::to_value(&statement).expect("serialises");
+        assert_eq!(json["resourceType"], "CapabilityStatement");
+        assert_eq!(json["fhirVersion"], "4.0.1");
+        assert_eq!(json["date"], "2026-11-23T08:15:00.000Z");
+        assert_eq!(json["implementation"]["url"], "https://galen.example/fhir");
+        let resources = json["rest"][0]["resource"].as_array().expect("resources");
+        let types: Vec<&str> = resources
+            .iter()
+            .filter_map(|resource| resource["type"].as_str())
+            .collect();
+        assert_eq!(types, ["Patient", "Device", "Observation"]);
+        assert_eq!(
+            resources[0]["interaction"],
+            json!([{ "code": "read" }, { "code": "search-type" }, { "code": "create" }])
+        );
+        let patient_params: Vec<&str> = resources[0]["searchParam"]
+            .as_array()
+            .expect("patient params")
+            .iter()
+            .filter_map(|param| param["name"].as_str())
+            .collect();
+        for name in ["_id", "identifier", "birthdate", "gender", "ward"] {
+            assert!(
+                patient_params.contains(&name),
+                "{name} in {patient_params:?}"
+            );
+        }
+        assert!(
+            resources[1].get("searchParam").is_none(),
+            "no search parameters without search-type"
+        );
+        let profiles = resources[2]["supportedProfile"]
+            .as_array()
+            .expect("profiles");
+        assert!(profiles.contains(&json!("http://hl7.org/fhir/StructureDefinition/bp")));
+        assert!(profiles.contains(&json!("http://hl7.org/fhir/StructureDefinition/oxygensat")));
+        let ward = resources[0]["searchParam"]
+            .as_array()
+            .and_then(|params| params.iter().find(|param| param["name"] == "ward"))
+            .expect("ward");
+        assert_eq!(ward["definition"], codes::WARD_SEARCH_PARAMETER);
+    }
+}

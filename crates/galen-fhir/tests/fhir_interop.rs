@@ -1,0 +1,360 @@
+//! Independent validation: every kind of resource galen-fhir writes is checked by
+//! `tests/interop/fhir_validate.py`, which parses it with the `fhir.resources` models of FHIR R4
+//! 4.0.1 and checks the vital-signs and Bundle invariants those models leave out.
+//!
+//! The Python packages are required, not optional: when Python or `fhir.resources` is missing the
+//! test fails with the command that installs them (`GALEN_PYTHON` names another interpreter).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use galen_fhir::bundle::SearchsetBuilder;
+use galen_fhir::observation::{
+    AbsentReason, BloodPressureReading, Reading, VitalReading, blood_pressure_observation,
+    group_readings, vital_observation,
+};
+use galen_fhir::outcome::{OutcomeBuilder, from_error};
+use galen_fhir::registry::{device_to_fhir, patient_to_fhir, restore_unmapped_patient};
+use galen_fhir::{
+    CapabilityStatementBuilder, Error, Interaction, IssueType, Observation, Patient, Problem,
+    Resource, parse_resource,
+};
+use galen_model::{
+    Device, DeviceId, DeviceKind, DeviceStatus, HumanName, Identifier, NewDevice, NewPatient,
+    PatientId, Sex, Timestamp, VitalSign,
+};
+use serde_json::{Value, json};
+
+const INSTALL: &str = "pip install -r tests/interop/requirements.txt";
+const T0: Timestamp = Timestamp::from_micros(1_795_421_700_000_000);
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn python() -> String {
+    std::env::var("GALEN_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// Runs the validator on `lines` (NDJSON). Fails, never skips, when Python or its packages are
+/// missing.
+fn validate(lines: &[String]) -> Output {
+    let python = python();
+    let script = workspace_root().join("tests/interop/fhir_validate.py");
+    let mut child = Command::new(&python)
+        .arg(&script)
+        .arg("-")
+        .current_dir(workspace_root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!("cannot run {python} ({error}); install Python 3, then `{INSTALL}`")
+        });
+    let mut input = lines.join("\n");
+    input.push('\n');
+    // A validator that exits early (missing packages) closes its stdin: the write error is not
+    // the news, the exit status below is.
+    let _ = child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input.as_bytes());
+    let output = child.wait_with_output().expect("the validator finishes");
+    if output.status.code() == Some(3) {
+        panic!(
+            "the FHIR validator needs the Python package fhir.resources 6.4.0 (FHIR R4): run \
+             `{INSTALL}` from the workspace root\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    output
+}
+
+fn line(resource: &impl serde::Serialize) -> String {
+    serde_json::to_string(resource).expect("serialises")
+}
+
+fn patient() -> galen_model::Patient {
+    galen_model::Patient {
+        id: PatientId(12),
+        details: NewPatient {
+            identifier: Identifier {
+                system: "urn:oid:1.2.3.4".to_owned(),
+                value: "MRN-1".to_owned(),
+            },
+            name: HumanName {
+                family: "Smith".to_owned(),
+                given: "Mary Ann".to_owned(),
+            },
+            birth_date: NewPatient::parse_birth_date("1950-02-28").expect("date"),
+            sex: Sex::Female,
+            ward: "Cardiology".to_owned(),
+            bed: "4B".to_owned(),
+        },
+    }
+}
+
+fn device() -> Device {
+    Device {
+        id: DeviceId(7),
+        details: NewDevice {
+            serial: "0012345678ABCDEF".to_owned(),
+            manufacturer: "Acme Medical".to_owned(),
+            model: "M-100".to_owned(),
+            kind: DeviceKind::Monitor,
+            status: DeviceStatus::Active,
+        },
+    }
+}
+
+fn reading(vital: VitalSign, seconds: i64, value: f64) -> VitalReading {
+    VitalReading {
+        device: DeviceId(7),
+        patient: Some(PatientId(12)),
+        vital,
+        time: T0.add_seconds(seconds),
+        reading: Reading::from_device_value(value),
+    }
+}
+
+/// Every Observation shape galen-fhir produces.
+fn observations() -> Vec<Observation> {
+    let mut unassigned = reading(VitalSign::HeartRate, 9, 64.0);
+    unassigned.patient = None;
+    let mut readings = vec![
+        reading(VitalSign::HeartRate, 0, 72.0),
+        reading(VitalSign::Spo2, 0, 97.5),
+        reading(VitalSign::Spo2, 1, 8_388_607.0),
+        reading(VitalSign::RespiratoryRate, 0, 16.0),
+        reading(VitalSign::BodyTemperature, 0, 37.25),
+        reading(VitalSign::SystolicBp, 0, 120.0),
+        reading(VitalSign::DiastolicBp, 0, 80.0),
+        reading(VitalSign::MeanArterialPressure, 0, 93.333),
+        reading(VitalSign::SystolicBp, 2, 131.0),
+        reading(VitalSign::DiastolicBp, 2, 85.0),
+        reading(VitalSign::SystolicBp, 3, 140.0),
+        reading(VitalSign::BodyWeight, 0, 68.0388555),
+        reading(VitalSign::BodyHeight, 0, 172.5),
+        reading(VitalSign::BatteryCharge, 0, 81.0),
+        unassigned,
+    ];
+    readings.reverse();
+    let mut observations = group_readings(&readings);
+    observations.push(blood_pressure_observation(&BloodPressureReading {
+        device: DeviceId(7),
+        patient: Some(PatientId(12)),
+        time: T0.add_seconds(4),
+        systolic: Reading::Value(118.0),
+        diastolic: Reading::Absent(AbsentReason::Error),
+        mean: Some(Reading::Absent(AbsentReason::Unknown)),
+    }));
+    let mut absent = reading(VitalSign::RespiratoryRate, 5, 0.0);
+    absent.reading = Reading::Absent(AbsentReason::Unknown);
+    observations.push(vital_observation(&absent));
+    observations
+}
+
+fn every_resource() -> Vec<String> {
+    let mut lines = Vec::new();
+    let patient_resource = patient_to_fhir(&patient());
+    lines.push(line(&patient_resource));
+    // A client's Patient with content Galen does not model, served back.
+    let mut posted = serde_json::to_value(&patient_resource).expect("serialises");
+    posted["telecom"] = json!([{ "system": "phone", "value": "+44 113 496 0000", "use": "home" }]);
+    posted["address"] = json!([{ "city": "Leeds", "country": "GB" }]);
+    posted["maritalStatus"] = json!({ "text": "Married" });
+    let posted: Patient = parse_resource(posted.to_string().as_bytes()).expect("parses");
+    lines.push(line(&restore_unmapped_patient(&patient(), &posted)));
+    for status in [
+        DeviceStatus::Active,
+        DeviceStatus::Inactive,
+        DeviceStatus::EnteredInError,
+        DeviceStatus::Unknown,
+    ] {
+        let mut device = device();
+        device.details.status = status;
+        lines.push(line(&device_to_fhir(&device, Some(PatientId(12)))));
+    }
+    let mut bare = device();
+    bare.details.manufacturer.clear();
+    bare.details.model.clear();
+    lines.push(line(&device_to_fhir(&bare, None)));
+
+    let observations = observations();
+    assert_eq!(
+        observations.len(),
+        14,
+        "two panels absorb five pressure readings"
+    );
+    lines.extend(observations.iter().map(line));
+
+    let params = [
+        ("patient", "Patient/12"),
+        ("date", "ge2026-11-23T08:00:00+01:00"),
+        ("_count", "5"),
+    ];
+    let mut bundle = SearchsetBuilder::new("https://galen.example/fhir", "Observation", &params)
+        .total(observations.len() as u64)
+        .next_cursor(Some("c2VxPTU"));
+    for observation in observations.iter().take(5).cloned() {
+        bundle = bundle.entry(observation);
+    }
+    bundle = bundle
+        .include(patient_to_fhir(&patient()))
+        .include(device_to_fhir(&device(), Some(PatientId(12))));
+    lines.push(line(&bundle.build()));
+    let empty: [(&str, &str); 0] = [];
+    lines.push(line(
+        &SearchsetBuilder::new("https://galen.example/fhir", "Patient", &empty)
+            .total(0)
+            .build(),
+    ));
+
+    let error = Error::element(
+        "Observation.valueQuantity.unit",
+        Problem::Required,
+        "the value needs a unit",
+    );
+    lines.push(line(&from_error(&error)));
+    lines.push(line(
+        &OutcomeBuilder::new()
+            .error(
+                IssueType::NotSupported,
+                "search parameter foo: unknown parameter",
+            )
+            .warning(IssueType::Incomplete, "results were truncated")
+            .build(),
+    ));
+    lines.push(line(&OutcomeBuilder::new().build()));
+    let search_error =
+        galen_fhir::search::ObservationQuery::parse(&[("date", "2026-13")]).expect_err("month 13");
+    lines.push(line(&from_error(&search_error)));
+
+    lines.push(line(
+        &CapabilityStatementBuilder::new("galen", env!("CARGO_PKG_VERSION"), T0)
+            .base_url("https://galen.example/fhir")
+            .patient(&[
+                Interaction::Read,
+                Interaction::SearchType,
+                Interaction::Create,
+                Interaction::Update,
+            ])
+            .device(&[Interaction::Read, Interaction::SearchType])
+            .observation(&[
+                Interaction::Read,
+                Interaction::SearchType,
+                Interaction::Create,
+            ])
+            .build(),
+    ));
+    lines
+}
+
+#[test]
+fn every_resource_galen_writes_is_valid_fhir_r4() {
+    let lines = every_resource();
+    let output = validate(&lines);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "FHIR validation failed:\n{stderr}\n{stdout}\ninput:\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        stdout.contains(&format!("validated {} resources, 0 failed", lines.len())),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn every_kind_is_covered() {
+    let lines = every_resource();
+    let kinds: std::collections::BTreeSet<String> = lines
+        .iter()
+        .map(|text| {
+            let resource: Resource = serde_json::from_str(text).expect("a resource");
+            resource.resource_type().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        [
+            "Bundle",
+            "CapabilityStatement",
+            "Device",
+            "Observation",
+            "OperationOutcome",
+            "Patient"
+        ]
+    );
+    let observations: Vec<Value> = observations()
+        .iter()
+        .map(|observation| serde_json::to_value(observation).expect("serialises"))
+        .collect();
+    let has = |test: &dyn Fn(&Value) -> bool| observations.iter().any(test);
+    assert!(has(&|o| o["code"]["coding"][0]["code"] == "85354-9"
+        && o["component"].as_array().map(Vec::len) == Some(3)));
+    assert!(has(&|o| o["code"]["coding"][1]["code"] == "59408-5"));
+    assert!(has(&|o| o.get("dataAbsentReason").is_some()));
+    assert!(has(&|o| o["component"][1]
+        .get("dataAbsentReason")
+        .is_some()));
+    assert!(has(&|o| o.get("subject").is_none()));
+}
+
+/// The validator is not a rubber stamp: broken resources fail, named by line.
+#[test]
+fn the_validator_refuses_broken_resources() {
+    let valid = line(&patient_to_fhir(&patient()));
+    let mut no_value =
+        serde_json::to_value(vital_observation(&reading(VitalSign::HeartRate, 0, 72.0)))
+            .expect("serialises");
+    no_value
+        .as_object_mut()
+        .expect("object")
+        .remove("valueQuantity");
+    let mut wrong_unit =
+        serde_json::to_value(vital_observation(&reading(VitalSign::Spo2, 0, 97.0)))
+            .expect("serialises");
+    wrong_unit["valueQuantity"]["code"] = json!("/min");
+    let mut no_status = serde_json::to_value(vital_observation(&reading(VitalSign::Spo2, 0, 97.0)))
+        .expect("serialises");
+    no_status.as_object_mut().expect("object").remove("status");
+    let lines = vec![
+        valid.clone(),
+        no_value.to_string(),
+        valid,
+        wrong_unit.to_string(),
+        no_status.to_string(),
+        json!({ "resourceType": "Patient", "birthDate": "1950-02-30" }).to_string(),
+    ];
+    let output = validate(&lines);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("line 2: Observation: vs-2"), "{stderr}");
+    assert!(
+        stderr.contains("line 4: Observation:") && stderr.contains("'/min'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 5: Observation:") && stderr.contains("status"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 6: Patient:") && stderr.contains("birthDate"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("line 1:") && !stderr.contains("line 3:"),
+        "{stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("validated 6 resources, 4 failed"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
