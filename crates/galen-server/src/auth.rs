@@ -64,7 +64,14 @@ pub(crate) async fn require_token(
         return next.run(request).await;
     }
     let path = request.uri().path();
-    if path.starts_with("/api/") || path == "/metrics" {
+    if path.starts_with("/fhir/") {
+        let mut response = crate::fhir::unauthorized().into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        response
+    } else if path.starts_with("/api/") || path == "/metrics" {
         let mut response = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

@@ -86,6 +86,13 @@ impl DirectorySnapshot {
         patients
     }
 
+    /// Every device, by id.
+    pub fn devices(&self) -> Vec<&Device> {
+        let mut devices: Vec<&Device> = self.devices.values().collect();
+        devices.sort_by_key(|device| device.id);
+        devices
+    }
+
     /// The patient `device` was assigned to at `time`.
     pub fn patient_at(&self, device: DeviceId, time: Timestamp) -> Option<PatientId> {
         self.assignments

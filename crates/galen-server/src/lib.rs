@@ -15,6 +15,7 @@ mod auth;
 pub mod clinical;
 mod directory;
 mod error;
+mod fhir;
 mod listener;
 mod live;
 mod metrics;
@@ -122,6 +123,8 @@ pub(crate) struct AppInner {
     pub(crate) mqtt_sessions: mqtt::Sessions,
     /// The mapping templates in force (replaced whole on reload).
     pub(crate) templates: std::sync::RwLock<Arc<galen_mapping::TemplateSet>>,
+    /// When this process started (the CapabilityStatement's date).
+    pub(crate) started: galen_model::Timestamp,
 }
 
 /// The assembled runtime; cheap to clone.
@@ -194,6 +197,7 @@ impl App {
             pipeline,
             live,
             metrics,
+            started: clock.now(),
             clock,
             clinical,
             config,

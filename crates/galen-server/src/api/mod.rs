@@ -95,6 +95,7 @@ pub(crate) fn router(app: App) -> Router {
         )
         .route("/api/v1/dashboard", get(vitals::dashboard))
         .route("/api/v1/stream", get(vitals::stream))
+        .merge(crate::fhir::router())
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             auth::require_token,
@@ -104,6 +105,7 @@ pub(crate) fn router(app: App) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/assets/{name}", get(assets::asset))
+        .merge(crate::fhir::public_router())
         .merge(protected)
         // Registry and login bodies are small: 1 MiB at most. The ingest handler reads its body
         // itself with the configured limit, so that an oversize batch is answered and recorded.

@@ -1,0 +1,357 @@
+//! The FHIR R4 (4.0.1) REST API under `/fhir`: Patient, Device and Observation.
+//!
+//! Resources are built by `galen-fhir` from the registry and the time-series store; nothing is
+//! copied into a document store. An Observation is a view of one stored value (or of a blood
+//! pressure panel: systolic, diastolic and mean at one instant of one device), and a posted
+//! Observation enters the same ingest pipeline as device data (validation, duplicates, scores,
+//! alarms), with `fhir` as its source in dead letters and metrics.
+//!
+//! HTTP conventions: JSON only (`application/fhir+json`; `application/json` is accepted too);
+//! every error is an `OperationOutcome` whose `expression` names the failing element; ETags are
+//! weak and carry `meta.versionId`, a hash of the resource's content (the registry keeps no
+//! version counter), so `If-Match` detects a concurrent change; `If-None-Exist` makes a create
+//! conditional on an identifier search.
+
+mod observation;
+mod registry;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use galen_fhir::{CapabilityStatementBuilder, Interaction, IssueType, Meta, OperationOutcome};
+use serde::Serialize;
+use sha2::Digest;
+
+use crate::App;
+
+/// The media type of every answer.
+const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+pub(crate) fn unauthorized() -> FhirError {
+    FhirError::unauthorized()
+}
+
+/// Routes that need an authenticated caller.
+pub(crate) fn router() -> Router<App> {
+    Router::new()
+        .route(
+            "/fhir/Patient",
+            get(registry::search_patients).post(registry::create_patient),
+        )
+        .route(
+            "/fhir/Patient/{id}",
+            get(registry::read_patient).put(registry::update_patient),
+        )
+        .route(
+            "/fhir/Device",
+            get(registry::search_devices).post(registry::create_device),
+        )
+        .route(
+            "/fhir/Device/{id}",
+            get(registry::read_device).put(registry::update_device),
+        )
+        .route(
+            "/fhir/Observation",
+            get(observation::search).post(observation::create),
+        )
+        .route("/fhir/Observation/{id}", get(observation::read))
+        .route("/fhir/{*rest}", any(unsupported))
+}
+
+/// Routes open to anyone: the CapabilityStatement (clients read it before they authenticate).
+pub(crate) fn public_router() -> Router<App> {
+    Router::new().route("/fhir/metadata", get(metadata))
+}
+
+/// An error answered as an OperationOutcome.
+#[derive(Debug)]
+pub(crate) struct FhirError {
+    status: StatusCode,
+    outcome: OperationOutcome,
+}
+
+pub(crate) type FhirResult<T> = Result<T, FhirError>;
+
+impl FhirError {
+    pub(crate) fn new(
+        status: StatusCode,
+        issue: IssueType,
+        diagnostics: impl Into<String>,
+    ) -> Self {
+        FhirError {
+            status,
+            outcome: galen_fhir::outcome::OutcomeBuilder::new()
+                .error(issue, diagnostics)
+                .build(),
+        }
+    }
+
+    /// The answer to a request without a valid token.
+    pub(crate) fn unauthorized() -> Self {
+        FhirError::new(
+            StatusCode::UNAUTHORIZED,
+            IssueType::Login,
+            "present the API token as 'Authorization: Bearer <token>'",
+        )
+    }
+
+    pub(crate) fn not_found(what: &str) -> Self {
+        FhirError::new(
+            StatusCode::NOT_FOUND,
+            IssueType::NotFound,
+            format!("{what} not found"),
+        )
+    }
+}
+
+impl From<galen_fhir::Error> for FhirError {
+    fn from(error: galen_fhir::Error) -> Self {
+        use galen_fhir::Error as E;
+        let status = match &error {
+            E::Syntax { .. } | E::ResourceType { .. } | E::Search { .. } => StatusCode::BAD_REQUEST,
+            E::Element { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            E::Id { .. } => StatusCode::NOT_FOUND,
+        };
+        FhirError {
+            status,
+            outcome: galen_fhir::outcome::from_error(&error),
+        }
+    }
+}
+
+impl From<galen_store::Error> for FhirError {
+    fn from(error: galen_store::Error) -> Self {
+        use galen_store::Error as E;
+        match error {
+            E::Conflict(message) => {
+                FhirError::new(StatusCode::CONFLICT, IssueType::Duplicate, message)
+            }
+            E::NotFound(what) => FhirError::not_found(what),
+            E::Invalid(message) => {
+                FhirError::new(StatusCode::BAD_REQUEST, IssueType::Invalid, message)
+            }
+            E::Closed => FhirError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                IssueType::Transient,
+                "the server is shutting down; retry",
+            ),
+            other => {
+                tracing::error!(error = %other, "storage failure in the FHIR API");
+                FhirError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    IssueType::Exception,
+                    "internal error; nothing was stored, retry later",
+                )
+            }
+        }
+    }
+}
+
+impl From<galen_model::RegistryError> for FhirError {
+    fn from(error: galen_model::RegistryError) -> Self {
+        FhirError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            IssueType::Invalid,
+            error.to_string(),
+        )
+    }
+}
+
+impl IntoResponse for FhirError {
+    fn into_response(self) -> Response {
+        fhir_response(self.status, &self.outcome, HeaderMap::new())
+    }
+}
+
+/// A FHIR JSON answer.
+pub(crate) fn fhir_response(
+    status: StatusCode,
+    body: &impl Serialize,
+    mut headers: HeaderMap,
+) -> Response {
+    let bytes = match serde_json::to_vec(body) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            tracing::error!(%error, "a FHIR resource could not be serialised");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
+        }
+    };
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    (status, headers, bytes).into_response()
+}
+
+/// The version of a resource as served: a hash of its JSON without `meta`. Registry records
+/// carry no version counter; the content hash changes exactly when the content does.
+pub(crate) fn version_of(resource: &impl Serialize) -> String {
+    let digest = sha2::Sha256::digest(serde_json::to_vec(resource).unwrap_or_default());
+    digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Sets `meta.versionId` (computed with `meta` absent) and returns the weak ETag.
+pub(crate) fn stamp<R: Serialize>(
+    resource: &mut R,
+    meta: fn(&mut R) -> &mut Option<Meta>,
+) -> String {
+    let kept = meta(resource).take();
+    let version = version_of(resource);
+    let mut stamped = kept.unwrap_or_default();
+    stamped.version_id = Some(version.clone());
+    *meta(resource) = Some(stamped);
+    format!("W/\"{version}\"")
+}
+
+/// Headers of an answer that carries one versioned resource.
+pub(crate) fn resource_headers(etag: &str, location: Option<String>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(etag) {
+        headers.insert(header::ETAG, value);
+    }
+    if let Some(location) = location.and_then(|location| HeaderValue::from_str(&location).ok()) {
+        headers.insert(header::LOCATION, location);
+    }
+    headers
+}
+
+/// Refuses a request whose `Accept` header rules out JSON.
+pub(crate) fn check_accept(headers: &HeaderMap) -> FhirResult<()> {
+    let Some(accept) = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return Ok(());
+    };
+    let acceptable = accept.split(',').any(|range| {
+        let media = range.split(';').next().unwrap_or("").trim();
+        matches!(
+            media,
+            "" | "*/*"
+                | "application/*"
+                | "application/fhir+json"
+                | "application/json"
+                | "application/json+fhir"
+        )
+    });
+    if acceptable {
+        Ok(())
+    } else {
+        Err(FhirError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            IssueType::NotSupported,
+            "Galen serves FHIR as JSON only: accept application/fhir+json",
+        ))
+    }
+}
+
+/// Refuses a request body that is not FHIR JSON.
+pub(crate) fn check_content_type(headers: &HeaderMap) -> FhirResult<()> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(str::trim)
+        .unwrap_or("");
+    if matches!(
+        media,
+        "application/fhir+json" | "application/json" | "application/json+fhir"
+    ) {
+        Ok(())
+    } else {
+        Err(FhirError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IssueType::NotSupported,
+            "send the resource as application/fhir+json",
+        ))
+    }
+}
+
+/// `If-Match: W/"v"` against the current version: `412` when they differ.
+pub(crate) fn check_if_match(headers: &HeaderMap, current_etag: &str) -> FhirResult<()> {
+    let Some(wanted) = headers
+        .get(header::IF_MATCH)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return Ok(());
+    };
+    let normalise = |tag: &str| {
+        tag.trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .to_owned()
+    };
+    if normalise(wanted) == normalise(current_etag) {
+        Ok(())
+    } else {
+        Err(FhirError::new(
+            StatusCode::PRECONDITION_FAILED,
+            IssueType::Conflict,
+            format!(
+                "the resource changed: If-Match {wanted} but the current version is {current_etag}"
+            ),
+        ))
+    }
+}
+
+/// The base URL of links in Bundles, from the request's `Host`.
+pub(crate) fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|value| value.to_str().ok())
+        .filter(|scheme| matches!(*scheme, "http" | "https"))
+        .unwrap_or("http");
+    format!("{scheme}://{host}/fhir")
+}
+
+/// Today's date by the server's clock (UTC), for birth-date checks.
+pub(crate) fn today(app: &App) -> time::Date {
+    let seconds = app.0.clock.now().micros().div_euclid(1_000_000);
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .map(|now| now.date())
+        .unwrap_or(time::Date::MAX)
+}
+
+/// Refreshes the in-memory directory after a registry change.
+pub(crate) async fn reload(app: &App) -> FhirResult<()> {
+    app.0.directory.reload(app.0.store.as_ref()).await?;
+    Ok(())
+}
+
+async fn metadata(State(app): State<App>, headers: HeaderMap) -> FhirResult<Response> {
+    check_accept(&headers)?;
+    let read_write = [
+        Interaction::Read,
+        Interaction::SearchType,
+        Interaction::Create,
+        Interaction::Update,
+    ];
+    let statement =
+        CapabilityStatementBuilder::new("Galen", env!("CARGO_PKG_VERSION"), app.0.started)
+            .base_url(&base_url(&headers))
+            .patient(&read_write)
+            .device(&read_write)
+            .observation(&[
+                Interaction::Read,
+                Interaction::SearchType,
+                Interaction::Create,
+            ])
+            .build();
+    Ok(fhir_response(StatusCode::OK, &statement, HeaderMap::new()))
+}
+
+async fn unsupported(body: Bytes) -> FhirError {
+    drop(body);
+    FhirError::new(
+        StatusCode::NOT_FOUND,
+        IssueType::NotSupported,
+        "Galen's FHIR API serves Patient, Device and Observation; see /fhir/metadata",
+    )
+}
