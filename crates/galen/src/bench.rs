@@ -48,6 +48,8 @@ enum BenchKind {
     Mqtt(crate::bench_mqtt::MqttArgs),
     /// HL7 v2 ORU^R01 over MLLP to durable ACK vs. the store's ingest of the same values.
     Mllp(crate::bench_mllp::MllpArgs),
+    /// FHIR Observation create, read by id and search on a filled store, each beside a baseline.
+    Fhir(crate::bench_fhir::FhirArgs),
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +95,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
         BenchKind::Clinical(args) => crate::bench_clinical::clinical(args).await,
         BenchKind::Mqtt(args) => crate::bench_mqtt::mqtt(args).await,
         BenchKind::Mllp(args) => crate::bench_mllp::mllp(args).await,
+        BenchKind::Fhir(args) => crate::bench_fhir::fhir(args).await,
     }
 }
 

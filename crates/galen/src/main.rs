@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_clinical;
+mod bench_fhir;
 mod bench_mllp;
 mod bench_mqtt;
 mod bridge;

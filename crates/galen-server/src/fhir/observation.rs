@@ -52,10 +52,38 @@ struct Scope {
     to: Timestamp,
 }
 
-/// Sets the Observation's version and returns its weak ETag. Stored values do not change, so the
-/// version is a hash of the content.
-fn stamp_observation(observation: &mut Observation) -> String {
-    super::stamp(observation, |observation| &mut observation.meta)
+/// Sets the Observation's version and returns its weak ETag. The Observation is built from the
+/// readings under its key alone, so a hash of those readings (values and attribution) changes
+/// exactly when it does, and costs far less than hashing the JSON.
+fn stamp_observation(
+    observation: &mut Observation,
+    key: &ObservationKey,
+    readings: &[VitalReading],
+) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for reading in readings
+        .iter()
+        .filter(|reading| reading.device == key.device && reading.time == key.time)
+        .filter(|reading| key.code.vitals_to_read().contains(&reading.vital))
+    {
+        hash.update(reading.vital.storage_code().to_le_bytes());
+        let value = match reading.reading {
+            Reading::Value(value) => value.to_bits(),
+            Reading::Absent(_) => u64::MAX,
+        };
+        hash.update(value.to_le_bytes());
+        hash.update(reading.patient.map_or(0, |patient| patient.0).to_le_bytes());
+    }
+    let digest = hash.finalize();
+    let version: String = digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let mut meta = observation.meta.take().unwrap_or_default();
+    meta.version_id = Some(version.clone());
+    observation.meta = Some(meta);
+    format!("W/\"{version}\"")
 }
 
 /// Readings of `vitals` of `device` in `[from, to)`, attributed by the assignments.
@@ -84,8 +112,11 @@ async fn readings(
     Ok(found)
 }
 
-/// The Observation `id` names, if the store has it.
-async fn stored_observation(app: &App, key: &ObservationKey) -> FhirResult<Option<Observation>> {
+/// The Observation `key` names, versioned, with its ETag, if the store has it.
+async fn stored_observation(
+    app: &App,
+    key: &ObservationKey,
+) -> FhirResult<Option<(Observation, String)>> {
     if app.0.directory.read().device(key.device).is_none() {
         return Ok(None);
     }
@@ -97,7 +128,10 @@ async fn stored_observation(app: &App, key: &ObservationKey) -> FhirResult<Optio
         key.time.add_micros(1),
     )
     .await?;
-    Ok(observation_for_key(key, &found))
+    Ok(observation_for_key(key, &found).map(|mut observation| {
+        let etag = stamp_observation(&mut observation, key, &found);
+        (observation, etag)
+    }))
 }
 
 pub(crate) async fn read(
@@ -107,10 +141,9 @@ pub(crate) async fn read(
 ) -> FhirResult<Response> {
     check_accept(&headers)?;
     let key = parse_observation_id(&id)?;
-    let mut observation = stored_observation(&app, &key)
+    let (observation, etag) = stored_observation(&app, &key)
         .await?
         .ok_or_else(|| FhirError::not_found("Observation"))?;
-    let etag = stamp_observation(&mut observation);
     Ok(fhir_response(
         StatusCode::OK,
         &observation,
@@ -213,6 +246,8 @@ async fn observations_in(
                     .find(|reading| reading.device == key.device && reading.time == key.time)
                     .and_then(|reading| reading.patient);
                 if query.matches_key(&key, patient) {
+                    let mut observation = observation;
+                    stamp_observation(&mut observation, &key, &readings);
                     found.push((key, observation));
                 }
             }
@@ -333,8 +368,7 @@ pub(crate) async fn search(
     if complete && cursor.is_none() {
         bundle = bundle.total(page.len() as u64);
     }
-    for (_, mut observation) in page {
-        stamp_observation(&mut observation);
+    for (_, observation) in page {
         bundle = bundle.entry(observation);
     }
     Ok(fhir_response(
@@ -530,10 +564,9 @@ pub(crate) async fn create(
             "the Observation has no value",
         )
     })?;
-    let mut observation = stored_observation(&app, &key)
+    let (observation, etag) = stored_observation(&app, &key)
         .await?
         .ok_or_else(|| FhirError::not_found("Observation"))?;
-    let etag = stamp_observation(&mut observation);
     let status = if summary.accepted > 0 {
         StatusCode::CREATED
     } else {
