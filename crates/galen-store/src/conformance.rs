@@ -33,7 +33,7 @@ pub async fn run_all(fresh: &(dyn Fn() -> Box<dyn Backend> + Sync)) {
     duplicates_are_recognised(fresh().as_ref()).await;
     out_of_order_and_volume(fresh().as_ref()).await;
     aggregates_match_points(fresh().as_ref()).await;
-    latest_per_vital(fresh().as_ref()).await;
+    latest_and_earliest_per_vital(fresh().as_ref()).await;
     dead_letters_are_kept(fresh().as_ref()).await;
     clinical_records(fresh().as_ref()).await;
     receipts_are_kept_with_their_content(fresh().as_ref()).await;
@@ -645,7 +645,11 @@ async fn aggregates_match_points(backend: &dyn Backend) {
     store.close().await.expect("close");
 }
 
-async fn latest_per_vital(backend: &dyn Backend) {
+async fn earliest(store: &dyn Store, device: DeviceId, vital: VitalSign) -> Option<Timestamp> {
+    store.earliest(device, vital).await.expect("earliest")
+}
+
+async fn latest_and_earliest_per_vital(backend: &dyn Backend) {
     let store = backend.open().await;
     let monitor = store
         .create_device(device("SN-1"))
@@ -679,12 +683,38 @@ async fn latest_per_vital(backend: &dyn Backend) {
         ),
     ];
     assert_eq!(store.latest(monitor).await.expect("latest"), expected);
+    assert_eq!(
+        earliest(store.as_ref(), monitor, VitalSign::HeartRate).await,
+        Some(at(10))
+    );
+    assert_eq!(
+        earliest(store.as_ref(), monitor, VitalSign::Spo2).await,
+        Some(at(20))
+    );
+    assert_eq!(
+        earliest(store.as_ref(), monitor, VitalSign::RespiratoryRate).await,
+        None
+    );
     store.close().await.expect("close");
     let reopened = backend.open().await;
     assert_eq!(
         reopened.latest(monitor).await.expect("latest"),
         expected,
         "latest survives reopening"
+    );
+    // Older data arriving later moves the start back, wherever the earlier points now live.
+    ingest(
+        reopened.as_ref(),
+        vec![measurement(monitor, VitalSign::HeartRate, 5, 66.0)],
+    )
+    .await;
+    assert_eq!(
+        earliest(reopened.as_ref(), monitor, VitalSign::HeartRate).await,
+        Some(at(5))
+    );
+    assert_eq!(
+        earliest(reopened.as_ref(), monitor, VitalSign::Spo2).await,
+        Some(at(20))
     );
     reopened.close().await.expect("close");
 }

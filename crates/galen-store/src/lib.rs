@@ -68,6 +68,10 @@ pub trait MeasurementStore: Send + Sync + Debug {
         bucket_micros: i64,
     ) -> Result<Vec<Bucket>>;
 
+    /// The time of the oldest point of one device's vital sign, if it has any: where a full
+    /// scan of the series (an export) starts.
+    async fn earliest(&self, device: DeviceId, vital: VitalSign) -> Result<Option<Timestamp>>;
+
     /// The newest point of every vital sign the device has reported, in [`VitalSign::ALL`] order.
     async fn latest(&self, device: DeviceId) -> Result<Vec<(VitalSign, Point)>>;
 

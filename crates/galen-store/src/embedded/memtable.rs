@@ -128,6 +128,20 @@ impl Memtable {
             .chain(sealing)
             .max_by_key(|(time, _)| *time)
     }
+
+    /// The oldest time of `series` held in memory.
+    pub(crate) fn oldest(&self, series: i64) -> Option<i64> {
+        let open = self
+            .open
+            .get(&series)
+            .and_then(|chunk| chunk.points.first().map(|(time, _)| *time));
+        let sealing = self
+            .sealing
+            .iter()
+            .filter(|sealed| sealed.series == series)
+            .filter_map(|sealed| sealed.points.first().map(|(time, _)| *time));
+        open.into_iter().chain(sealing).min()
+    }
 }
 
 #[cfg(test)]

@@ -330,6 +330,29 @@ impl MeasurementStore for SqliteStore {
         .await
     }
 
+    async fn earliest(&self, device: DeviceId, vital: VitalSign) -> Result<Option<Timestamp>> {
+        let series = series_id(device, vital);
+        self.read(move |shared| {
+            // Memtable first, then chunk rows (see the ordering rule in `memtable`).
+            let in_memory = shared
+                .memtable
+                .read()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .oldest(series);
+            let in_chunks: Option<i64> = shared.readers.with(|connection| {
+                Ok(connection
+                    .prepare_cached("SELECT MIN(start_ts) FROM chunks WHERE series_id = ?1")?
+                    .query_row([series], |row| row.get(0))?)
+            })?;
+            let oldest = match (in_memory, in_chunks) {
+                (Some(left), Some(right)) => Some(left.min(right)),
+                (left, right) => left.or(right),
+            };
+            Ok(oldest.map(Timestamp::from_micros))
+        })
+        .await
+    }
+
     async fn latest(&self, device: DeviceId) -> Result<Vec<(VitalSign, Point)>> {
         self.read(move |shared| {
             let mut latest = Vec::new();
