@@ -62,6 +62,18 @@ pub struct ServerConfig {
     pub mqtt: MqttSettings,
     /// Directory of mapping templates (`*.toml`, `*.json`) for device payloads.
     pub template_dir: Option<std::path::PathBuf>,
+    /// Where FHIR bulk exports write their files (`galen serve`: `<data-dir>/exports`); `None`
+    /// uses a directory of this process under the system's temporary directory.
+    pub export_dir: Option<std::path::PathBuf>,
+}
+
+impl ServerConfig {
+    /// The directory FHIR bulk exports write into.
+    pub fn export_dir(&self) -> std::path::PathBuf {
+        self.export_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("galen-exports-{}", std::process::id()))
+        })
+    }
 }
 
 impl Default for ServerConfig {
@@ -74,6 +86,7 @@ impl Default for ServerConfig {
             mllp: MllpSettings::default(),
             mqtt: MqttSettings::default(),
             template_dir: None,
+            export_dir: None,
         }
     }
 }
@@ -125,6 +138,8 @@ pub(crate) struct AppInner {
     pub(crate) templates: std::sync::RwLock<Arc<galen_mapping::TemplateSet>>,
     /// When this process started (the CapabilityStatement's date).
     pub(crate) started: galen_model::Timestamp,
+    /// FHIR bulk export jobs.
+    pub(crate) exports: fhir::Exports,
 }
 
 /// The assembled runtime; cheap to clone.
@@ -198,6 +213,7 @@ impl App {
             live,
             metrics,
             started: clock.now(),
+            exports: fhir::Exports::default(),
             clock,
             clinical,
             config,

@@ -346,6 +346,7 @@ async fn serve(args: config::ServeArgs) -> Result<()> {
         stale_after_seconds: settings.stale_after_seconds,
         clinical: settings.clinical.clone(),
         template_dir: settings.templates.clone(),
+        export_dir: Some(settings.data_dir.join("exports")),
         ..ServerConfig::default()
     };
     let app = App::new(Arc::new(store), Arc::new(SystemClock), server_config).await?;

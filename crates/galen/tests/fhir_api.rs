@@ -7,9 +7,6 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{Answer, TOKEN, exchange, micros_to_rfc3339, post, start};
@@ -18,7 +15,6 @@ use serde_json::{Value, json};
 const FHIR_JSON: &str = "application/fhir+json";
 const LOINC: &str = "http://loinc.org";
 const UCUM: &str = "http://unitsofmeasure.org";
-const INSTALL: &str = "scripts/test (or pip install -r tests/interop/requirements.txt)";
 
 /// Every resource Galen answered with, for the independent validator.
 #[derive(Default)]
@@ -138,40 +134,7 @@ fn next_link(bundle: &Value) -> Option<String> {
 }
 
 fn validate(served: &Served) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = std::env::var("GALEN_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let mut child = Command::new(&python)
-        .arg(root.join("tests/interop/fhir_validate.py"))
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot run {python} ({error}); run {INSTALL}"));
-    let mut input = served.0.join("\n");
-    input.push('\n');
-    let _ = child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes());
-    let output = child.wait_with_output().expect("validator finishes");
-    assert_ne!(
-        output.status.code(),
-        Some(3),
-        "the FHIR validator needs fhir.resources 6.4.0: run {INSTALL}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "Galen served invalid FHIR:\n{report}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        report.contains(&format!("validated {} resources, 0 failed", served.0.len())),
-        "{report}"
-    );
+    common::validate_fhir(&served.0);
 }
 
 #[test]

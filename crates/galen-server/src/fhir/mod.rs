@@ -12,8 +12,11 @@
 //! version counter), so `If-Match` detects a concurrent change; `If-None-Exist` makes a create
 //! conditional on an identifier search.
 
+mod export;
 mod observation;
 mod registry;
+
+pub(crate) use export::Exports;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -58,6 +61,14 @@ pub(crate) fn router() -> Router<App> {
             get(observation::search).post(observation::create),
         )
         .route("/fhir/Observation/{id}", get(observation::read))
+        .route("/fhir/$export", get(export::system))
+        .route("/fhir/Patient/$export", get(export::patients))
+        .route("/fhir/Group/{id}/$export", get(export::group))
+        .route(
+            "/fhir/$export-status/{job}",
+            get(export::status).delete(export::cancel),
+        )
+        .route("/fhir/$export-file/{job}/{file}", get(export::file))
         .route("/fhir/{*rest}", any(unsupported))
 }
 

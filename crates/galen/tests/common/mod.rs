@@ -237,6 +237,50 @@ pub fn exchange(
     }
 }
 
+/// Validates FHIR JSON resources (one per entry) with the independent R4 validator
+/// `tests/interop/fhir_validate.py` (Python `fhir.resources` 6.4.0, from `GALEN_PYTHON`, default
+/// `python3`); fails the test, saying how to install it, when it is missing.
+pub fn validate_fhir(resources: &[String]) {
+    const INSTALL: &str = "scripts/test (or pip install -r tests/interop/requirements.txt)";
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = std::env::var("GALEN_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let mut child = Command::new(&python)
+        .arg(root.join("tests/interop/fhir_validate.py"))
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot run {python} ({error}); run {INSTALL}"));
+    let mut input = resources.join("\n");
+    input.push('\n');
+    let _ = child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes());
+    let output = child.wait_with_output().expect("validator finishes");
+    assert_ne!(
+        output.status.code(),
+        Some(3),
+        "the FHIR validator needs fhir.resources 6.4.0: run {INSTALL}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "Galen served invalid FHIR:\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        report.contains(&format!(
+            "validated {} resources, 0 failed",
+            resources.len()
+        )),
+        "{report}"
+    );
+}
+
 pub fn dechunk(mut rest: &str) -> String {
     let mut body = String::new();
     while let Some((size, tail)) = rest.split_once("\r\n") {

@@ -1,0 +1,600 @@
+//! FHIR Bulk Data export (`$export`, Bulk Data Access IG 2.0): system, `Patient` and
+//! `Group/[ward]` levels, `_type` and `_since`, asynchronous.
+//!
+//! Kick-off (`Prefer: respond-async`) answers `202` with the status URL in `Content-Location`
+//! and starts a job that writes one NDJSON file per resource type into the export directory.
+//! Polling the status answers `202` with `X-Progress` while it runs, then `200` with the manifest
+//! (file URLs and counts); `DELETE` on the status URL cancels the job and removes its files.
+//! Files are fetched from `$export-file/{job}/{Type}.ndjson` with the same token.
+//!
+//! Memory stays bounded whatever the data size: Observations are read one device and one day
+//! of series at a time (all vital signs of that day together, so blood pressure panels form) and
+//! written out line by line. Levels:
+//! - system: every Patient, every Device, every Observation (unassigned data included);
+//! - `Patient/$export`: every Patient, the Devices assigned to them, the Observations attributed
+//!   to them;
+//! - `Group/{ward}/$export`: as `Patient`, for the patients of one ward (Galen's groups are its
+//!   wards; the id is the ward's name).
+//!
+//! `_since` keeps Observations whose effective time is at or after it (measurements are never
+//! updated, so for them this is the time they became part of the record, give or take transport
+//! delay); Patients and Devices carry no change time in Galen and are always exported whole.
+//! Jobs live in memory: a restart forgets them (their status URL then answers 404 and the client
+//! starts again); files of finished jobs are removed after [`KEEP_FINISHED`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use galen_fhir::IssueType;
+use galen_fhir::observation::{Reading, VitalReading, group_readings};
+use galen_fhir::registry::{device_to_fhir, patient_to_fhir};
+use galen_model::{DeviceId, PatientId, Timestamp, VitalSign};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+use super::{FhirError, FhirResult, base_url};
+use crate::App;
+
+/// How long the files of a finished job are kept.
+const KEEP_FINISHED: Duration = Duration::from_secs(24 * 3600);
+/// One read of a device's series during an export.
+const SLICE_MICROS: i64 = 24 * 3600 * 1_000_000;
+/// Resource types an export can contain, in file order.
+const TYPES: [&str; 3] = ["Patient", "Device", "Observation"];
+
+/// The export jobs of this process.
+#[derive(Debug, Default)]
+pub(crate) struct Exports {
+    jobs: Mutex<HashMap<String, Arc<Job>>>,
+}
+
+#[derive(Debug)]
+struct Job {
+    directory: PathBuf,
+    request: String,
+    transaction_time: Timestamp,
+    cancelled: AtomicBool,
+    /// Resources written so far (all types).
+    written: AtomicU64,
+    state: Mutex<JobState>,
+}
+
+#[derive(Debug, Clone)]
+enum JobState {
+    Running,
+    Done(Vec<(String, u64)>),
+    Failed(String),
+}
+
+/// What an export covers.
+#[derive(Debug, Clone)]
+enum Level {
+    System,
+    Patients(Option<String>),
+}
+
+/// The parameters of a kick-off.
+#[derive(Debug, Clone)]
+struct Request {
+    level: Level,
+    types: BTreeSet<&'static str>,
+    since: Option<Timestamp>,
+}
+
+fn bad_request(message: impl Into<String>) -> FhirError {
+    FhirError::new(StatusCode::BAD_REQUEST, IssueType::Invalid, message)
+}
+
+/// Reads and checks the kick-off's headers and parameters.
+fn read_request(
+    level: Level,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+) -> FhirResult<Request> {
+    let asynchronous = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.split(',').any(|part| part.trim() == "respond-async"));
+    if !asynchronous {
+        return Err(bad_request(
+            "$export runs asynchronously: send 'Prefer: respond-async'",
+        ));
+    }
+    super::check_accept(headers)?;
+    let mut types: BTreeSet<&'static str> = TYPES.into_iter().collect();
+    let mut since = None;
+    for (name, value) in params {
+        match name.as_str() {
+            "_outputFormat" => {
+                if !matches!(
+                    value.as_str(),
+                    "application/fhir+ndjson" | "application/ndjson" | "ndjson"
+                ) {
+                    return Err(bad_request(format!(
+                        "_outputFormat {value:?} is not supported; Galen writes application/fhir+ndjson"
+                    )));
+                }
+            }
+            "_type" => {
+                let mut wanted = BTreeSet::new();
+                for name in value.split(',').map(str::trim) {
+                    let Some(known) = TYPES.iter().find(|known| **known == name) else {
+                        return Err(bad_request(format!(
+                            "_type {name:?} is not exported; Galen exports Patient, Device and Observation"
+                        )));
+                    };
+                    wanted.insert(*known);
+                }
+                types = types.intersection(&wanted).copied().collect();
+            }
+            "_since" => {
+                let instant = Timestamp::parse_rfc3339(value).map_err(|_| {
+                    bad_request(format!(
+                        "_since {value:?} is not a FHIR instant such as 2026-11-01T00:00:00Z"
+                    ))
+                })?;
+                since = Some(instant);
+            }
+            other => {
+                return Err(FhirError::new(
+                    StatusCode::BAD_REQUEST,
+                    IssueType::NotSupported,
+                    format!(
+                        "{other} is not a $export parameter Galen supports (_type, _since, _outputFormat)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(Request {
+        level,
+        types,
+        since,
+    })
+}
+
+fn random_id() -> FhirResult<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|_| {
+        FhirError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            IssueType::Exception,
+            "the system random generator failed",
+        )
+    })?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// Starts a job and answers `202` with its status URL.
+async fn kick_off(
+    app: App,
+    level: Level,
+    headers: HeaderMap,
+    params: Vec<(String, String)>,
+    request_path: &str,
+) -> FhirResult<Response> {
+    let request = read_request(level, &headers, &params)?;
+    if let Level::Patients(Some(ward)) = &request.level {
+        let known = app
+            .0
+            .directory
+            .read()
+            .patients()
+            .iter()
+            .any(|patient| &patient.details.ward == ward);
+        if !known {
+            return Err(FhirError::not_found("Group"));
+        }
+    }
+    let id = random_id()?;
+    let directory = app.0.config.export_dir().join(&id);
+    tokio::fs::create_dir_all(&directory)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "cannot create the export directory");
+            FhirError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                IssueType::Exception,
+                "the export could not be started",
+            )
+        })?;
+    let base = base_url(&headers);
+    let query = serde_urlencoded::to_string(&params).unwrap_or_default();
+    let job = Arc::new(Job {
+        directory,
+        request: if query.is_empty() {
+            format!("{base}{request_path}")
+        } else {
+            format!("{base}{request_path}?{query}")
+        },
+        transaction_time: app.0.clock.now(),
+        cancelled: AtomicBool::new(false),
+        written: AtomicU64::new(0),
+        state: Mutex::new(JobState::Running),
+    });
+    app.0
+        .exports
+        .jobs
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .insert(id.clone(), job.clone());
+    tracing::info!(job = %id, "bulk export started");
+    tokio::spawn(run(app.clone(), id.clone(), job, request));
+    let mut answer = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&format!("{base}/$export-status/{id}")) {
+        answer.insert(header::CONTENT_LOCATION, location);
+    }
+    Ok((StatusCode::ACCEPTED, answer).into_response())
+}
+
+pub(crate) async fn system(
+    State(app): State<App>,
+    Query(params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> FhirResult<Response> {
+    kick_off(app, Level::System, headers, params, "/$export").await
+}
+
+pub(crate) async fn patients(
+    State(app): State<App>,
+    Query(params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> FhirResult<Response> {
+    kick_off(
+        app,
+        Level::Patients(None),
+        headers,
+        params,
+        "/Patient/$export",
+    )
+    .await
+}
+
+pub(crate) async fn group(
+    State(app): State<App>,
+    Path(ward): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> FhirResult<Response> {
+    let path = format!("/Group/{ward}/$export");
+    kick_off(app, Level::Patients(Some(ward)), headers, params, &path).await
+}
+
+fn job(app: &App, id: &str) -> FhirResult<Arc<Job>> {
+    app.0
+        .exports
+        .jobs
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .get(id)
+        .cloned()
+        .ok_or_else(|| FhirError::not_found("export job"))
+}
+
+pub(crate) async fn status(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> FhirResult<Response> {
+    let job = job(&app, &id)?;
+    let state = job
+        .state
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .clone();
+    match state {
+        JobState::Running => {
+            let mut answer = HeaderMap::new();
+            let progress = format!("{} resources written", job.written.load(Ordering::Relaxed));
+            if let Ok(value) = HeaderValue::from_str(&progress) {
+                answer.insert("x-progress", value);
+            }
+            answer.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            Ok((StatusCode::ACCEPTED, answer).into_response())
+        }
+        JobState::Failed(message) => Err(FhirError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            IssueType::Exception,
+            message,
+        )),
+        JobState::Done(files) => {
+            let base = base_url(&headers);
+            let output: Vec<_> = files
+                .iter()
+                .map(|(kind, count)| {
+                    json!({
+                        "type": kind,
+                        "url": format!("{base}/$export-file/{id}/{kind}.ndjson"),
+                        "count": count,
+                    })
+                })
+                .collect();
+            let manifest = json!({
+                "transactionTime": job.transaction_time.to_rfc3339(),
+                "request": job.request,
+                "requiresAccessToken": true,
+                "output": output,
+                "error": [],
+            });
+            Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                manifest.to_string(),
+            )
+                .into_response())
+        }
+    }
+}
+
+pub(crate) async fn cancel(State(app): State<App>, Path(id): Path<String>) -> FhirResult<Response> {
+    let job = {
+        let mut jobs = app
+            .0
+            .exports
+            .jobs
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        jobs.remove(&id)
+            .ok_or_else(|| FhirError::not_found("export job"))?
+    };
+    job.cancelled.store(true, Ordering::Relaxed);
+    if let Err(error) = tokio::fs::remove_dir_all(&job.directory).await {
+        tracing::warn!(%error, job = %id, "could not remove a cancelled export's files");
+    }
+    tracing::info!(job = %id, "bulk export cancelled");
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+pub(crate) async fn file(
+    State(app): State<App>,
+    Path((id, name)): Path<(String, String)>,
+) -> FhirResult<Response> {
+    let job = job(&app, &id)?;
+    let Some(kind) = name
+        .strip_suffix(".ndjson")
+        .filter(|kind| TYPES.contains(kind))
+    else {
+        return Err(FhirError::not_found("export file"));
+    };
+    let done = matches!(
+        *job.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()),
+        JobState::Done(_)
+    );
+    if !done {
+        return Err(FhirError::not_found("export file"));
+    }
+    let file = tokio::fs::File::open(job.directory.join(format!("{kind}.ndjson")))
+        .await
+        .map_err(|_| FhirError::not_found("export file"))?;
+    let stream = tokio_util::io::ReaderStream::new(file);
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/fhir+ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// One NDJSON output file being written.
+struct Output {
+    writer: tokio::io::BufWriter<tokio::fs::File>,
+    count: u64,
+}
+
+impl Output {
+    async fn create(directory: &std::path::Path, kind: &str) -> std::io::Result<Output> {
+        let file = tokio::fs::File::create(directory.join(format!("{kind}.ndjson"))).await?;
+        Ok(Output {
+            writer: tokio::io::BufWriter::with_capacity(256 * 1024, file),
+            count: 0,
+        })
+    }
+
+    async fn write(&mut self, resource: &impl serde::Serialize, job: &Job) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(resource)?;
+        line.push(b'\n');
+        self.writer.write_all(&line).await?;
+        self.count += 1;
+        job.written.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn finish(mut self) -> std::io::Result<u64> {
+        self.writer.flush().await?;
+        self.writer.get_ref().sync_all().await?;
+        Ok(self.count)
+    }
+}
+
+/// Runs a job to its end and records the outcome.
+async fn run(app: App, id: String, job: Arc<Job>, request: Request) {
+    let outcome = write_all(&app, &job, &request).await;
+    let state = match outcome {
+        Ok(files) => {
+            tracing::info!(job = %id, resources = job.written.load(Ordering::Relaxed), "bulk export finished");
+            JobState::Done(files)
+        }
+        Err(error) => {
+            if !job.cancelled.load(Ordering::Relaxed) {
+                tracing::error!(job = %id, %error, "bulk export failed");
+            }
+            JobState::Failed("the export failed; start it again".into())
+        }
+    };
+    *job.state
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner()) = state;
+    // Forget the job and its files a day later.
+    let exports_app = app.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(KEEP_FINISHED).await;
+        let removed = exports_app
+            .0
+            .exports
+            .jobs
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .remove(&id);
+        if let Some(job) = removed {
+            let _ = tokio::fs::remove_dir_all(&job.directory).await;
+        }
+    });
+}
+
+fn cancelled(job: &Job) -> std::io::Result<()> {
+    if job.cancelled.load(Ordering::Relaxed) {
+        Err(std::io::Error::other("cancelled"))
+    } else {
+        Ok(())
+    }
+}
+
+/// The device series an export reads: `(device, from, to)`.
+type Scope = (DeviceId, Timestamp, Timestamp);
+
+async fn write_all(
+    app: &App,
+    job: &Job,
+    request: &Request,
+) -> Result<Vec<(String, u64)>, Box<dyn std::error::Error + Send + Sync>> {
+    let now = job.transaction_time;
+    // What the export covers, from one consistent view of the registry.
+    let (patients, devices, scopes) = {
+        let directory = app.0.directory.read();
+        let patients: Vec<galen_model::Patient> = match &request.level {
+            Level::System | Level::Patients(None) => {
+                directory.patients().into_iter().cloned().collect()
+            }
+            Level::Patients(Some(ward)) => directory
+                .patients()
+                .into_iter()
+                .filter(|patient| &patient.details.ward == ward)
+                .cloned()
+                .collect(),
+        };
+        let mut scopes: Vec<Scope> = Vec::new();
+        let devices: Vec<(galen_model::Device, Option<PatientId>)> = match &request.level {
+            Level::System => {
+                for device in directory.devices() {
+                    scopes.push((device.id, Timestamp::MIN, now));
+                }
+                directory
+                    .devices()
+                    .into_iter()
+                    .map(|device| (device.clone(), directory.patient_at(device.id, now)))
+                    .collect()
+            }
+            Level::Patients(_) => {
+                let mut wanted = BTreeSet::new();
+                for patient in &patients {
+                    for assignment in
+                        directory.assignments_of(patient.id, Timestamp::MIN, Timestamp::MAX)
+                    {
+                        let details = assignment.details;
+                        wanted.insert(details.device);
+                        scopes.push((
+                            details.device,
+                            details.start,
+                            details.end.unwrap_or(Timestamp::MAX).min(now),
+                        ));
+                    }
+                }
+                directory
+                    .devices()
+                    .into_iter()
+                    .filter(|device| wanted.contains(&device.id))
+                    .map(|device| (device.clone(), directory.patient_at(device.id, now)))
+                    .collect()
+            }
+        };
+        (patients, devices, scopes)
+    };
+    let mut files = Vec::new();
+    if request.types.contains("Patient") {
+        let mut output = Output::create(&job.directory, "Patient").await?;
+        for patient in &patients {
+            cancelled(job)?;
+            output.write(&patient_to_fhir(patient), job).await?;
+        }
+        files.push(("Patient".to_owned(), output.finish().await?));
+    }
+    if request.types.contains("Device") {
+        let mut output = Output::create(&job.directory, "Device").await?;
+        for (device, patient) in &devices {
+            cancelled(job)?;
+            output.write(&device_to_fhir(device, *patient), job).await?;
+        }
+        files.push(("Device".to_owned(), output.finish().await?));
+    }
+    if request.types.contains("Observation") {
+        let mut output = Output::create(&job.directory, "Observation").await?;
+        let patient_level = matches!(request.level, Level::Patients(_));
+        for (device, from, to) in scopes {
+            let from = match request.since {
+                Some(since) => from.max(since),
+                None => from,
+            };
+            // Start at the device's oldest point: scopes may be open towards the past.
+            let mut oldest: Option<Timestamp> = None;
+            for vital in VitalSign::ALL {
+                if let Some(first) = app.0.store.earliest(device, vital).await? {
+                    oldest = Some(oldest.map_or(first, |known: Timestamp| known.min(first)));
+                }
+            }
+            let Some(oldest) = oldest else {
+                continue;
+            };
+            let mut start = from.max(oldest);
+            while start < to {
+                cancelled(job)?;
+                let end = start.add_micros(SLICE_MICROS).min(to);
+                let readings = slice_readings(app, device, start, end).await?;
+                for observation in group_readings(&readings) {
+                    if patient_level && observation.subject.is_none() {
+                        continue;
+                    }
+                    output.write(&observation, job).await?;
+                }
+                start = end;
+            }
+        }
+        files.push(("Observation".to_owned(), output.finish().await?));
+    }
+    Ok(files)
+}
+
+/// Every reading of `device` in `[from, to)`, attributed.
+async fn slice_readings(
+    app: &App,
+    device: DeviceId,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<VitalReading>, galen_store::Error> {
+    let mut readings = Vec::new();
+    for vital in VitalSign::ALL {
+        let points = app.0.store.range(device, vital, from, to).await?;
+        if points.is_empty() {
+            continue;
+        }
+        let directory = app.0.directory.read();
+        readings.extend(points.into_iter().map(|point| VitalReading {
+            device,
+            patient: directory.patient_at(device, point.time),
+            vital,
+            time: point.time,
+            reading: Reading::from_device_value(point.value),
+        }));
+    }
+    readings.sort_by_key(|reading| reading.time);
+    Ok(readings)
+}
