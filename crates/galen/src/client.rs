@@ -80,6 +80,33 @@ impl HttpClient {
         Ok((status, body))
     }
 
+    /// Starts an asynchronous FHIR operation (`Prefer: respond-async`); returns the status, body
+    /// and `Content-Location`.
+    pub(crate) async fn kick_off(&self, path: &str) -> Result<(StatusCode, Bytes, Option<String>)> {
+        let mut request = self.request(Method::GET, path, None)?;
+        request
+            .headers_mut()
+            .insert("prefer", header::HeaderValue::from_static("respond-async"));
+        let response = self
+            .client
+            .request(request)
+            .await
+            .with_context(|| format!("requesting {}{path}", self.base))?;
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(header::CONTENT_LOCATION)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .context("reading the response")?
+            .to_bytes();
+        Ok((status, body, location))
+    }
+
     /// Opens a streaming GET (Server-Sent Events); the body is read frame by frame.
     pub(crate) async fn stream(&self, path: &str) -> Result<hyper::body::Incoming> {
         let request = self.request(Method::GET, path, None)?;
