@@ -133,10 +133,32 @@ pub struct CapabilityRest {
     /// Resource types served.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resource: Vec<CapabilityResource>,
+    /// System-level operations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operation: Vec<CapabilityOperation>,
     /// Other members, kept verbatim.
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+/// `CapabilityStatement.rest.operation` and `rest.resource.operation`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapabilityOperation {
+    /// The name used to invoke it (without `$`).
+    pub name: String,
+    /// The canonical URL of its OperationDefinition.
+    pub definition: String,
+    /// Other members, kept verbatim.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// The Bulk Data Access IG's export operations.
+const BULK_EXPORT: &str = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export";
+const BULK_PATIENT_EXPORT: &str =
+    "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export";
+const BULK_GROUP_EXPORT: &str = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export";
 
 /// `CapabilityStatement.rest.resource`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -154,6 +176,9 @@ pub struct CapabilityResource {
     /// Supported search parameters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub search_param: Vec<CapabilitySearchParam>,
+    /// Operations on this type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operation: Vec<CapabilityOperation>,
     /// Other members, kept verbatim.
     #[serde(flatten)]
     pub extra: Extra,
@@ -198,6 +223,7 @@ pub struct CapabilityStatementBuilder {
     date: Timestamp,
     base_url: Option<String>,
     resources: Vec<CapabilityResource>,
+    operations: Vec<CapabilityOperation>,
 }
 
 impl CapabilityStatementBuilder {
@@ -214,6 +240,7 @@ impl CapabilityStatementBuilder {
             date,
             base_url: None,
             resources: Vec::new(),
+            operations: Vec::new(),
         }
     }
 
@@ -256,7 +283,34 @@ impl CapabilityStatementBuilder {
                     extra: Extra::new(),
                 })
                 .collect(),
+            operation: Vec::new(),
             extra: Extra::new(),
+        });
+        self
+    }
+
+    /// Declares Bulk Data `$export` at the system level, on `Patient` and on `Group` (a
+    /// `Group` entry with no interactions is added for it).
+    pub fn bulk_export(mut self) -> CapabilityStatementBuilder {
+        let operation = |name: &str, definition: &str| CapabilityOperation {
+            name: name.to_owned(),
+            definition: definition.to_owned(),
+            extra: Extra::new(),
+        };
+        self.operations.push(operation("export", BULK_EXPORT));
+        if let Some(patient) = self
+            .resources
+            .iter_mut()
+            .find(|resource| resource.resource_type == Patient::TYPE)
+        {
+            patient
+                .operation
+                .push(operation("patient-export", BULK_PATIENT_EXPORT));
+        }
+        self.resources.push(CapabilityResource {
+            resource_type: "Group".to_owned(),
+            operation: vec![operation("group-export", BULK_GROUP_EXPORT)],
+            ..CapabilityResource::default()
         });
         self
     }
@@ -315,6 +369,7 @@ impl CapabilityStatementBuilder {
             rest: vec![CapabilityRest {
                 mode: "server".to_owned(),
                 resource: self.resources,
+                operation: self.operations,
                 extra: Extra::new(),
             }],
             extra: Extra::new(),

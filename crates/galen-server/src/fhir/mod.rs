@@ -354,6 +354,7 @@ async fn metadata(State(app): State<App>, headers: HeaderMap) -> FhirResult<Resp
                 Interaction::SearchType,
                 Interaction::Create,
             ])
+            .bulk_export()
             .build();
     Ok(fhir_response(StatusCode::OK, &statement, HeaderMap::new()))
 }
