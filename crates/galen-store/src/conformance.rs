@@ -38,6 +38,7 @@ pub async fn run_all(fresh: &(dyn Fn() -> Box<dyn Backend> + Sync)) {
     clinical_records(fresh().as_ref()).await;
     receipts_are_kept_with_their_content(fresh().as_ref()).await;
     device_credentials(fresh().as_ref()).await;
+    fhir_subscriptions(fresh().as_ref()).await;
 }
 
 /// A fixed instant the checks build on: 2026-11-23T00:00:00Z.
@@ -1145,5 +1146,52 @@ async fn device_credentials(backend: &dyn Backend) {
     assert_eq!(all[1].secret_sha256, [8; 32]);
     assert_eq!(all[1].revoked, None);
     assert_eq!(all[1].created, at(2));
+    reopened.close().await.expect("close");
+}
+
+async fn fhir_subscriptions(backend: &dyn Backend) {
+    let store = backend.open().await;
+    assert!(store.subscriptions().await.expect("list").is_empty());
+    let first = store
+        .create_subscription(
+            r#"{"resourceType":"Subscription"}"#.into(),
+            "requested".into(),
+        )
+        .await
+        .expect("create");
+    let second = store
+        .create_subscription("{}".into(), "requested".into())
+        .await
+        .expect("create");
+    assert_ne!(first, second);
+    store
+        .update_subscription(first, r#"{"changed":true}"#.into(), "active".into(), 42)
+        .await
+        .expect("update");
+    assert!(matches!(
+        store
+            .update_subscription(second + 100, "{}".into(), "active".into(), 0)
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(store.delete_subscription(second).await.expect("delete"));
+    assert!(
+        !store
+            .delete_subscription(second)
+            .await
+            .expect("delete again")
+    );
+    store.close().await.expect("close");
+    let reopened = backend.open().await;
+    assert_eq!(
+        reopened.subscriptions().await.expect("list"),
+        vec![crate::StoredSubscription {
+            id: first,
+            body: r#"{"changed":true}"#.into(),
+            status: "active".into(),
+            events: 42,
+        }],
+        "kept across reopening"
+    );
     reopened.close().await.expect("close");
 }

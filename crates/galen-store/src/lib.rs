@@ -30,7 +30,7 @@ pub use clinical::{
 pub use error::{Error, Result};
 pub use types::{
     AppendOutcome, Bucket, DeadLetter, DeviceCredential, IngestBatch, Point, Receipt, StoreStats,
-    StoredDeadLetter,
+    StoredDeadLetter, StoredSubscription,
 };
 
 /// The time series of measurements and the dead letters of refused input.
@@ -139,6 +139,22 @@ pub trait RegistryStore: Send + Sync + Debug {
     ) -> Result<DeviceCredential>;
     /// Every credential of every device, revoked ones included, by id.
     async fn device_credentials(&self) -> Result<Vec<DeviceCredential>>;
+
+    /// Stores a new FHIR subscription with status `status` and no events yet; returns its id.
+    async fn create_subscription(&self, body: String, status: String) -> Result<i64>;
+    /// Replaces a subscription's resource, status and event count. [`Error::NotFound`] if it
+    /// does not exist.
+    async fn update_subscription(
+        &self,
+        id: i64,
+        body: String,
+        status: String,
+        events: u64,
+    ) -> Result<()>;
+    /// Deletes a subscription; `false` if there was none.
+    async fn delete_subscription(&self, id: i64) -> Result<bool>;
+    /// Every subscription, by id.
+    async fn subscriptions(&self) -> Result<Vec<StoredSubscription>>;
 }
 
 /// A complete backend.

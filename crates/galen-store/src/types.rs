@@ -107,6 +107,20 @@ pub struct DeviceCredential {
     pub revoked: Option<Timestamp>,
 }
 
+/// A FHIR subscription as stored: its resource (JSON the server owns), status and the number of
+/// events notified since it started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSubscription {
+    /// Id of the subscription.
+    pub id: i64,
+    /// The Subscription resource, as JSON.
+    pub body: String,
+    /// `requested`, `active`, `error` or `off`.
+    pub status: String,
+    /// Events notified since the subscription started (the next event is `events + 1`).
+    pub events: u64,
+}
+
 /// Write-path counters, cumulative since the store opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StoreStats {

@@ -14,7 +14,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 use super::{Shared, SqliteStore};
 use crate::RegistryStore;
 use crate::error::{Error, Result};
-use crate::types::DeviceCredential;
+use crate::types::{DeviceCredential, StoredSubscription};
 
 const PATIENT_COLUMNS: &str =
     "id, identifier_system, identifier_value, family, given, birth_date, sex, ward, bed";
@@ -406,6 +406,63 @@ impl RegistryStore for SqliteStore {
         .await
     }
 
+    async fn create_subscription(&self, body: String, status: String) -> Result<i64> {
+        self.registry(move |connection| {
+            connection
+                .prepare_cached(
+                    "INSERT INTO fhir_subscriptions (body, status, events) VALUES (?1, ?2, 0)",
+                )?
+                .execute(params![body, status])?;
+            Ok(connection.last_insert_rowid())
+        })
+        .await
+    }
+
+    async fn update_subscription(
+        &self,
+        id: i64,
+        body: String,
+        status: String,
+        events: u64,
+    ) -> Result<()> {
+        let events = i64::try_from(events).map_err(|_| Error::Invalid("event count".into()))?;
+        self.registry(move |connection| {
+            let changed = connection
+                .prepare_cached(
+                    "UPDATE fhir_subscriptions SET body = ?2, status = ?3, events = ?4 WHERE id = ?1",
+                )?
+                .execute(params![id, body, status, events])?;
+            if changed == 0 {
+                return Err(Error::NotFound("subscription"));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_subscription(&self, id: i64) -> Result<bool> {
+        self.registry(move |connection| {
+            Ok(connection
+                .prepare_cached("DELETE FROM fhir_subscriptions WHERE id = ?1")?
+                .execute([id])?
+                > 0)
+        })
+        .await
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<StoredSubscription>> {
+        self.read(move |shared| {
+            shared.readers.with(|connection| {
+                let mut statement = connection.prepare_cached(
+                    "SELECT id, body, status, events FROM fhir_subscriptions ORDER BY id",
+                )?;
+                let rows = statement.query_map([], subscription_from_row)?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+        })
+        .await
+    }
+
     async fn device_credentials(&self) -> Result<Vec<DeviceCredential>> {
         self.read(move |shared| {
             shared.readers.with(|connection| {
@@ -418,6 +475,15 @@ impl RegistryStore for SqliteStore {
         })
         .await
     }
+}
+
+fn subscription_from_row(row: &Row<'_>) -> rusqlite::Result<StoredSubscription> {
+    Ok(StoredSubscription {
+        id: row.get(0)?,
+        body: row.get(1)?,
+        status: row.get(2)?,
+        events: u64::try_from(row.get::<_, i64>(3)?).map_err(|_| corrupt("events"))?,
+    })
 }
 
 fn credential_from_row(row: &Row<'_>) -> rusqlite::Result<DeviceCredential> {

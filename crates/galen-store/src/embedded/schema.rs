@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// Version of the schema this code writes; stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS wal (
@@ -129,6 +129,12 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     status INTEGER,
     error TEXT,
     delivered INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fhir_subscriptions (
+    id INTEGER PRIMARY KEY,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL,
+    events INTEGER NOT NULL
 );
 ";
 
