@@ -140,6 +140,8 @@ pub(crate) struct AppInner {
     pub(crate) started: galen_model::Timestamp,
     /// FHIR bulk export jobs.
     pub(crate) exports: fhir::Exports,
+    /// FHIR subscriptions in force.
+    pub(crate) subscriptions: fhir::Subscriptions,
 }
 
 /// The assembled runtime; cheap to clone.
@@ -206,7 +208,7 @@ impl App {
             None => galen_mapping::TemplateSet::default(),
         };
         let (shutdown, _) = watch::channel(false);
-        Ok(App(Arc::new(AppInner {
+        let app = App(Arc::new(AppInner {
             store,
             directory,
             pipeline,
@@ -214,6 +216,7 @@ impl App {
             metrics,
             started: clock.now(),
             exports: fhir::Exports::default(),
+            subscriptions: fhir::Subscriptions::default(),
             clock,
             clinical,
             config,
@@ -221,7 +224,9 @@ impl App {
             adapters: Arc::new(tokio::sync::RwLock::new(())),
             mqtt_sessions: mqtt::Sessions::default(),
             templates: std::sync::RwLock::new(Arc::new(templates)),
-        })))
+        }));
+        fhir::start_subscriptions(&app).await?;
+        Ok(app)
     }
 
     /// The ingest pipeline, for in-process adapters such as the demo simulator.

@@ -15,8 +15,10 @@
 mod export;
 mod observation;
 mod registry;
+mod subscription;
 
 pub(crate) use export::Exports;
+pub(crate) use subscription::{Subscriptions, start as start_subscriptions};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -69,6 +71,15 @@ pub(crate) fn router() -> Router<App> {
             get(export::status).delete(export::cancel),
         )
         .route("/fhir/$export-file/{job}/{file}", get(export::file))
+        .route(
+            "/fhir/Subscription",
+            get(subscription::search).post(subscription::create),
+        )
+        .route(
+            "/fhir/Subscription/{id}",
+            get(subscription::read).delete(subscription::delete),
+        )
+        .route("/fhir/Subscription/{id}/$status", get(subscription::status))
         .route("/fhir/{*rest}", any(unsupported))
 }
 
