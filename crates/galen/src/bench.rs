@@ -200,12 +200,17 @@ pub(crate) async fn register(
 /// stops it.
 pub(crate) async fn serve_in_process(
     store: Arc<galen_store::embedded::SqliteStore>,
+    export_dir: Option<PathBuf>,
 ) -> Result<(
     HttpClient,
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 )> {
-    let app = App::new(store, Arc::new(SystemClock), ServerConfig::default()).await?;
+    let config = ServerConfig {
+        export_dir,
+        ..ServerConfig::default()
+    };
+    let app = App::new(store, Arc::new(SystemClock), config).await?;
     let listener = crate::bind("127.0.0.1:0".parse().context("address")?).await?;
     let client = HttpClient::new(&format!("http://{}", listener.local_addr()?), None)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -248,7 +253,7 @@ async fn ingest(args: IngestArgs) -> Result<()> {
 
     let store = Arc::new(crate::open_store(directory.join("galen")).await?);
     register(store.as_ref(), args.devices, start.add_seconds(-60)).await?;
-    let (client, stop, server) = serve_in_process(store.clone()).await?;
+    let (client, stop, server) = serve_in_process(store.clone(), None).await?;
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -407,7 +412,7 @@ async fn query(args: QueryArgs) -> Result<()> {
         stored as f64 / fill_seconds
     );
 
-    let (client, stop, server) = serve_in_process(store.clone()).await?;
+    let (client, stop, server) = serve_in_process(store.clone(), None).await?;
     let to = first.add_seconds(per_device);
     let from = to.add_seconds(-86_400);
     let (mut direct, mut http, mut bucketed) = (Vec::new(), Vec::new(), Vec::new());

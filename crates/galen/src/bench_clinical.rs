@@ -257,7 +257,7 @@ async fn latency_part(args: &ClinicalArgs) -> Result<()> {
     let now = SystemClock.now();
     let devices = args.devices.max(1) + PROBES;
     let ids = crate::bench::register(store.as_ref(), devices, now.add_seconds(-3600)).await?;
-    let (client, stop, server) = crate::bench::serve_in_process(store).await?;
+    let (client, stop, server) = crate::bench::serve_in_process(store, None).await?;
     let serials: Vec<String> = (0..devices)
         .map(galen_sim::Simulator::device_serial)
         .collect();

@@ -263,6 +263,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
             ..galen_server::MqttSettings::default()
         },
         template_dir: args.templates.clone(),
+        export_dir: Some(args.data_dir.join("exports")),
         ..ServerConfig::default()
     };
     let app = App::new(store, clock.clone(), config).await?;
