@@ -92,11 +92,7 @@ pub(crate) async fn read_patient(
     let id = registry_id("Patient", &id)?;
     let (patient, etag) =
         served_patient(&app, PatientId(id)).ok_or_else(|| FhirError::not_found("Patient"))?;
-    Ok(fhir_response(
-        StatusCode::OK,
-        &patient,
-        resource_headers(&etag, None),
-    ))
+    Ok(answer(StatusCode::OK, &patient, &etag, None))
 }
 
 pub(crate) async fn search_patients(
@@ -133,23 +129,57 @@ pub(crate) async fn search_patients(
     ))
 }
 
-/// The existing patients an `If-None-Exist` search finds.
-fn patients_matching(app: &App, condition: &str) -> FhirResult<Vec<PatientId>> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(condition).map_err(|_| {
-        FhirError::new(
-            StatusCode::BAD_REQUEST,
-            IssueType::Invalid,
-            "If-None-Exist must be a search query such as identifier=system|value",
-        )
-    })?;
-    let query = PatientQuery::parse(&pairs)?;
-    let directory = app.0.directory.read();
-    Ok(directory
-        .patients()
-        .into_iter()
-        .filter(|patient| query.matches(patient))
-        .map(|patient| patient.id)
-        .collect())
+/// The query of an `If-None-Exist` header, if the request has one.
+fn if_none_exist(headers: &HeaderMap) -> FhirResult<Option<Vec<(String, String)>>> {
+    let Some(condition) = headers
+        .get("if-none-exist")
+        .and_then(|value| value.to_str().ok())
+    else {
+        return Ok(None);
+    };
+    serde_urlencoded::from_str(condition)
+        .map(Some)
+        .map_err(|_| {
+            FhirError::new(
+                StatusCode::BAD_REQUEST,
+                IssueType::Invalid,
+                "If-None-Exist must be a search query such as identifier=system|value",
+            )
+        })
+}
+
+/// What an `If-None-Exist` search found: nothing (create), one (answer it), several (`412`).
+fn single_match<T: Copy>(found: &[T], what: &str) -> FhirResult<Option<T>> {
+    match found {
+        [] => Ok(None),
+        [one] => Ok(Some(*one)),
+        several => Err(FhirError::new(
+            StatusCode::PRECONDITION_FAILED,
+            IssueType::MultipleMatches,
+            format!("If-None-Exist matches {} {what}", several.len()),
+        )),
+    }
+}
+
+/// The answer carrying one versioned resource.
+fn answer(
+    status: StatusCode,
+    resource: &impl serde::Serialize,
+    etag: &str,
+    location: Option<String>,
+) -> Response {
+    fhir_response(status, resource, resource_headers(etag, location))
+}
+
+/// The error of an update of a resource that does not exist (ids are Galen's to assign).
+fn update_of_missing(resource_type: &str, create: &str) -> FhirError {
+    FhirError::new(
+        StatusCode::NOT_FOUND,
+        IssueType::NotFound,
+        format!(
+            "{resource_type} not found; {create} with POST /fhir/{resource_type} (Galen assigns ids)"
+        ),
+    )
 }
 
 pub(crate) async fn create_patient(
@@ -161,28 +191,21 @@ pub(crate) async fn create_patient(
     check_content_type(&headers)?;
     let posted: Patient = parse_resource(&body)?;
     let new = patient_from_fhir(&posted, super::today(&app))?;
-    if let Some(condition) = headers
-        .get("if-none-exist")
-        .and_then(|value| value.to_str().ok())
-    {
-        match patients_matching(&app, condition)?.as_slice() {
-            [] => {}
-            [existing] => {
-                let (patient, etag) = served_patient(&app, *existing)
-                    .ok_or_else(|| FhirError::not_found("Patient"))?;
-                return Ok(fhir_response(
-                    StatusCode::OK,
-                    &patient,
-                    resource_headers(&etag, None),
-                ));
-            }
-            several => {
-                return Err(FhirError::new(
-                    StatusCode::PRECONDITION_FAILED,
-                    IssueType::MultipleMatches,
-                    format!("If-None-Exist matches {} patients", several.len()),
-                ));
-            }
+    if let Some(pairs) = if_none_exist(&headers)? {
+        let query = PatientQuery::parse(&pairs)?;
+        let found: Vec<PatientId> = {
+            let directory = app.0.directory.read();
+            directory
+                .patients()
+                .into_iter()
+                .filter(|patient| query.matches(patient))
+                .map(|patient| patient.id)
+                .collect()
+        };
+        if let Some(existing) = single_match(&found, "patients")? {
+            let (patient, etag) =
+                served_patient(&app, existing).ok_or_else(|| FhirError::not_found("Patient"))?;
+            return Ok(answer(StatusCode::OK, &patient, &etag, None));
         }
     }
     let created = app.0.store.create_patient(new).await?;
@@ -191,11 +214,7 @@ pub(crate) async fn create_patient(
     let (patient, etag) =
         served_patient(&app, created.id).ok_or_else(|| FhirError::not_found("Patient"))?;
     let location = format!("{}/Patient/{}", base_url(&headers), created.id.0);
-    Ok(fhir_response(
-        StatusCode::CREATED,
-        &patient,
-        resource_headers(&etag, Some(location)),
-    ))
+    Ok(answer(StatusCode::CREATED, &patient, &etag, Some(location)))
 }
 
 pub(crate) async fn update_patient(
@@ -209,13 +228,8 @@ pub(crate) async fn update_patient(
     let id = registry_id("Patient", &id)?;
     let posted: Patient = parse_resource(&body)?;
     check_body_id("Patient", posted.id.as_deref(), id)?;
-    let (_, current) = served_patient(&app, PatientId(id)).ok_or_else(|| {
-        FhirError::new(
-            StatusCode::NOT_FOUND,
-            IssueType::NotFound,
-            "Patient not found; create patients with POST /fhir/Patient (Galen assigns ids)",
-        )
-    })?;
+    let (_, current) = served_patient(&app, PatientId(id))
+        .ok_or_else(|| update_of_missing("Patient", "create patients"))?;
     check_if_match(&headers, &current)?;
     let new = patient_from_fhir(&posted, super::today(&app))?;
     app.0.store.update_patient(PatientId(id), new).await?;
@@ -223,11 +237,7 @@ pub(crate) async fn update_patient(
     tracing::info!(patient = id, "patient updated over FHIR");
     let (patient, etag) =
         served_patient(&app, PatientId(id)).ok_or_else(|| FhirError::not_found("Patient"))?;
-    Ok(fhir_response(
-        StatusCode::OK,
-        &patient,
-        resource_headers(&etag, None),
-    ))
+    Ok(answer(StatusCode::OK, &patient, &etag, None))
 }
 
 // --- Device -----------------------------------------------------------------------------------
@@ -251,11 +261,7 @@ pub(crate) async fn read_device(
     let id = registry_id("Device", &id)?;
     let (device, etag) =
         served_device(&app, DeviceId(id)).ok_or_else(|| FhirError::not_found("Device"))?;
-    Ok(fhir_response(
-        StatusCode::OK,
-        &device,
-        resource_headers(&etag, None),
-    ))
+    Ok(answer(StatusCode::OK, &device, &etag, None))
 }
 
 pub(crate) async fn search_devices(
@@ -337,17 +343,7 @@ pub(crate) async fn create_device(
     let posted: Device = parse_resource(&body)?;
     let input = device_from_fhir(&posted)?;
     check_device_patient(&app, None, input.patient)?;
-    if let Some(condition) = headers
-        .get("if-none-exist")
-        .and_then(|value| value.to_str().ok())
-    {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(condition).map_err(|_| {
-            FhirError::new(
-                StatusCode::BAD_REQUEST,
-                IssueType::Invalid,
-                "If-None-Exist must be a search query such as identifier=system|value",
-            )
-        })?;
+    if let Some(pairs) = if_none_exist(&headers)? {
         let query = DeviceQuery::parse(&pairs)?;
         let now = app.0.clock.now();
         let found: Vec<DeviceId> = {
@@ -359,24 +355,10 @@ pub(crate) async fn create_device(
                 .map(|device| device.id)
                 .collect()
         };
-        match found.as_slice() {
-            [] => {}
-            [existing] => {
-                let (device, etag) =
-                    served_device(&app, *existing).ok_or_else(|| FhirError::not_found("Device"))?;
-                return Ok(fhir_response(
-                    StatusCode::OK,
-                    &device,
-                    resource_headers(&etag, None),
-                ));
-            }
-            several => {
-                return Err(FhirError::new(
-                    StatusCode::PRECONDITION_FAILED,
-                    IssueType::MultipleMatches,
-                    format!("If-None-Exist matches {} devices", several.len()),
-                ));
-            }
+        if let Some(existing) = single_match(&found, "devices")? {
+            let (device, etag) =
+                served_device(&app, existing).ok_or_else(|| FhirError::not_found("Device"))?;
+            return Ok(answer(StatusCode::OK, &device, &etag, None));
         }
     }
     let created = app.0.store.create_device(input.device).await?;
@@ -385,11 +367,7 @@ pub(crate) async fn create_device(
     let (device, etag) =
         served_device(&app, created.id).ok_or_else(|| FhirError::not_found("Device"))?;
     let location = format!("{}/Device/{}", base_url(&headers), created.id.0);
-    Ok(fhir_response(
-        StatusCode::CREATED,
-        &device,
-        resource_headers(&etag, Some(location)),
-    ))
+    Ok(answer(StatusCode::CREATED, &device, &etag, Some(location)))
 }
 
 pub(crate) async fn update_device(
@@ -403,13 +381,8 @@ pub(crate) async fn update_device(
     let id = registry_id("Device", &id)?;
     let posted: Device = parse_resource(&body)?;
     check_body_id("Device", posted.id.as_deref(), id)?;
-    let (_, current) = served_device(&app, DeviceId(id)).ok_or_else(|| {
-        FhirError::new(
-            StatusCode::NOT_FOUND,
-            IssueType::NotFound,
-            "Device not found; register devices with POST /fhir/Device (Galen assigns ids)",
-        )
-    })?;
+    let (_, current) = served_device(&app, DeviceId(id))
+        .ok_or_else(|| update_of_missing("Device", "register devices"))?;
     check_if_match(&headers, &current)?;
     let input = device_from_fhir(&posted)?;
     check_device_patient(&app, Some(DeviceId(id)), input.patient)?;
@@ -421,9 +394,5 @@ pub(crate) async fn update_device(
     tracing::info!(device = id, "device updated over FHIR");
     let (device, etag) =
         served_device(&app, DeviceId(id)).ok_or_else(|| FhirError::not_found("Device"))?;
-    Ok(fhir_response(
-        StatusCode::OK,
-        &device,
-        resource_headers(&etag, None),
-    ))
+    Ok(answer(StatusCode::OK, &device, &etag, None))
 }
