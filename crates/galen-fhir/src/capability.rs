@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codes;
 use crate::datatypes::Extra;
-use crate::resource::{Device, FhirResource, Observation, Patient, ResourceType};
+use crate::resource::{Device, FhirResource, Flag, Observation, Patient, ResourceType};
 use crate::search::{self, SearchParameterSpec};
 
 /// A RESTful interaction (R4 `TypeRestfulInteraction`).
@@ -153,6 +153,11 @@ pub struct CapabilityOperation {
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+/// The Subscriptions R5 Backport IG's R4 Subscription profile and `$status` operation.
+const BACKPORT_SUBSCRIPTION_PROFILE: &str =
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription";
+const BACKPORT_STATUS_OPERATION: &str = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status";
 
 /// The Bulk Data Access IG's export operations.
 const BULK_EXPORT: &str = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export";
@@ -325,8 +330,9 @@ impl CapabilityStatementBuilder {
         self.resource(Device::TYPE, interactions, search::DEVICE_PARAMETERS, &[])
     }
 
-    /// Declares `Observation` with the search parameters of [`search::ObservationQuery`] and the
-    /// vital-signs profiles Galen's Observations conform to.
+    /// Declares `Observation` with the search parameters of [`search::ObservationQuery`] (which
+    /// [`search::ScoreQuery`] shares) and the vital-signs profiles Galen's vital-sign Observations
+    /// conform to (early-warning scores claim no profile).
     pub fn observation(self, interactions: &[Interaction]) -> CapabilityStatementBuilder {
         let mut profiles: Vec<&str> =
             vec![codes::VITAL_SIGNS_PROFILE, codes::BLOOD_PRESSURE_PROFILE];
@@ -343,6 +349,33 @@ impl CapabilityStatementBuilder {
             search::OBSERVATION_PARAMETERS,
             &profiles,
         )
+    }
+
+    /// Declares `Flag` (Galen's alarms) with the search parameters of [`search::FlagQuery`].
+    pub fn flag(self, interactions: &[Interaction]) -> CapabilityStatementBuilder {
+        self.resource(Flag::TYPE, interactions, search::FLAG_PARAMETERS, &[])
+    }
+
+    /// Declares `Subscription` (R5 Backport IG, topic-based) with its `$status` operation.
+    pub fn subscription(mut self, interactions: &[Interaction]) -> CapabilityStatementBuilder {
+        self = self.resource(
+            "Subscription",
+            interactions,
+            &[],
+            &[BACKPORT_SUBSCRIPTION_PROFILE],
+        );
+        if let Some(subscription) = self
+            .resources
+            .iter_mut()
+            .find(|resource| resource.resource_type == "Subscription")
+        {
+            subscription.operation.push(CapabilityOperation {
+                name: "status".to_owned(),
+                definition: BACKPORT_STATUS_OPERATION.to_owned(),
+                extra: Extra::new(),
+            });
+        }
+        self
     }
 
     /// The statement.
@@ -398,6 +431,7 @@ mod tests {
         ])
         .device(&[Interaction::Read])
         .observation(&[Interaction::Read, Interaction::SearchType])
+        .flag(&[Interaction::Read, Interaction::SearchType])
         .build();
         let json = serde_json::to_value(&statement).expect("serialises");
         assert_eq!(json["resourceType"], "CapabilityStatement");
@@ -409,7 +443,7 @@ mod tests {
             .iter()
             .filter_map(|resource| resource["type"].as_str())
             .collect();
-        assert_eq!(types, ["Patient", "Device", "Observation"]);
+        assert_eq!(types, ["Patient", "Device", "Observation", "Flag"]);
         assert_eq!(
             resources[0]["interaction"],
             json!([{ "code": "read" }, { "code": "search-type" }, { "code": "create" }])
@@ -440,5 +474,23 @@ mod tests {
             .and_then(|params| params.iter().find(|param| param["name"] == "ward"))
             .expect("ward");
         assert_eq!(ward["definition"], codes::WARD_SEARCH_PARAMETER);
+        let flag_params: Vec<(&str, Option<&str>)> = resources[3]["searchParam"]
+            .as_array()
+            .expect("flag params")
+            .iter()
+            .filter_map(|param| Some((param["name"].as_str()?, param["definition"].as_str())))
+            .collect();
+        assert_eq!(
+            flag_params,
+            [
+                ("_id", None),
+                ("patient", None),
+                ("subject", None),
+                ("date", None),
+                ("status", Some(codes::FLAG_STATUS_SEARCH_PARAMETER)),
+                ("state", Some(codes::FLAG_STATE_SEARCH_PARAMETER)),
+                ("priority", Some(codes::FLAG_PRIORITY_SEARCH_PARAMETER)),
+            ]
+        );
     }
 }

@@ -37,6 +37,56 @@ pub const MEASUREMENT_SYSTEM: &str = "https://galen.invalid/fhir/CodeSystem/meas
 /// Definition of the custom `ward` search parameter on Patient.
 pub const WARD_SEARCH_PARAMETER: &str = "https://galen.invalid/fhir/SearchParameter/Patient-ward";
 
+/// SNOMED CT (international and national editions share the system URI).
+pub const SNOMED: &str = "http://snomed.info/sct";
+/// HL7 flag category code system (`Flag.category`).
+pub const FLAG_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/flag-category";
+/// The observation category of assessment tools and scores (`survey`), which early-warning scores
+/// carry instead of `vital-signs`.
+pub const SURVEY_CATEGORY: &str = "survey";
+/// The R4 core extension carrying a Flag's alert priority.
+pub const FLAG_PRIORITY_EXTENSION: &str = "http://hl7.org/fhir/StructureDefinition/flag-priority";
+/// The code system of [`FLAG_PRIORITY_EXTENSION`] (`PN`, `PL`, `PM`, `PH`), driven by the alert
+/// priorities of IHE PCD TF-2 (the IEC 60601-1-8 low, medium and high priorities).
+pub const FLAG_PRIORITY_CODES: &str = "http://hl7.org/fhir/flag-priority-code";
+/// The R4 core extension pointing from a Flag to the records that support it.
+pub const FLAG_DETAIL_EXTENSION: &str = "http://hl7.org/fhir/StructureDefinition/flag-detail";
+/// Code system of Galen's score tables (`Observation.code` of a score), codes as the table ids
+/// (`news2`, `qsofa`, `mews`, or a hospital table's id).
+pub const SCORE_TABLE_SYSTEM: &str = "https://galen.invalid/fhir/CodeSystem/score-table";
+/// Code system of the parameters a score table scores (`respiratory_rate`, `spo2`, `oxygen`,
+/// `systolic_bp`, `heart_rate`, `consciousness`, `temperature`).
+pub const SCORE_PARAMETER_SYSTEM: &str = "https://galen.invalid/fhir/CodeSystem/score-parameter";
+/// Code system of score bands (`Observation.interpretation` of a score), codes as the band names
+/// of the table named in `Observation.code` (`low`, `low-medium`, `medium`, `high`, ...).
+pub const SCORE_BAND_SYSTEM: &str = "https://galen.invalid/fhir/CodeSystem/score-band";
+/// Code system of alarm rules (`Flag.code`), codes as the rule ids (`limit.spo2.low`,
+/// `score.news2`, `technical.device_silent`, ...).
+pub const ALARM_RULE_SYSTEM: &str = "https://galen.invalid/fhir/CodeSystem/alarm-rule";
+/// Code system of alarm kinds (`Flag.category`): `physiological` or `technical`
+/// (IEC 60601-1-8).
+pub const ALARM_KIND_SYSTEM: &str = "https://galen.invalid/fhir/CodeSystem/alarm-kind";
+/// Complex extension on a Flag with the alarm's lifecycle (state, escalation, acknowledgement).
+pub const ALARM_EXTENSION: &str = "https://galen.invalid/fhir/StructureDefinition/alarm";
+/// Extension on a score Observation: the version of the score table that computed it.
+pub const SCORE_TABLE_VERSION_EXTENSION: &str =
+    "https://galen.invalid/fhir/StructureDefinition/score-table-version";
+/// Extension on a score Observation or a Flag: the clinical configuration version in force.
+pub const CLINICAL_CONFIG_VERSION_EXTENSION: &str =
+    "https://galen.invalid/fhir/StructureDefinition/clinical-config-version";
+/// Extension on a score component: the value that was looked up in the table's bands.
+pub const SCORED_VALUE_EXTENSION: &str =
+    "https://galen.invalid/fhir/StructureDefinition/scored-value";
+/// Definition of the custom `status` search parameter on Flag.
+pub const FLAG_STATUS_SEARCH_PARAMETER: &str =
+    "https://galen.invalid/fhir/SearchParameter/Flag-status";
+/// Definition of the custom `state` search parameter on Flag (the alarm state).
+pub const FLAG_STATE_SEARCH_PARAMETER: &str =
+    "https://galen.invalid/fhir/SearchParameter/Flag-state";
+/// Definition of the custom `priority` search parameter on Flag.
+pub const FLAG_PRIORITY_SEARCH_PARAMETER: &str =
+    "https://galen.invalid/fhir/SearchParameter/Flag-priority";
+
 /// LOINC of the blood pressure panel (one Observation with systolic, diastolic, mean components).
 pub const BLOOD_PRESSURE_PANEL_LOINC: &str = "85354-9";
 /// MDC code of non-invasive blood pressure (the panel).

@@ -2,10 +2,12 @@
 //! resources and Galen's domain types.
 //!
 //! What flows through here: the server hands this crate registry records ([`galen_model::Patient`],
-//! [`galen_model::Device`]) and stored measurements ([`observation::VitalReading`]) and gets back
-//! typed FHIR resources ([`Patient`], [`Device`], [`Observation`]) that serialise with serde; a
-//! client's JSON goes the other way, through [`parse_resource`] into the same types and then into
-//! [`galen_model::NewPatient`], [`galen_model::NewDevice`] or the values the ingest pipeline takes
+//! [`galen_model::Device`]), stored measurements ([`observation::VitalReading`]) and the clinical
+//! engine's stored scores and alarm transitions ([`clinical::StoredScore`],
+//! [`clinical::AlarmTransition`]) and gets back typed FHIR resources ([`Patient`], [`Device`],
+//! [`Observation`], [`Flag`]) that serialise with serde; a client's JSON goes the other way,
+//! through [`parse_resource`] into the same types and then into [`galen_model::NewPatient`],
+//! [`galen_model::NewDevice`] or the values the ingest pipeline takes
 //! ([`observation::PostedObservation`]). Search query strings become typed queries in [`search`];
 //! results become a searchset [`Bundle`] ([`bundle::SearchsetBuilder`]); every error becomes an
 //! [`OperationOutcome`] ([`outcome::from_error`]) whose `expression` is the FHIRPath of the element
@@ -23,6 +25,7 @@
 
 pub mod bundle;
 pub mod capability;
+pub mod clinical;
 pub mod codes;
 mod datatypes;
 mod error;
@@ -39,7 +42,7 @@ pub use datatypes::{
 pub use error::{Error, Problem, Result};
 pub use outcome::{IssueSeverity, IssueType};
 pub use resource::{
-    Bundle, BundleEntry, BundleEntrySearch, BundleLink, Device, FhirResource, Observation,
+    Bundle, BundleEntry, BundleEntrySearch, BundleLink, Device, FhirResource, Flag, Observation,
     ObservationComponent, OperationOutcome, OperationOutcomeIssue, Patient, Resource, ResourceType,
     parse_resource, resource_from_value,
 };

@@ -298,6 +298,46 @@ pub struct ObservationComponent {
     pub extra: Extra,
 }
 
+/// `Flag`: a prospective warning about a patient for those providing care. Galen serves its
+/// alarms as Flags (see [`crate::clinical`] for why a Flag and not a DetectedIssue).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Flag {
+    /// Always `Flag`.
+    pub resource_type: ResourceType<Flag>,
+    /// Logical id (the alarm id, see [`crate::clinical::FlagKey`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Meta>,
+    /// Extensions (priority, supporting records, the alarm's lifecycle).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extension: Vec<Extension>,
+    /// `active`, `inactive` or `entered-in-error` (required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Classification.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub category: Vec<CodeableConcept>,
+    /// What the flag is about (required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<CodeableConcept>,
+    /// Whom it is about (required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Reference>,
+    /// When it applies; no end while it is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<Period>,
+    /// Who or what raised it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<Reference>,
+    /// Other members, kept verbatim.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+impl_resource!(Flag, "Flag");
+
 /// `OperationOutcome`: the errors and warnings of an interaction.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -419,6 +459,8 @@ pub enum Resource {
     Device(Box<Device>),
     /// An Observation.
     Observation(Box<Observation>),
+    /// A Flag.
+    Flag(Box<Flag>),
     /// An OperationOutcome.
     OperationOutcome(Box<OperationOutcome>),
     /// A Bundle.
@@ -436,6 +478,7 @@ impl Resource {
             Resource::Patient(_) => Patient::TYPE,
             Resource::Device(_) => Device::TYPE,
             Resource::Observation(_) => Observation::TYPE,
+            Resource::Flag(_) => Flag::TYPE,
             Resource::OperationOutcome(_) => OperationOutcome::TYPE,
             Resource::Bundle(_) => Bundle::TYPE,
             Resource::CapabilityStatement(_) => CapabilityStatement::TYPE,
@@ -452,6 +495,7 @@ impl Resource {
             Resource::Patient(resource) => resource.id(),
             Resource::Device(resource) => resource.id(),
             Resource::Observation(resource) => resource.id(),
+            Resource::Flag(resource) => resource.id(),
             Resource::OperationOutcome(resource) => resource.id(),
             Resource::Bundle(resource) => resource.id(),
             Resource::CapabilityStatement(resource) => resource.id(),
@@ -475,6 +519,12 @@ impl From<Device> for Resource {
 impl From<Observation> for Resource {
     fn from(resource: Observation) -> Resource {
         Resource::Observation(Box::new(resource))
+    }
+}
+
+impl From<Flag> for Resource {
+    fn from(resource: Flag) -> Resource {
+        Resource::Flag(Box::new(resource))
     }
 }
 
@@ -502,6 +552,7 @@ impl Serialize for Resource {
             Resource::Patient(resource) => resource.serialize(serializer),
             Resource::Device(resource) => resource.serialize(serializer),
             Resource::Observation(resource) => resource.serialize(serializer),
+            Resource::Flag(resource) => resource.serialize(serializer),
             Resource::OperationOutcome(resource) => resource.serialize(serializer),
             Resource::Bundle(resource) => resource.serialize(serializer),
             Resource::CapabilityStatement(resource) => resource.serialize(serializer),
@@ -530,6 +581,7 @@ impl<'de> Deserialize<'de> for Resource {
             Patient::TYPE => Resource::Patient(typed::<_, D>(Value::Object(object))?),
             Device::TYPE => Resource::Device(typed::<_, D>(Value::Object(object))?),
             Observation::TYPE => Resource::Observation(typed::<_, D>(Value::Object(object))?),
+            Flag::TYPE => Resource::Flag(typed::<_, D>(Value::Object(object))?),
             OperationOutcome::TYPE => {
                 Resource::OperationOutcome(typed::<_, D>(Value::Object(object))?)
             }

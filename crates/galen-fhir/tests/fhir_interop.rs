@@ -10,14 +10,19 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use galen_fhir::bundle::SearchsetBuilder;
+use galen_fhir::clinical::{
+    AlarmKind, AlarmPriority, AlarmState, AlarmTransition, FlagKey, MissingParameter,
+    ParameterScore, ScoreParameter, ScoreSource, ScoredValue, StoredScore, alarm_flag,
+    score_observation,
+};
 use galen_fhir::observation::{
-    AbsentReason, BloodPressureReading, Reading, VitalReading, blood_pressure_observation,
-    group_readings, vital_observation,
+    AbsentReason, BloodPressureReading, ObservationCode, ObservationKey, Reading, VitalReading,
+    blood_pressure_observation, group_readings, vital_observation,
 };
 use galen_fhir::outcome::{OutcomeBuilder, from_error};
 use galen_fhir::registry::{device_to_fhir, patient_to_fhir, restore_unmapped_patient};
 use galen_fhir::{
-    CapabilityStatementBuilder, Error, Interaction, IssueType, Observation, Patient, Problem,
+    CapabilityStatementBuilder, Error, Flag, Interaction, IssueType, Observation, Patient, Problem,
     Resource, parse_resource,
 };
 use galen_model::{
@@ -157,6 +162,196 @@ fn observations() -> Vec<Observation> {
     observations
 }
 
+/// Early-warning score Observations: a complete NEWS2, an incomplete one, a qSOFA from a staff
+/// entry only.
+fn scores() -> Vec<Observation> {
+    let measured = |vital: VitalSign| {
+        ScoreSource::Measurement(ObservationKey {
+            device: DeviceId(7),
+            code: ObservationCode::Vital(vital),
+            time: T0,
+        })
+    };
+    let scored =
+        |parameter: ScoreParameter, points: i64, value: ScoredValue, source| ParameterScore {
+            parameter,
+            points,
+            value,
+            source,
+        };
+    let number = |value: f64, unit: &str| ScoredValue::Number {
+        value,
+        rounded: Some(value),
+        unit: Some(unit.to_owned()),
+    };
+    let complete = StoredScore {
+        patient: PatientId(12),
+        table: "news2".to_owned(),
+        table_name: Some("NEWS2".to_owned()),
+        table_version: Some("rcp-2017.1".to_owned()),
+        config_version: Some("galen-default-2026.2".to_owned()),
+        time: T0,
+        total: 7,
+        complete: true,
+        band: "high".to_owned(),
+        monitoring: Some("continuous".to_owned()),
+        response: Some("emergency response".to_owned()),
+        points: vec![
+            scored(
+                ScoreParameter::RespiratoryRate,
+                2,
+                number(24.0, "/min"),
+                measured(VitalSign::RespiratoryRate),
+            ),
+            scored(
+                ScoreParameter::Spo2,
+                2,
+                number(93.0, "%"),
+                measured(VitalSign::Spo2),
+            ),
+            scored(
+                ScoreParameter::SupplementalOxygen,
+                0,
+                ScoredValue::Code("air".to_owned()),
+                ScoreSource::Entry(1),
+            ),
+            scored(
+                ScoreParameter::SystolicBp,
+                1,
+                number(105.0, "mm[Hg]"),
+                ScoreSource::Measurement(ObservationKey {
+                    device: DeviceId(7),
+                    code: ObservationCode::BloodPressurePanel,
+                    time: T0,
+                }),
+            ),
+            scored(
+                ScoreParameter::HeartRate,
+                2,
+                number(115.0, "/min"),
+                measured(VitalSign::HeartRate),
+            ),
+            scored(
+                ScoreParameter::Consciousness,
+                0,
+                ScoredValue::Code("A".to_owned()),
+                ScoreSource::Entry(2),
+            ),
+            scored(
+                ScoreParameter::Temperature,
+                0,
+                number(37.2, "Cel"),
+                measured(VitalSign::BodyTemperature),
+            ),
+        ],
+        missing: Vec::new(),
+    };
+    let mut incomplete = complete.clone();
+    incomplete.time = T0.add_seconds(600);
+    incomplete.complete = false;
+    incomplete.total = 4;
+    incomplete.band = "low".to_owned();
+    incomplete.points.truncate(3);
+    incomplete.missing = vec![
+        MissingParameter {
+            parameter: ScoreParameter::SystolicBp,
+            last_seen: None,
+        },
+        MissingParameter {
+            parameter: ScoreParameter::HeartRate,
+            last_seen: Some(T0),
+        },
+    ];
+    let qsofa = StoredScore {
+        table: "qsofa".to_owned(),
+        table_name: Some("qSOFA".to_owned()),
+        table_version: None,
+        config_version: None,
+        total: 1,
+        complete: false,
+        band: "negative".to_owned(),
+        monitoring: None,
+        response: None,
+        points: vec![scored(
+            ScoreParameter::Consciousness,
+            1,
+            ScoredValue::Code("V".to_owned()),
+            ScoreSource::Entry(3),
+        )],
+        missing: vec![MissingParameter {
+            parameter: ScoreParameter::RespiratoryRate,
+            last_seen: None,
+        }],
+        ..complete.clone()
+    };
+    [complete, incomplete, qsofa]
+        .iter()
+        .map(|score| score_observation(score).expect("servable"))
+        .collect()
+}
+
+/// Flags: one per alarm state, and a technical alarm.
+fn flags() -> Vec<Flag> {
+    let transition = |seconds: i64, name: &str, state: AlarmState| AlarmTransition {
+        time: T0.add_seconds(seconds),
+        transition: name.to_owned(),
+        priority: AlarmPriority::High,
+        state,
+        raised_at: T0,
+        rule: "score.news2".to_owned(),
+        kind: AlarmKind::Physiological,
+        device: None,
+        actor: (name == "acknowledged").then(|| "nurse.jones".to_owned()),
+        reason: None,
+        escalation_level: 1,
+        role: Some("charge_nurse".to_owned()),
+        silenced_until: None,
+        value: Some(7.0),
+        threshold: Some(7.0),
+        message: "NEWS2 7".to_owned(),
+        evidence: vec![ObservationKey {
+            device: DeviceId(7),
+            code: ObservationCode::Vital(VitalSign::HeartRate),
+            time: T0,
+        }],
+        config_version: Some("galen-default-2026.2".to_owned()),
+    };
+    let raised = transition(0, "raised", AlarmState::Active);
+    let acknowledged = transition(60, "acknowledged", AlarmState::Acknowledged);
+    let latched = transition(90, "latched", AlarmState::Latched);
+    let resolved = transition(120, "resolved", AlarmState::Resolved);
+    let silent = AlarmTransition {
+        rule: "technical.device_silent".to_owned(),
+        kind: AlarmKind::Technical,
+        device: Some(DeviceId(7)),
+        evidence: Vec::new(),
+        value: None,
+        threshold: None,
+        silenced_until: Some(T0.add_seconds(120)),
+        ..transition(0, "silenced", AlarmState::Active)
+    };
+    // Raised; acknowledged; latched; resolved: each prefix of one lifecycle.
+    let lifecycle = [raised, acknowledged, latched, resolved];
+    let histories: [&[AlarmTransition]; 5] = [
+        &lifecycle[..1],
+        &lifecycle[..2],
+        &lifecycle[..3],
+        &lifecycle[..],
+        std::slice::from_ref(&silent),
+    ];
+    histories
+        .iter()
+        .enumerate()
+        .filter_map(|(index, history)| {
+            let key = FlagKey {
+                patient: PatientId(12),
+                number: u32::try_from(index + 1).ok()?,
+            };
+            alarm_flag(&key, history)
+        })
+        .collect()
+}
+
 fn every_resource() -> Vec<String> {
     let mut lines = Vec::new();
     let patient_resource = patient_to_fhir(&patient());
@@ -190,6 +385,18 @@ fn every_resource() -> Vec<String> {
         "two panels absorb five pressure readings"
     );
     lines.extend(observations.iter().map(line));
+
+    lines.extend(scores().iter().map(line));
+    let flags = flags();
+    assert_eq!(flags.len(), 5);
+    lines.extend(flags.iter().map(line));
+    let flag_params = [("patient", "12"), ("status", "active")];
+    let mut flag_bundle =
+        SearchsetBuilder::new("https://galen.example/fhir", "Flag", &flag_params).total(3);
+    for flag in flags.iter().take(3).cloned() {
+        flag_bundle = flag_bundle.entry(flag);
+    }
+    lines.push(line(&flag_bundle.build()));
 
     let params = [
         ("patient", "Patient/12"),
@@ -248,6 +455,7 @@ fn every_resource() -> Vec<String> {
                 Interaction::SearchType,
                 Interaction::Create,
             ])
+            .flag(&[Interaction::Read, Interaction::SearchType])
             .build(),
     ));
     lines
@@ -286,6 +494,7 @@ fn every_kind_is_covered() {
             "Bundle",
             "CapabilityStatement",
             "Device",
+            "Flag",
             "Observation",
             "OperationOutcome",
             "Patient"

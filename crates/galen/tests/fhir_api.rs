@@ -160,7 +160,17 @@ fn fhir_api_end_to_end_with_an_independent_validator() {
         .iter()
         .filter_map(|resource| resource["type"].as_str())
         .collect();
-    assert_eq!(types, ["Patient", "Device", "Observation", "Group"]);
+    assert_eq!(
+        types,
+        [
+            "Patient",
+            "Device",
+            "Observation",
+            "Flag",
+            "Subscription",
+            "Group"
+        ]
+    );
     assert_eq!(
         statement["rest"][0]["operation"][0]["name"], "export",
         "bulk export is declared"

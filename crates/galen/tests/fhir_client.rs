@@ -314,7 +314,14 @@ fn a_real_fhir_client_searches_and_reads() {
     assert_eq!(report["capability"]["fhirVersion"], "4.0.1");
     assert_eq!(
         strings(&report["capability"]["resources"]),
-        ["Device", "Group", "Observation", "Patient"],
+        [
+            "Device",
+            "Flag",
+            "Group",
+            "Observation",
+            "Patient",
+            "Subscription"
+        ],
         "Group carries only the bulk export operation"
     );
     assert_eq!(

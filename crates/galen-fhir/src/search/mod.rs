@@ -1,7 +1,9 @@
 //! FHIR search parameters, parsed into typed queries with precise errors.
 //!
 //! The server passes the decoded query pairs of `GET [base]/Patient?...` (in order, repeated names
-//! repeated) to [`PatientQuery::parse`], [`DeviceQuery::parse`] or [`ObservationQuery::parse`].
+//! repeated) to [`PatientQuery::parse`], [`DeviceQuery::parse`], [`ObservationQuery::parse`]
+//! (vital signs), [`ScoreQuery::parse`] (early-warning scores; [`observation_search_target`]
+//! says which of the two an Observation search is) or [`FlagQuery::parse`] (alarms).
 //! Semantics follow the R4 search specification:
 //! - A parameter repeated is AND; a comma-separated value is OR. `\,`, `\|`, `\$` and `\\` escape.
 //! - Parameters with an empty value are ignored.
@@ -20,6 +22,7 @@
 //! - Strings match case-insensitively at the start of the element (`:exact` for exact equality,
 //!   `:contains` for a substring); accents are not folded.
 
+mod clinical;
 mod date;
 
 use std::collections::BTreeSet;
@@ -29,6 +32,10 @@ use galen_model::{
     VitalSign,
 };
 
+pub use clinical::{
+    FLAG_PARAMETERS, FlagQuery, FlagSortKey, ObservationSearchTarget, ScoreQuery,
+    observation_search_target,
+};
 pub use date::{DateParam, DatePrefix, TimeWindow};
 
 use crate::codes::{self, LOINC, MDC};
@@ -187,13 +194,21 @@ pub const OBSERVATION_PARAMETERS: &[SearchParameterSpec] = &[
         SearchParamType::Reference,
         "the patient; only Patient subjects exist",
     ),
-    spec("device", SearchParamType::Reference, "the measuring device"),
+    spec(
+        "device",
+        SearchParamType::Reference,
+        "the measuring device (early-warning scores have none)",
+    ),
     spec(
         "code",
         SearchParamType::Token,
-        "LOINC or MDC code of Observation.code; blood pressure values are in 85354-9 panels",
+        "LOINC or MDC code of a vital sign (blood pressure values are in 85354-9 panels), or an early-warning score: https://galen.invalid/fhir/CodeSystem/score-table|{table} (news2, qsofa, mews) or SNOMED CT 1104051000000101 (NEWS2 total); vital signs and scores are searched separately",
     ),
-    spec("category", SearchParamType::Token, "vital-signs"),
+    spec(
+        "category",
+        SearchParamType::Token,
+        "vital-signs, or survey for early-warning scores; without code or category a search returns vital signs",
+    ),
     spec(
         "date",
         SearchParamType::Date,

@@ -1,4 +1,5 @@
-//! The FHIR R4 (4.0.1) REST API under `/fhir`: Patient, Device and Observation.
+//! The FHIR R4 (4.0.1) REST API under `/fhir`: Patient, Device, Observation (vital signs and
+//! early-warning scores), Flag (alarms), Subscription (R5 Backport IG), and Bulk Data `$export`.
 //!
 //! Resources are built by `galen-fhir` from the registry and the time-series store; nothing is
 //! copied into a document store. An Observation is a view of one stored value (or of a blood
@@ -12,6 +13,7 @@
 //! version counter), so `If-Match` detects a concurrent change; `If-None-Exist` makes a create
 //! conditional on an identifier search.
 
+mod clinical;
 mod export;
 mod observation;
 mod registry;
@@ -60,9 +62,11 @@ pub(crate) fn router() -> Router<App> {
         )
         .route(
             "/fhir/Observation",
-            get(observation::search).post(observation::create),
+            get(clinical::search_observations).post(observation::create),
         )
-        .route("/fhir/Observation/{id}", get(observation::read))
+        .route("/fhir/Observation/{id}", get(clinical::read_observation))
+        .route("/fhir/Flag", get(clinical::search_flags))
+        .route("/fhir/Flag/{id}", get(clinical::read_flag))
         .route("/fhir/$export", get(export::system))
         .route("/fhir/Patient/$export", get(export::patients))
         .route("/fhir/Group/{id}/$export", get(export::group))
@@ -365,6 +369,13 @@ async fn metadata(State(app): State<App>, headers: HeaderMap) -> FhirResult<Resp
                 Interaction::SearchType,
                 Interaction::Create,
             ])
+            .flag(&[Interaction::Read, Interaction::SearchType])
+            .subscription(&[
+                Interaction::Read,
+                Interaction::SearchType,
+                Interaction::Create,
+                Interaction::Delete,
+            ])
             .bulk_export()
             .build();
     Ok(fhir_response(StatusCode::OK, &statement, HeaderMap::new()))
@@ -375,6 +386,6 @@ async fn unsupported(body: Bytes) -> FhirError {
     FhirError::new(
         StatusCode::NOT_FOUND,
         IssueType::NotSupported,
-        "Galen's FHIR API serves Patient, Device and Observation; see /fhir/metadata",
+        "Galen's FHIR API does not serve this; see /fhir/metadata for what it does",
     )
 }
