@@ -317,32 +317,10 @@ fn assert_flag_matches(flag: &Value, transitions: &[Value]) {
     assert!(kinds.contains(&&json!(kind)), "{id}: {kinds:?}");
 }
 
-/// A clinical configuration without timer-driven transitions during the test: no escalation, no
-/// silent-device alarm (their mapping is unit-tested in galen-fhir).
-fn quiet_config(directory: &std::path::Path) -> String {
-    let config = include_str!("../../galen-clinical/config/default.toml")
-        .replace(
-            "version = \"galen-default-2026.2\"",
-            "version = \"fhir-test-1\"",
-        )
-        .replace(
-            "after_seconds = { high = 120, medium = 300 }",
-            "after_seconds = { high = 86400, medium = 86400 }",
-        )
-        .replace("silent_after_seconds = 60", "silent_after_seconds = 86400");
-    assert!(
-        config.contains("high = 86400") && config.contains("silent_after_seconds = 86400"),
-        "the default clinical configuration changed"
-    );
-    let path = directory.join("clinical.toml");
-    std::fs::write(&path, config).expect("write the configuration");
-    path.display().to_string()
-}
-
 #[test]
 fn scores_and_alarms_over_fhir_match_the_native_api() {
     let directory = tempfile::tempdir().expect("temp dir");
-    let config = quiet_config(directory.path());
+    let config = common::quiet_clinical_config(directory.path());
     let server = start_with_args(
         &directory.path().join("data"),
         &["--clinical-config", &config],

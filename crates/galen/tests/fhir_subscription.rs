@@ -450,3 +450,181 @@ fn rest_hook_subscription_end_to_end() {
 
     common::validate_fhir(&served);
 }
+
+/// A subscription to `topic` for `patient`'s events, full resources, to `receiver`.
+fn clinical_subscription(topic: &str, patient: i64, receiver: &Receiver) -> Value {
+    json!({
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "clinical topic",
+        "criteria": format!("https://galen.invalid/fhir/SubscriptionTopic/{topic}"),
+        "_criteria": { "extension": [{
+            "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria",
+            "valueString": format!("patient=Patient/{patient}")
+        }] },
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": format!("http://{}/{topic}", receiver.address),
+            "payload": "application/fhir+json",
+            "_payload": { "extension": [{
+                "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content",
+                "valueCode": "full-resource"
+            }] }
+        }
+    })
+}
+
+/// The focus resources of the event notifications of `topic` received so far.
+fn focus_resources(received: &[Received], topic: &str) -> Vec<Value> {
+    received
+        .iter()
+        .filter(|notification| {
+            parameter(&notification.body, "topic")
+                .and_then(|topic| topic["valueCanonical"].as_str())
+                .is_some_and(|url| url.ends_with(topic))
+                && kind(&notification.body) == "event-notification"
+        })
+        .flat_map(|notification| {
+            notification.body["entry"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .skip(1)
+                .map(|entry| entry["resource"].clone())
+        })
+        .collect()
+}
+
+#[test]
+fn alarm_and_news2_band_topics() {
+    let receiver = Receiver::start();
+    let directory = tempfile::tempdir().expect("temp dir");
+    let config = common::quiet_clinical_config(directory.path());
+    let server = common::start_with_args(
+        &directory.path().join("data"),
+        &["--clinical-config", &config],
+    );
+    let address = server.address.clone();
+    let mut served = Vec::new();
+    let patient = post(
+        &address,
+        "/api/v1/patients",
+        &json!({
+            "identifier": { "system": "urn:mrn", "value": "TOPIC-1" },
+            "name": { "family": "Topic", "given": "T" },
+            "birth_date": "1950-01-01", "sex": "other", "ward": "ICU", "bed": "9"
+        }),
+    )["id"]
+        .as_i64()
+        .expect("patient id");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as i64;
+    let device = post(
+        &address,
+        "/api/v1/devices",
+        &json!({ "serial": "TOPIC-MON", "kind": "monitor" }),
+    )["id"]
+        .as_i64()
+        .expect("device id");
+    post(
+        &address,
+        "/api/v1/assignments",
+        &json!({ "device": device, "patient": patient, "start": micros_to_rfc3339(now - 900_000_000) }),
+    );
+    for topic in ["alarm", "news2-band"] {
+        let created = fhir(
+            &address,
+            "POST",
+            "/fhir/Subscription",
+            Some(&clinical_subscription(topic, patient, &receiver)),
+        );
+        assert_eq!(created.status, 201, "{}", created.body);
+        served.push(created.body.clone());
+    }
+    receiver.wait_for("two handshakes", |received| received.len() >= 2);
+
+    // Normal vital signs first (NEWS2 low), then ten rounds that score 8 (high: RCP NEWS2 2017,
+    // chart 1), 10 s apart and old enough for the NEWS2 trigger's delay.
+    let vitals = |time: i64, values: [f64; 6]| {
+        let codes = [
+            ("respiratory_rate", "/min"),
+            ("spo2", "%"),
+            ("systolic_bp", "mmHg"),
+            ("diastolic_bp", "mmHg"),
+            ("heart_rate", "/min"),
+            ("temperature", "Cel"),
+        ];
+        codes
+            .iter()
+            .zip(values)
+            .map(|((code, unit), value)| {
+                json!({ "device": "TOPIC-MON", "code": code, "value": value, "unit": unit, "time": micros_to_rfc3339(time) })
+            })
+            .collect::<Vec<_>>()
+    };
+    let start = now - 140_000_000;
+    post(
+        &address,
+        "/api/v1/measurements",
+        &Value::Array(vitals(start, [16.0, 97.0, 125.0, 80.0, 70.0, 37.0])),
+    );
+    let mut items = Vec::new();
+    for round in 0..10 {
+        items.extend(vitals(
+            start + 40_000_000 + round * 10_000_000,
+            [24.0, 93.0, 105.0, 70.0, 115.0, 38.4],
+        ));
+    }
+    post(&address, "/api/v1/measurements", &Value::Array(items));
+
+    // The band changed: the last band event's score Observation is in the high band.
+    let received = receiver.wait_for("a NEWS2 band event in the high band", |received| {
+        focus_resources(received, "news2-band")
+            .last()
+            .is_some_and(|score| score["interpretation"][0]["coding"][0]["code"] == "high")
+    });
+    let scores = focus_resources(&received, "news2-band");
+    assert!(scores.iter().all(|score| {
+        score["resourceType"] == "Observation"
+            && score["subject"]["reference"] == format!("Patient/{patient}")
+            && score["id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("score.news2."))
+    }));
+    let instants: Vec<&Value> = scores.iter().map(|score| &score["id"]).collect();
+    assert!(
+        instants.windows(2).all(|pair| pair[0] != pair[1]),
+        "one event per instant: {instants:?}"
+    );
+
+    // The NEWS2 trigger raised an alarm: its Flag arrives; acknowledging it is another event.
+    let received = receiver.wait_for("the raised alarm", |received| {
+        !focus_resources(received, "alarm").is_empty()
+    });
+    let flag = focus_resources(&received, "alarm")[0].clone();
+    assert_eq!(flag["resourceType"], "Flag");
+    assert_eq!(flag["status"], "active");
+    let alarm = flag["id"].as_str().expect("alarm id").to_owned();
+    post(
+        &address,
+        &format!("/api/v1/alarms/{alarm}/acknowledge"),
+        &json!({ "by": "nurse.jones", "reason": "at the bedside" }),
+    );
+    let received = receiver.wait_for("the acknowledgement", |received| {
+        focus_resources(received, "alarm").iter().any(|flag| {
+            flag["id"] == alarm.as_str()
+                && flag["extension"].as_array().is_some_and(|extensions| {
+                    extensions
+                        .iter()
+                        .any(|extension| extension.to_string().contains("\"acknowledged\""))
+                })
+        })
+    });
+    for notification in received.iter() {
+        served.push(notification.body.to_string());
+    }
+    common::validate_fhir(&served);
+}

@@ -85,6 +85,34 @@ pub(crate) async fn search_observations(
     }
 }
 
+/// The score Observation `key` names, if stored (for subscription notifications).
+pub(crate) async fn stored_score(app: &App, key: &ScoreKey) -> FhirResult<Option<Observation>> {
+    let records = app
+        .0
+        .store
+        .scores(
+            key.patient,
+            &key.table,
+            key.time,
+            key.time.add_micros(1),
+            SCORE_CHUNK,
+        )
+        .await?;
+    match records.last() {
+        Some(record) => score_resource(app, record).await,
+        None => Ok(None),
+    }
+}
+
+/// The Flag of alarm `id` raised at `raised`, from the alarm log (for subscription
+/// notifications).
+pub(crate) async fn flag_of(app: &App, id: &str, raised: Timestamp) -> FhirResult<Option<Flag>> {
+    let key = parse_flag_id(id)?;
+    Ok(flags_of(app, key.patient, &[(key, raised)])
+        .await?
+        .remove(&key))
+}
+
 /// `GET /fhir/Observation/{id}`: a score id is read here, any other id as a vital sign.
 pub(crate) async fn read_observation(
     State(app): State<App>,

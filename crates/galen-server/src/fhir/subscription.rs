@@ -1,9 +1,14 @@
 //! FHIR Subscriptions on R4 after the Subscriptions R5 Backport IG (STU 1.1.0): topic-based,
 //! `rest-hook` channel.
 //!
-//! Topic: [`TOPIC_OBSERVATION`], a new vital-sign Observation (filters in the
-//! `backport-filter-criteria` extension, written as an Observation search: `patient`, `subject`,
-//! `device`, `code`, `category`).
+//! Topics (filters in the `backport-filter-criteria` extension):
+//! - [`TOPIC_OBSERVATION`]: a vital-sign Observation was stored; filters as an Observation search
+//!   (`patient`, `subject`, `device`, `code`, `category`);
+//! - [`TOPIC_ALARM`]: an alarm was raised or changed (acknowledged, escalated, latched, resolved);
+//!   focus the alarm's `Flag`; filter `patient`;
+//! - [`TOPIC_NEWS2_BAND`]: a patient's NEWS2 band changed; focus the score `Observation`; filter
+//!   `patient`. The first NEWS2 score a process computes for a patient has nothing to compare
+//!   with and is not an event.
 //!
 //! Lifecycle: a created Subscription is `requested`; Galen sends a handshake to the endpoint; a
 //! `2xx` makes it `active`, anything else `error`. Each matching Observation is an event, numbered
@@ -35,10 +40,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use galen_fhir::Observation;
-use galen_fhir::observation::{
-    ObservationKey, Reading, VitalReading, group_readings, parse_observation_id,
-};
+use galen_fhir::observation::{Reading, VitalReading, group_readings, parse_observation_id};
 use galen_fhir::search::ObservationQuery;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
@@ -54,6 +56,28 @@ use crate::live::LiveMeasurement;
 /// The topic: a vital-sign Observation was stored.
 pub(crate) const TOPIC_OBSERVATION: &str =
     "https://galen.invalid/fhir/SubscriptionTopic/vital-sign-observation";
+/// The topic: an alarm was raised or changed.
+pub(crate) const TOPIC_ALARM: &str = "https://galen.invalid/fhir/SubscriptionTopic/alarm";
+/// The topic: a patient's NEWS2 band changed.
+pub(crate) const TOPIC_NEWS2_BAND: &str = "https://galen.invalid/fhir/SubscriptionTopic/news2-band";
+
+/// What a subscription listens to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topic {
+    Observation,
+    Alarm,
+    News2Band,
+}
+
+impl Topic {
+    fn url(self) -> &'static str {
+        match self {
+            Topic::Observation => TOPIC_OBSERVATION,
+            Topic::Alarm => TOPIC_ALARM,
+            Topic::News2Band => TOPIC_NEWS2_BAND,
+        }
+    }
+}
 const BACKPORT: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/";
 /// Events queued for one subscription at most; beyond, the subscription goes to `error`.
 const QUEUE_LIMIT: usize = 10_000;
@@ -72,12 +96,26 @@ enum Content {
     FullResource,
 }
 
-/// One event: an Observation that matched.
+/// One event: its focus and, for `full-resource`, how to get the resource.
 #[derive(Debug, Clone)]
 struct Event {
-    observation: Arc<Observation>,
-    id: String,
+    /// `Observation/{id}` or `Flag/{id}`.
+    focus: String,
     time: galen_model::Timestamp,
+    payload: Payload,
+}
+
+#[derive(Debug, Clone)]
+enum Payload {
+    /// Built already (vital signs, from the live feed).
+    Ready(Arc<Value>),
+    /// An alarm's Flag, read from the alarm log once stored.
+    Flag {
+        id: String,
+        raised: galen_model::Timestamp,
+    },
+    /// A score Observation, read from the store once stored.
+    Score(galen_fhir::clinical::ScoreKey),
 }
 
 /// A subscription in force.
@@ -87,7 +125,11 @@ struct Live {
     base: String,
     /// The resource as created (status and id set by Galen; headers as sent).
     resource: Mutex<Value>,
+    topic: Topic,
+    /// The filter of the Observation topic.
     query: ObservationQuery,
+    /// The patients the clinical topics are filtered to (`None`: all).
+    patients: Option<std::collections::BTreeSet<galen_model::PatientId>>,
     endpoint: String,
     headers: Vec<(String, String)>,
     content: Content,
@@ -130,7 +172,9 @@ fn extension_value<'a>(element: &'a Value, name: &str) -> Option<&'a Value> {
 
 /// A parsed Subscription: everything but its id, status and event count.
 struct Parsed {
+    topic: Topic,
     query: ObservationQuery,
+    patients: Option<std::collections::BTreeSet<galen_model::PatientId>>,
     endpoint: String,
     headers: Vec<(String, String)>,
     content: Content,
@@ -145,40 +189,72 @@ fn parse(resource: &Value) -> FhirResult<Parsed> {
             found: resource["resourceType"].as_str().map(str::to_owned),
         }));
     }
-    match resource["criteria"].as_str() {
-        Some(TOPIC_OBSERVATION) => {}
-        Some(other) => {
-            return Err(invalid(
-                "Subscription.criteria",
-                format!("topic {other:?} is not one Galen offers; use {TOPIC_OBSERVATION}"),
-            ));
-        }
+    let topics = [Topic::Observation, Topic::Alarm, Topic::News2Band];
+    let topic = match resource["criteria"].as_str() {
+        Some(url) => topics
+            .into_iter()
+            .find(|topic| topic.url() == url)
+            .ok_or_else(|| {
+                invalid(
+                    "Subscription.criteria",
+                    format!(
+                        "topic {url:?} is not one Galen offers; use {TOPIC_OBSERVATION}, {TOPIC_ALARM} or {TOPIC_NEWS2_BAND}"
+                    ),
+                )
+            })?,
         None => {
             return Err(invalid(
                 "Subscription.criteria",
-                format!("the topic is required: {TOPIC_OBSERVATION}"),
+                format!("the topic is required, e.g. {TOPIC_OBSERVATION}"),
             ));
         }
-    }
+    };
     let filter = extension_value(&resource["_criteria"], "backport-filter-criteria")
         .and_then(|extension| extension["valueString"].as_str())
         .unwrap_or("");
-    let filter = filter.strip_prefix("Observation?").unwrap_or(filter);
+    let filter = filter.split_once('?').map_or(filter, |(_, query)| query);
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(filter)
         .map_err(|_| invalid("Subscription.criteria", "the filter is not a query string"))?;
-    if let Some((name, _)) = pairs.iter().find(|(name, _)| {
-        !matches!(
-            name.as_str(),
-            "patient" | "subject" | "device" | "code" | "category"
-        )
-    }) {
+    let allowed: &[&str] = match topic {
+        Topic::Observation => &["patient", "subject", "device", "code", "category"],
+        Topic::Alarm | Topic::News2Band => &["patient", "subject"],
+    };
+    if let Some((name, _)) = pairs
+        .iter()
+        .find(|(name, _)| !allowed.contains(&name.as_str()))
+    {
         return Err(invalid(
             "Subscription.criteria",
-            format!("filter {name:?} is not offered; filter by patient, device, code or category"),
+            format!(
+                "filter {name:?} is not offered for this topic; use {}",
+                allowed.join(", ")
+            ),
         ));
     }
-    let query = ObservationQuery::parse(&pairs)
-        .map_err(|error| invalid("Subscription.criteria", format!("the filter: {error}")))?;
+    let (query, patients) = match topic {
+        Topic::Observation => (
+            ObservationQuery::parse(&pairs).map_err(|error| {
+                invalid("Subscription.criteria", format!("the filter: {error}"))
+            })?,
+            None,
+        ),
+        Topic::Alarm | Topic::News2Band => {
+            let mut patients = None;
+            for (_, value) in &pairs {
+                let id = value.strip_prefix("Patient/").unwrap_or(value);
+                let id: i64 = id.parse().map_err(|_| {
+                    invalid(
+                        "Subscription.criteria",
+                        format!("patient {value:?} is not a Patient reference"),
+                    )
+                })?;
+                patients
+                    .get_or_insert_with(std::collections::BTreeSet::new)
+                    .insert(galen_model::PatientId(id));
+            }
+            (ObservationQuery::default(), patients)
+        }
+    };
     let channel = &resource["channel"];
     match channel["type"].as_str() {
         Some("rest-hook") => {}
@@ -260,7 +336,9 @@ fn parse(resource: &Value) -> FhirResult<Parsed> {
     let max_count = unsigned("backport-max-count")
         .map_or(MAX_BATCH, |count| (count as usize).clamp(1, MAX_BATCH));
     Ok(Parsed {
+        topic,
         query,
+        patients,
         endpoint,
         headers,
         content,
@@ -284,7 +362,9 @@ fn activate(
         id,
         base,
         resource: Mutex::new(resource),
+        topic: parsed.topic,
         query: parsed.query,
+        patients: parsed.patients,
         endpoint: parsed.endpoint,
         headers: parsed.headers,
         content: parsed.content,
@@ -330,6 +410,8 @@ pub(crate) async fn start(app: &App) -> Result<(), galen_store::Error> {
     }
     let receiver = app.0.live.subscribe();
     tokio::spawn(dispatch(app.clone(), receiver));
+    let clinical = app.0.clinical.subscribe();
+    tokio::spawn(dispatch_clinical(app.clone(), clinical));
     Ok(())
 }
 
@@ -405,12 +487,12 @@ async fn dispatch(app: App, mut feed: broadcast::Receiver<Arc<Vec<LiveMeasuremen
                 .find(|reading| reading.device == key.device && reading.time == key.time)
                 .and_then(|reading| reading.patient);
             let event = Event {
-                observation: Arc::new(observation),
-                id,
+                focus: format!("Observation/{id}"),
                 time: key.time,
+                payload: Payload::Ready(Arc::new(json!(observation))),
             };
             for live in &subscriptions {
-                if matches(live, &key, patient) {
+                if live.topic == Topic::Observation && live.query.matches_key(&key, patient) {
                     enqueue(&app, live, event.clone()).await;
                 }
             }
@@ -418,8 +500,112 @@ async fn dispatch(app: App, mut feed: broadcast::Receiver<Arc<Vec<LiveMeasuremen
     }
 }
 
-fn matches(live: &Live, key: &ObservationKey, patient: Option<galen_model::PatientId>) -> bool {
-    live.query.matches_key(key, patient)
+/// Turns the clinical engine's outputs into events of the alarm and NEWS2-band topics.
+async fn dispatch_clinical(app: App, mut feed: broadcast::Receiver<Arc<crate::ClinicalEvent>>) {
+    let mut shutdown = app.0.shutdown.subscribe();
+    // The NEWS2 band each patient was last seen in, and the instant of its last band event.
+    let mut bands: HashMap<galen_model::PatientId, String> = HashMap::new();
+    let mut announced: HashMap<galen_model::PatientId, galen_model::Timestamp> = HashMap::new();
+    loop {
+        let output = tokio::select! {
+            output = feed.recv() => output,
+            _ = shutdown.changed() => return,
+        };
+        let output = match output {
+            Ok(output) => output,
+            Err(broadcast::error::RecvError::Closed) => return,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::error!(
+                    missed,
+                    "clinical subscription dispatch fell behind; subscriptions put in error"
+                );
+                for live in snapshot(&app) {
+                    if live.topic != Topic::Observation {
+                        set_status(&app, &live, "error").await;
+                    }
+                }
+                continue;
+            }
+        };
+        let Ok(body) = serde_json::from_str::<Value>(&output.json) else {
+            continue;
+        };
+        let time = |name: &str| {
+            body[name]
+                .as_str()
+                .and_then(|text| galen_model::Timestamp::parse_rfc3339(text).ok())
+        };
+        let (topic, event) = match output.kind {
+            "alarm" => {
+                let (Some(id), Some(at), Some(raised)) =
+                    (body["alarm"].as_str(), time("time"), time("raised_at"))
+                else {
+                    continue;
+                };
+                (
+                    Topic::Alarm,
+                    Event {
+                        focus: format!("Flag/{id}"),
+                        time: at,
+                        payload: Payload::Flag {
+                            id: id.to_owned(),
+                            raised,
+                        },
+                    },
+                )
+            }
+            "score" if body["table"] == "news2" => {
+                let (Some(band), Some(at)) = (body["band"].as_str(), time("time")) else {
+                    continue;
+                };
+                let previous = bands.insert(output.patient, band.to_owned());
+                if previous.as_deref().is_none_or(|previous| previous == band) {
+                    continue;
+                }
+                // Several changes at one instant (one monitor report scored value by value) are
+                // one event: its Observation is the score as it stood after all of them.
+                if announced.insert(output.patient, at) == Some(at) {
+                    continue;
+                }
+                let key = galen_fhir::clinical::ScoreKey {
+                    patient: output.patient,
+                    table: "news2".to_owned(),
+                    time: at,
+                };
+                (
+                    Topic::News2Band,
+                    Event {
+                        focus: format!("Observation/{}", key.id()),
+                        time: at,
+                        payload: Payload::Score(key),
+                    },
+                )
+            }
+            _ => continue,
+        };
+        for live in snapshot(&app) {
+            let wanted = live.topic == topic
+                && live
+                    .patients
+                    .as_ref()
+                    .is_none_or(|patients| patients.contains(&output.patient));
+            if wanted {
+                enqueue(&app, &live, event.clone()).await;
+            }
+        }
+    }
+}
+
+/// The subscriptions in force now.
+fn snapshot(app: &App) -> Vec<Arc<Live>> {
+    app.0
+        .subscriptions
+        .live
+        .read()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .values()
+        .cloned()
+        .collect()
 }
 
 async fn enqueue(app: &App, live: &Arc<Live>, event: Event) {
@@ -496,7 +682,7 @@ fn status_parameters(live: &Live, kind: &str, events: &[(u64, &Event)]) -> Value
         .clone();
     let mut parameters = vec![
         json!({ "name": "subscription", "valueReference": { "reference": format!("Subscription/{}", live.id) } }),
-        json!({ "name": "topic", "valueCanonical": TOPIC_OBSERVATION }),
+        json!({ "name": "topic", "valueCanonical": live.topic.url() }),
         json!({ "name": "status", "valueCode": status }),
         json!({ "name": "type", "valueCode": kind }),
         json!({ "name": "events-since-subscription-start", "valueString": live.events.load(Ordering::Relaxed).to_string() }),
@@ -507,15 +693,22 @@ fn status_parameters(live: &Live, kind: &str, events: &[(u64, &Event)]) -> Value
             json!({ "name": "timestamp", "valueInstant": event.time.to_rfc3339() }),
         ];
         if live.content != Content::Empty {
-            parts.push(json!({ "name": "focus", "valueReference": { "reference": format!("Observation/{}", event.id) } }));
+            parts.push(json!({ "name": "focus", "valueReference": { "reference": event.focus } }));
         }
         parameters.push(json!({ "name": "notification-event", "part": parts }));
     }
     json!({ "resourceType": "Parameters", "parameter": parameters })
 }
 
-/// A notification Bundle (`history`, status first).
-fn notification(app: &App, live: &Live, kind: &str, events: &[(u64, &Event)]) -> Value {
+/// A notification Bundle (`history`, status first); `resources` are the events' resources for
+/// `full-resource` (missing ones are sent as references).
+fn notification(
+    app: &App,
+    live: &Live,
+    kind: &str,
+    events: &[(u64, &Event)],
+    resources: &[Option<Arc<Value>>],
+) -> Value {
     let base = &live.base;
     let mut entries = vec![json!({
         "fullUrl": format!("urn:uuid:{}", uuid_like(live.id, live.events.load(Ordering::Relaxed), kind)),
@@ -523,17 +716,24 @@ fn notification(app: &App, live: &Live, kind: &str, events: &[(u64, &Event)]) ->
         "request": { "method": "GET", "url": format!("Subscription/{}/$status", live.id) },
         "response": { "status": "200" }
     })];
-    for (_, event) in events {
-        let full_url = format!("{base}/Observation/{}", event.id);
+    for (index, (_, event)) in events.iter().enumerate() {
+        if live.content == Content::Empty {
+            break;
+        }
+        let resource_type = event.focus.split('/').next().unwrap_or("Observation");
         let mut entry = json!({
-            "fullUrl": full_url,
-            "request": { "method": "POST", "url": "Observation" },
-            "response": { "status": "201" }
+            "fullUrl": format!("{base}/{}", event.focus),
+            "request": { "method": "PUT", "url": event.focus },
+            "response": { "status": "200" }
         });
-        match live.content {
-            Content::FullResource => entry["resource"] = json!(&*event.observation),
-            Content::IdOnly => {}
-            Content::Empty => continue,
+        if live.topic == Topic::Observation {
+            entry["request"] = json!({ "method": "POST", "url": resource_type });
+            entry["response"] = json!({ "status": "201" });
+        }
+        if live.content == Content::FullResource
+            && let Some(Some(resource)) = resources.get(index)
+        {
+            entry["resource"] = (**resource).clone();
         }
         entries.push(entry);
     }
@@ -593,6 +793,35 @@ async fn deliver(client: &Client<HttpConnector, Full<Bytes>>, live: &Live, body:
     false
 }
 
+/// The resources of `events` for a `full-resource` notification. Alarm and score events are read
+/// back from the store once the clinical engine has stored its outputs.
+async fn resolve(app: &App, events: &[Event]) -> Vec<Option<Arc<Value>>> {
+    let stored_later = events
+        .iter()
+        .any(|event| !matches!(event.payload, Payload::Ready(_)));
+    if stored_later && app.0.clinical.sync().await.is_err() {
+        return vec![None; events.len()];
+    }
+    let mut resources = Vec::with_capacity(events.len());
+    for event in events {
+        let resource = match &event.payload {
+            Payload::Ready(resource) => Some(resource.clone()),
+            Payload::Flag { id, raised } => super::clinical::flag_of(app, id, *raised)
+                .await
+                .ok()
+                .flatten()
+                .map(|flag| Arc::new(json!(flag))),
+            Payload::Score(key) => super::clinical::stored_score(app, key)
+                .await
+                .ok()
+                .flatten()
+                .map(|observation| Arc::new(json!(observation))),
+        };
+        resources.push(resource);
+    }
+    resources
+}
+
 async fn worker(app: App, live: Arc<Live>, mut receiver: mpsc::UnboundedReceiver<Event>) {
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
@@ -604,7 +833,7 @@ async fn worker(app: App, live: Arc<Live>, mut receiver: mpsc::UnboundedReceiver
         .unwrap_or_else(|poison| poison.into_inner())
         == "requested";
     if requested {
-        let handshake = notification(&app, &live, "handshake", &[]);
+        let handshake = notification(&app, &live, "handshake", &[], &[]);
         let status = if deliver(&client, &live, &handshake).await {
             "active"
         } else {
@@ -627,7 +856,7 @@ async fn worker(app: App, live: Arc<Live>, mut receiver: mpsc::UnboundedReceiver
         };
         let Some(first) = first else {
             if live.heartbeat.is_some() {
-                let heartbeat = notification(&app, &live, "heartbeat", &[]);
+                let heartbeat = notification(&app, &live, "heartbeat", &[], &[]);
                 if post(&client, &live, &heartbeat).await {
                     set_status(&app, &live, "active").await;
                 }
@@ -649,7 +878,12 @@ async fn worker(app: App, live: Arc<Live>, mut receiver: mpsc::UnboundedReceiver
             .enumerate()
             .map(|(index, event)| (start + index as u64, event))
             .collect();
-        let body = notification(&app, &live, "event-notification", &numbered);
+        let resources = if live.content == Content::FullResource {
+            resolve(&app, &batch).await
+        } else {
+            Vec::new()
+        };
+        let body = notification(&app, &live, "event-notification", &numbered, &resources);
         let delivered = deliver(&client, &live, &body).await;
         last_sent = Instant::now();
         if delivered {

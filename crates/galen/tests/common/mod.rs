@@ -281,6 +281,28 @@ pub fn validate_fhir(resources: &[String]) {
     );
 }
 
+/// A clinical configuration without timer-driven transitions during the test: no escalation, no
+/// silent-device alarm (their mapping is unit-tested in galen-fhir).
+pub fn quiet_clinical_config(directory: &std::path::Path) -> String {
+    let config = include_str!("../../../galen-clinical/config/default.toml")
+        .replace(
+            "version = \"galen-default-2026.2\"",
+            "version = \"fhir-test-1\"",
+        )
+        .replace(
+            "after_seconds = { high = 120, medium = 300 }",
+            "after_seconds = { high = 86400, medium = 86400 }",
+        )
+        .replace("silent_after_seconds = 60", "silent_after_seconds = 86400");
+    assert!(
+        config.contains("high = 86400") && config.contains("silent_after_seconds = 86400"),
+        "the default clinical configuration changed"
+    );
+    let path = directory.join("clinical.toml");
+    std::fs::write(&path, config).expect("write the configuration");
+    path.display().to_string()
+}
+
 pub fn dechunk(mut rest: &str) -> String {
     let mut body = String::new();
     while let Some((size, tail)) = rest.split_once("\r\n") {
