@@ -504,47 +504,28 @@ impl Resource {
     }
 }
 
-impl From<Patient> for Resource {
-    fn from(resource: Patient) -> Resource {
-        Resource::Patient(Box::new(resource))
-    }
+/// `From<T> for Resource` for each resource type with a variant of its own.
+macro_rules! into_resource {
+    ($($kind:ident),* $(,)?) => {
+        $(
+            impl From<$kind> for Resource {
+                fn from(resource: $kind) -> Resource {
+                    Resource::$kind(Box::new(resource))
+                }
+            }
+        )*
+    };
 }
 
-impl From<Device> for Resource {
-    fn from(resource: Device) -> Resource {
-        Resource::Device(Box::new(resource))
-    }
-}
-
-impl From<Observation> for Resource {
-    fn from(resource: Observation) -> Resource {
-        Resource::Observation(Box::new(resource))
-    }
-}
-
-impl From<Flag> for Resource {
-    fn from(resource: Flag) -> Resource {
-        Resource::Flag(Box::new(resource))
-    }
-}
-
-impl From<OperationOutcome> for Resource {
-    fn from(resource: OperationOutcome) -> Resource {
-        Resource::OperationOutcome(Box::new(resource))
-    }
-}
-
-impl From<Bundle> for Resource {
-    fn from(resource: Bundle) -> Resource {
-        Resource::Bundle(Box::new(resource))
-    }
-}
-
-impl From<CapabilityStatement> for Resource {
-    fn from(resource: CapabilityStatement) -> Resource {
-        Resource::CapabilityStatement(Box::new(resource))
-    }
-}
+into_resource!(
+    Patient,
+    Device,
+    Observation,
+    Flag,
+    OperationOutcome,
+    Bundle,
+    CapabilityStatement,
+);
 
 impl Serialize for Resource {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {

@@ -415,47 +415,44 @@ pub(crate) async fn start(app: &App) -> Result<(), galen_store::Error> {
     Ok(())
 }
 
+/// The next item of a feed, or `None` at shutdown. A feed that fell behind lost events: the
+/// subscriptions of `topic` (or, for a clinical feed, both clinical topics) go to `error`, where
+/// clients look, and the feed goes on.
+async fn next<T: Clone>(
+    app: &App,
+    feed: &mut broadcast::Receiver<T>,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    topic: Topic,
+) -> Option<T> {
+    loop {
+        let item = tokio::select! {
+            item = feed.recv() => item,
+            _ = shutdown.changed() => return None,
+        };
+        match item {
+            Ok(item) => return Some(item),
+            Err(broadcast::error::RecvError::Closed) => return None,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::error!(
+                    missed,
+                    ?topic,
+                    "subscription dispatch fell behind; subscriptions put in error"
+                );
+                for live in snapshot(app) {
+                    if (live.topic == Topic::Observation) == (topic == Topic::Observation) {
+                        set_status(app, &live, "error").await;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Turns committed measurements into events for the subscriptions they match.
 async fn dispatch(app: App, mut feed: broadcast::Receiver<Arc<Vec<LiveMeasurement>>>) {
     let mut shutdown = app.0.shutdown.subscribe();
-    loop {
-        let batch = tokio::select! {
-            batch = feed.recv() => batch,
-            _ = shutdown.changed() => return,
-        };
-        let batch = match batch {
-            Ok(batch) => batch,
-            Err(broadcast::error::RecvError::Closed) => return,
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                // Events were lost to this process's notifications: say so where clients look.
-                tracing::error!(
-                    missed_batches = missed,
-                    "subscription dispatch fell behind; subscriptions put in error"
-                );
-                let all: Vec<Arc<Live>> = app
-                    .0
-                    .subscriptions
-                    .live
-                    .read()
-                    .unwrap_or_else(|poison| poison.into_inner())
-                    .values()
-                    .cloned()
-                    .collect();
-                for live in &all {
-                    set_status(&app, live, "error").await;
-                }
-                continue;
-            }
-        };
-        let subscriptions: Vec<Arc<Live>> = app
-            .0
-            .subscriptions
-            .live
-            .read()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .values()
-            .cloned()
-            .collect();
+    while let Some(batch) = next(&app, &mut feed, &mut shutdown, Topic::Observation).await {
+        let subscriptions = snapshot(&app);
         if subscriptions.is_empty() {
             continue;
         }
@@ -506,27 +503,7 @@ async fn dispatch_clinical(app: App, mut feed: broadcast::Receiver<Arc<crate::Cl
     // The NEWS2 band each patient was last seen in, and the instant of its last band event.
     let mut bands: HashMap<galen_model::PatientId, String> = HashMap::new();
     let mut announced: HashMap<galen_model::PatientId, galen_model::Timestamp> = HashMap::new();
-    loop {
-        let output = tokio::select! {
-            output = feed.recv() => output,
-            _ = shutdown.changed() => return,
-        };
-        let output = match output {
-            Ok(output) => output,
-            Err(broadcast::error::RecvError::Closed) => return,
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::error!(
-                    missed,
-                    "clinical subscription dispatch fell behind; subscriptions put in error"
-                );
-                for live in snapshot(&app) {
-                    if live.topic != Topic::Observation {
-                        set_status(&app, &live, "error").await;
-                    }
-                }
-                continue;
-            }
-        };
+    while let Some(output) = next(&app, &mut feed, &mut shutdown, Topic::Alarm).await {
         let Ok(body) = serde_json::from_str::<Value>(&output.json) else {
             continue;
         };
