@@ -20,8 +20,7 @@ use galen_model::{PatientId, Timestamp};
 use super::{
     Criteria, DateParam, OBSERVATION_PARAMETERS, ObservationSortKey, Occurrence, Paging,
     SearchParamType, SearchParameterSpec, SortKey, TimeWindow, TokenParam, TokenSystem,
-    codes_of_token, is_fhir_id, paging, parse_sort, restrict, spec, split_unescaped, unescape,
-    walk,
+    codes_of_token, paging, parse_sort, restrict, spec, split_unescaped, unescape, walk,
 };
 use crate::clinical::{
     AlarmPriority, AlarmState, FlagKey, NEWS2_TABLE, NEWS2_TOTAL_SNOMED, ScoreKey, is_score_id,
@@ -172,17 +171,7 @@ impl ScoreQuery {
         let common = walk(params, OBSERVATION_PARAMETERS, |occurrence| {
             match occurrence.name {
                 "_id" => {
-                    occurrence.no_modifier()?;
-                    let mut group = BTreeSet::new();
-                    for value in occurrence.alternatives() {
-                        let value = unescape(value);
-                        if !is_fhir_id(&value) {
-                            return Err(
-                                occurrence.value_error(format!("{value:?} is not a valid FHIR id"))
-                            );
-                        }
-                        group.extend(parse_score_id(&value).ok());
-                    }
+                    let group = occurrence.ids(|id| parse_score_id(id).ok())?;
                     restrict(&mut query.ids, group);
                 }
                 "patient" | "subject" => {
@@ -397,17 +386,7 @@ impl FlagQuery {
         let common = walk(params, FLAG_PARAMETERS, |occurrence| {
             match occurrence.name {
                 "_id" => {
-                    occurrence.no_modifier()?;
-                    let mut group = BTreeSet::new();
-                    for value in occurrence.alternatives() {
-                        let value = unescape(value);
-                        if !is_fhir_id(&value) {
-                            return Err(
-                                occurrence.value_error(format!("{value:?} is not a valid FHIR id"))
-                            );
-                        }
-                        group.extend(parse_flag_id(&value).ok());
-                    }
+                    let group = occurrence.ids(|id| parse_flag_id(id).ok())?;
                     restrict(&mut query.ids, group);
                 }
                 "patient" | "subject" => {

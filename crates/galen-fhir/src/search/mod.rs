@@ -444,6 +444,21 @@ impl Occurrence<'_> {
         }
     }
 
+    /// The `_id` values, each a valid FHIR id (an error otherwise), kept when `parse` reads it as
+    /// one of Galen's ids of the type (others can match nothing).
+    fn ids<T: Ord>(&self, parse: impl Fn(&str) -> Option<T>) -> Result<BTreeSet<T>> {
+        self.no_modifier()?;
+        let mut group = BTreeSet::new();
+        for value in self.alternatives() {
+            let value = unescape(value);
+            if !is_fhir_id(&value) {
+                return Err(self.value_error(format!("{value:?} is not a valid FHIR id")));
+            }
+            group.extend(parse(&value));
+        }
+        Ok(group)
+    }
+
     fn value_error(&self, message: impl Into<String>) -> Error {
         Error::search_value(self.written, message)
     }
@@ -1090,17 +1105,7 @@ impl ObservationQuery {
         let common = walk(params, OBSERVATION_PARAMETERS, |occurrence| {
             match occurrence.name {
                 "_id" => {
-                    occurrence.no_modifier()?;
-                    let mut group = BTreeSet::new();
-                    for value in occurrence.alternatives() {
-                        let value = unescape(value);
-                        if !is_fhir_id(&value) {
-                            return Err(
-                                occurrence.value_error(format!("{value:?} is not a valid FHIR id"))
-                            );
-                        }
-                        group.extend(parse_observation_id(&value).ok());
-                    }
+                    let group = occurrence.ids(|id| parse_observation_id(id).ok())?;
                     restrict(&mut query.ids, group);
                 }
                 "patient" | "subject" => {
