@@ -271,6 +271,14 @@ impl App {
             .await
             .map_err(|_| EntryRefused::Stopped)?
             .map_err(EntryRefused::Engine)?;
+        // The transitions the entry caused (an acknowledgement, a resolution) are stored before
+        // the answer, so whoever reads the alarm log next sees them: the persister gathers its
+        // writes for a moment, which would otherwise show a nurse her action missing.
+        self.0
+            .clinical
+            .sync()
+            .await
+            .map_err(|_| EntryRefused::Stopped)?;
         Ok(stored.id)
     }
 
