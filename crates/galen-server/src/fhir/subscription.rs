@@ -83,6 +83,8 @@ const BACKPORT: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureD
 const QUEUE_LIMIT: usize = 10_000;
 /// Events in one notification at most, unless the subscription asks for fewer.
 const MAX_BATCH: usize = 500;
+/// Event numbers reserved in the store at a time (see `Live::reserved`).
+const EVENT_RESERVE: u64 = 1000;
 /// Waits between delivery attempts of one notification.
 const BACKOFF: [u64; 4] = [1, 2, 4, 8];
 /// One delivery attempt's time limit.
@@ -137,6 +139,10 @@ struct Live {
     max_count: usize,
     status: Mutex<String>,
     events: AtomicU64,
+    /// The event count the store holds: numbers up to it may have been sent. It runs ahead of
+    /// `events` by up to [`EVENT_RESERVE`], so the store is written once per that many events,
+    /// and a restart resumes after every number possibly used (a gap, never a repeat).
+    reserved: AtomicU64,
     queued: AtomicU64,
     sender: mpsc::UnboundedSender<Event>,
 }
@@ -372,6 +378,7 @@ fn activate(
         max_count: parsed.max_count,
         status: Mutex::new(status),
         events: AtomicU64::new(events),
+        reserved: AtomicU64::new(events),
         queued: AtomicU64::new(0),
         sender,
     });
@@ -639,7 +646,7 @@ async fn persist(app: &App, live: &Live) {
         resource["status"] = json!(status);
         (stored_body(&live.base, &resource), status)
     };
-    let events = live.events.load(Ordering::Relaxed);
+    let events = live.reserved.load(Ordering::Relaxed);
     if let Err(error) = app
         .0
         .store
@@ -850,6 +857,12 @@ async fn worker(app: App, live: Arc<Live>, mut receiver: mpsc::UnboundedReceiver
         }
         live.queued.fetch_sub(batch.len() as u64, Ordering::Relaxed);
         let start = live.events.fetch_add(batch.len() as u64, Ordering::Relaxed) + 1;
+        let last = start + batch.len() as u64 - 1;
+        if last > live.reserved.load(Ordering::Relaxed) {
+            // Reserve numbers before any of them is sent.
+            live.reserved.store(last + EVENT_RESERVE, Ordering::Relaxed);
+            persist(&app, &live).await;
+        }
         let numbered: Vec<(u64, &Event)> = batch
             .iter()
             .enumerate()
@@ -873,7 +886,6 @@ async fn worker(app: App, live: Arc<Live>, mut receiver: mpsc::UnboundedReceiver
             );
             set_status(&app, &live, "error").await;
         }
-        persist(&app, &live).await;
     }
 }
 
