@@ -133,6 +133,9 @@ pub struct CapabilityRest {
     /// Resource types served.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resource: Vec<CapabilityResource>,
+    /// System-level interactions (`batch`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interaction: Vec<CapabilityInteraction>,
     /// System-level operations.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operation: Vec<CapabilityOperation>,
@@ -229,6 +232,7 @@ pub struct CapabilityStatementBuilder {
     base_url: Option<String>,
     resources: Vec<CapabilityResource>,
     operations: Vec<CapabilityOperation>,
+    system_interactions: Vec<CapabilityInteraction>,
 }
 
 impl CapabilityStatementBuilder {
@@ -246,6 +250,7 @@ impl CapabilityStatementBuilder {
             base_url: None,
             resources: Vec::new(),
             operations: Vec::new(),
+            system_interactions: Vec::new(),
         }
     }
 
@@ -356,6 +361,15 @@ impl CapabilityStatementBuilder {
         self.resource(Flag::TYPE, interactions, search::FLAG_PARAMETERS, &[])
     }
 
+    /// Declares the system-level `batch` interaction (`POST [base]` with a batch Bundle).
+    pub fn batch(mut self) -> CapabilityStatementBuilder {
+        self.system_interactions.push(CapabilityInteraction {
+            code: "batch".to_owned(),
+            extra: Extra::new(),
+        });
+        self
+    }
+
     /// Declares `Subscription` (R5 Backport IG, topic-based) with its `$status` operation.
     pub fn subscription(mut self, interactions: &[Interaction]) -> CapabilityStatementBuilder {
         self = self.resource(
@@ -402,6 +416,7 @@ impl CapabilityStatementBuilder {
             rest: vec![CapabilityRest {
                 mode: "server".to_owned(),
                 resource: self.resources,
+                interaction: self.system_interactions,
                 operation: self.operations,
                 extra: Extra::new(),
             }],

@@ -175,6 +175,10 @@ fn fhir_api_end_to_end_with_an_independent_validator() {
         statement["rest"][0]["operation"][0]["name"], "export",
         "bulk export is declared"
     );
+    assert_eq!(
+        statement["rest"][0]["interaction"],
+        json!([{ "code": "batch" }])
+    );
     let anonymous = exchange(address, "GET", "/fhir/Patient", &[], None, None);
     assert_eq!(anonymous.status, 401);
 
@@ -480,6 +484,67 @@ fn fhir_api_end_to_end_with_an_independent_validator() {
         json!(device_id.to_string()),
         "{bundle}"
     );
+
+    // A batch: each entry carried out on its own, answered in order.
+    let batch = json!({
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            { "request": { "method": "POST", "url": "Patient" }, "resource": patient_resource("MRN-88", "Hopper") },
+            { "request": { "method": "GET", "url": format!("Patient/{patient_id}") } },
+            { "request": { "method": "GET", "url": format!("Observation?patient={patient_id}&code=85354-9") } },
+            { "request": { "method": "POST", "url": "Observation" }, "resource": wrong },
+            { "request": { "method": "PATCH", "url": format!("Patient/{patient_id}") } },
+            { "request": { "method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:oid:1.2.36.146.595.217.0.1|MRN-77" },
+              "resource": patient_resource("MRN-77", "King") }
+        ]
+    });
+    let answer = fhir(address, "POST", "/fhir", Some(&batch));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let response = served.keep(&answer);
+    assert_eq!(response["type"], "batch-response");
+    let statuses: Vec<&str> = response["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|entry| entry["response"]["status"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "201 Created",
+            "200 OK",
+            "200 OK",
+            "422 Unprocessable Entity",
+            "422 Unprocessable Entity",
+            "200 OK"
+        ],
+        "{response}"
+    );
+    let entries_out = response["entry"].as_array().expect("entries");
+    assert!(
+        entries_out[0]["response"]["location"]
+            .as_str()
+            .is_some_and(|location| location.contains("/fhir/Patient/"))
+    );
+    assert_eq!(entries_out[1]["resource"]["id"], patient_id.to_string());
+    assert_eq!(entries_out[2]["resource"]["total"], 1);
+    assert!(
+        issue_expressions(&entries_out[3]["response"]["outcome"])
+            .iter()
+            .any(|path| path.starts_with("Observation.valueQuantity")),
+        "{}",
+        entries_out[3]
+    );
+    assert_eq!(
+        entries_out[5]["resource"]["id"],
+        patient_id.to_string(),
+        "conditional create found it"
+    );
+    let transaction = json!({ "resourceType": "Bundle", "type": "transaction", "entry": [] });
+    let refused = fhir(address, "POST", "/fhir", Some(&transaction));
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    served.keep(&refused);
 
     validate(&served);
 }

@@ -13,6 +13,7 @@
 //! version counter), so `If-Match` detects a concurrent change; `If-None-Exist` makes a create
 //! conditional on an identifier search.
 
+mod batch;
 mod clinical;
 mod export;
 mod observation;
@@ -27,7 +28,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use galen_fhir::{CapabilityStatementBuilder, Interaction, IssueType, Meta, OperationOutcome};
 use serde::Serialize;
 use sha2::Digest;
@@ -84,6 +85,7 @@ pub(crate) fn router() -> Router<App> {
             get(subscription::read).delete(subscription::delete),
         )
         .route("/fhir/Subscription/{id}/$status", get(subscription::status))
+        .route("/fhir", post(batch::process))
         .route("/fhir/{*rest}", any(unsupported))
 }
 
@@ -377,6 +379,7 @@ async fn metadata(State(app): State<App>, headers: HeaderMap) -> FhirResult<Resp
                 Interaction::Delete,
             ])
             .bulk_export()
+            .batch()
             .build();
     Ok(fhir_response(StatusCode::OK, &statement, HeaderMap::new()))
 }
