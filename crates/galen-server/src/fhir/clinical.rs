@@ -41,7 +41,7 @@ use galen_fhir::observation::{ObservationCode, ObservationKey};
 use galen_fhir::search::{
     FlagQuery, ObservationSearchTarget, ScoreQuery, observation_search_target,
 };
-use galen_fhir::{Flag, IssueType, Observation};
+use galen_fhir::{Flag, Observation};
 use galen_model::{DeviceId, PatientId, Timestamp, VitalSign};
 use galen_store::{AlarmQuery, AlarmRecord, ScoreRecord};
 use serde_json::Value;
@@ -391,16 +391,9 @@ async fn search_scores(
 ) -> FhirResult<Response> {
     let query = ScoreQuery::parse(params, tables)?;
     let count = query.paging.count;
-    let cursor = match query.paging.cursor.as_deref() {
-        None => None,
-        Some(cursor) => Some(parse_score_id(cursor).map_err(|_| {
-            FhirError::new(
-                StatusCode::BAD_REQUEST,
-                IssueType::Invalid,
-                "_cursor is not one Galen issued; start the search again",
-            )
-        })?),
-    };
+    let cursor = super::read_cursor(query.paging.cursor.as_deref(), |cursor| {
+        parse_score_id(cursor).ok()
+    })?;
     let descending = query.newest_first();
     let mut found: Vec<(ScoreKey, ScoreRecord)> = Vec::new();
     // The page may hold only results up to this key (in page order): a scope with more results
@@ -692,16 +685,7 @@ pub(crate) async fn search_flags(
     check_accept(&headers)?;
     let query = FlagQuery::parse(&params)?;
     let count = query.paging.count;
-    let cursor = match query.paging.cursor.as_deref() {
-        None => None,
-        Some(cursor) => Some(parse_flag_cursor(cursor).ok_or_else(|| {
-            FhirError::new(
-                StatusCode::BAD_REQUEST,
-                IssueType::Invalid,
-                "_cursor is not one Galen issued; start the search again",
-            )
-        })?),
-    };
+    let cursor = super::read_cursor(query.paging.cursor.as_deref(), parse_flag_cursor)?;
     let patients: Option<BTreeSet<PatientId>> = match (&query.patients, &query.ids) {
         (Some(patients), _) => Some(patients.clone()),
         (None, Some(ids)) => Some(ids.iter().map(|key| key.patient).collect()),

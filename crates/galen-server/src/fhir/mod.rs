@@ -325,6 +325,24 @@ pub(crate) fn check_if_match(headers: &HeaderMap, current_etag: &str) -> FhirRes
     }
 }
 
+/// Reads a search's `_cursor` with `parse` (`None` when it is not one Galen issued: `400`).
+pub(crate) fn read_cursor<T>(
+    cursor: Option<&str>,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> FhirResult<Option<T>> {
+    cursor
+        .map(|cursor| {
+            parse(cursor).ok_or_else(|| {
+                FhirError::new(
+                    StatusCode::BAD_REQUEST,
+                    IssueType::Invalid,
+                    "_cursor is not one Galen issued; start the search again",
+                )
+            })
+        })
+        .transpose()
+}
+
 /// The base URL of links in Bundles, from the request's `Host`.
 pub(crate) fn base_url(headers: &HeaderMap) -> String {
     let host = headers

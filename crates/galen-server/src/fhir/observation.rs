@@ -266,16 +266,9 @@ pub(crate) async fn search(
     check_accept(&headers)?;
     let query = ObservationQuery::parse(&params)?;
     let count = query.paging.count;
-    let cursor = match query.paging.cursor.as_deref() {
-        None => None,
-        Some(cursor) => Some(parse_observation_id(cursor).map_err(|_| {
-            FhirError::new(
-                StatusCode::BAD_REQUEST,
-                IssueType::Invalid,
-                "_cursor is not one Galen issued; start the search again",
-            )
-        })?),
-    };
+    let cursor = super::read_cursor(query.paging.cursor.as_deref(), |cursor| {
+        parse_observation_id(cursor).ok()
+    })?;
     let descending = query.newest_first();
     let mut page: Vec<(ObservationKey, Observation)> = Vec::new();
     let mut complete = true;

@@ -57,16 +57,7 @@ fn page<T>(
     count: usize,
     cursor: Option<&str>,
 ) -> FhirResult<(Vec<T>, Option<String>)> {
-    let offset = match cursor {
-        None => 0,
-        Some(cursor) => cursor.parse::<usize>().map_err(|_| {
-            FhirError::new(
-                StatusCode::BAD_REQUEST,
-                IssueType::Invalid,
-                "_cursor is not one Galen issued; start the search again",
-            )
-        })?,
-    };
+    let offset = super::read_cursor(cursor, |cursor| cursor.parse::<usize>().ok())?.unwrap_or(0);
     let total = items.len();
     let items: Vec<T> = items.into_iter().skip(offset).take(count).collect();
     let next = (offset + items.len() < total && count > 0).then(|| (offset + count).to_string());
