@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::codes;
 use crate::datatypes::Extra;
+use crate::device_metric::DeviceMetric;
+use crate::location::Location;
 use crate::resource::{Device, FhirResource, Flag, Observation, Patient, ResourceType};
 use crate::search::{self, SearchParameterSpec};
 
@@ -133,7 +135,7 @@ pub struct CapabilityRest {
     /// Resource types served.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resource: Vec<CapabilityResource>,
-    /// System-level interactions (`batch`).
+    /// System-level interactions (`batch`, `transaction`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interaction: Vec<CapabilityInteraction>,
     /// System-level operations.
@@ -161,6 +163,8 @@ pub struct CapabilityOperation {
 const BACKPORT_SUBSCRIPTION_PROFILE: &str =
     "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription";
 const BACKPORT_STATUS_OPERATION: &str = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status";
+/// The Subscriptions R5 Backport IG's `$get-ws-binding-token` operation (websocket channel).
+const BACKPORT_WS_TOKEN_OPERATION: &str = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-get-ws-binding-token";
 
 /// The Bulk Data Access IG's export operations.
 const BULK_EXPORT: &str = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export";
@@ -300,12 +304,22 @@ impl CapabilityStatementBuilder {
     }
 
     /// Declares Bulk Data `$export` at the system level, on `Patient` and on `Group` (a
-    /// `Group` entry with no interactions is added for it).
-    pub fn bulk_export(mut self) -> CapabilityStatementBuilder {
+    /// `Group` entry with no interactions is added for it); each operation's `documentation`
+    /// names the resource `types` an export contains (the values `_type` accepts).
+    pub fn bulk_export(mut self, types: &[&str]) -> CapabilityStatementBuilder {
+        let documentation = format!(
+            "Exports these resource types, which are also the values _type accepts: {}.",
+            types.join(", ")
+        );
         let operation = |name: &str, definition: &str| CapabilityOperation {
             name: name.to_owned(),
             definition: definition.to_owned(),
-            extra: Extra::new(),
+            extra: [(
+                "documentation".to_owned(),
+                serde_json::Value::String(documentation.clone()),
+            )]
+            .into_iter()
+            .collect(),
         };
         self.operations.push(operation("export", BULK_EXPORT));
         if let Some(patient) = self
@@ -361,16 +375,42 @@ impl CapabilityStatementBuilder {
         self.resource(Flag::TYPE, interactions, search::FLAG_PARAMETERS, &[])
     }
 
-    /// Declares the system-level `batch` interaction (`POST [base]` with a batch Bundle).
-    pub fn batch(mut self) -> CapabilityStatementBuilder {
-        self.system_interactions.push(CapabilityInteraction {
-            code: "batch".to_owned(),
-            extra: Extra::new(),
-        });
+    /// Declares `Location` (Galen's wards and beds) with the search parameters of
+    /// [`search::LocationQuery`].
+    pub fn location(self, interactions: &[Interaction]) -> CapabilityStatementBuilder {
+        self.resource(
+            Location::TYPE,
+            interactions,
+            search::LOCATION_PARAMETERS,
+            &[],
+        )
+    }
+
+    /// Declares `DeviceMetric` (what each device measures) with the search parameters of
+    /// [`search::DeviceMetricQuery`].
+    pub fn device_metric(self, interactions: &[Interaction]) -> CapabilityStatementBuilder {
+        self.resource(
+            DeviceMetric::TYPE,
+            interactions,
+            search::DEVICE_METRIC_PARAMETERS,
+            &[],
+        )
+    }
+
+    /// Declares the system-level `batch` and `transaction` interactions (`POST [base]` with a
+    /// Bundle of that type).
+    pub fn batch_and_transaction(mut self) -> CapabilityStatementBuilder {
+        for code in ["batch", "transaction"] {
+            self.system_interactions.push(CapabilityInteraction {
+                code: code.to_owned(),
+                extra: Extra::new(),
+            });
+        }
         self
     }
 
-    /// Declares `Subscription` (R5 Backport IG, topic-based) with its `$status` operation.
+    /// Declares `Subscription` (R5 Backport IG, topic-based) with its `$status` and
+    /// `$get-ws-binding-token` (websocket channel) operations.
     pub fn subscription(mut self, interactions: &[Interaction]) -> CapabilityStatementBuilder {
         self = self.resource(
             "Subscription",
@@ -386,6 +426,11 @@ impl CapabilityStatementBuilder {
             subscription.operation.push(CapabilityOperation {
                 name: "status".to_owned(),
                 definition: BACKPORT_STATUS_OPERATION.to_owned(),
+                extra: Extra::new(),
+            });
+            subscription.operation.push(CapabilityOperation {
+                name: "get-ws-binding-token".to_owned(),
+                definition: BACKPORT_WS_TOKEN_OPERATION.to_owned(),
                 extra: Extra::new(),
             });
         }
@@ -447,6 +492,8 @@ mod tests {
         .device(&[Interaction::Read])
         .observation(&[Interaction::Read, Interaction::SearchType])
         .flag(&[Interaction::Read, Interaction::SearchType])
+        .location(&[Interaction::Read, Interaction::SearchType])
+        .device_metric(&[Interaction::Read, Interaction::SearchType])
         .build();
         let json = serde_json::to_value(&statement).expect("serialises");
         assert_eq!(json["resourceType"], "CapabilityStatement");
@@ -458,7 +505,17 @@ mod tests {
             .iter()
             .filter_map(|resource| resource["type"].as_str())
             .collect();
-        assert_eq!(types, ["Patient", "Device", "Observation", "Flag"]);
+        assert_eq!(
+            types,
+            [
+                "Patient",
+                "Device",
+                "Observation",
+                "Flag",
+                "Location",
+                "DeviceMetric"
+            ]
+        );
         assert_eq!(
             resources[0]["interaction"],
             json!([{ "code": "read" }, { "code": "search-type" }, { "code": "create" }])
@@ -506,6 +563,66 @@ mod tests {
                 ("state", Some(codes::FLAG_STATE_SEARCH_PARAMETER)),
                 ("priority", Some(codes::FLAG_PRIORITY_SEARCH_PARAMETER)),
             ]
+        );
+        let names = |resource: &serde_json::Value| -> Vec<String> {
+            resource["searchParam"]
+                .as_array()
+                .expect("params")
+                .iter()
+                .filter_map(|param| param["name"].as_str().map(str::to_owned))
+                .collect()
+        };
+        assert_eq!(names(&resources[4]), ["_id", "name", "partof", "status"]);
+        assert_eq!(names(&resources[5]), ["_id", "source", "type"]);
+        for resource in &resources[4..] {
+            assert_eq!(
+                resource["interaction"],
+                json!([{ "code": "read" }, { "code": "search-type" }])
+            );
+            assert!(
+                resource["searchParam"]
+                    .as_array()
+                    .expect("params")
+                    .iter()
+                    .all(|param| param.get("definition").is_none()),
+                "all are R4 parameters"
+            );
+        }
+    }
+
+    #[test]
+    fn exported_types_and_subscription_operations_are_declared() {
+        let statement =
+            CapabilityStatementBuilder::new("galen", "0.1.0", Timestamp::from_seconds(0))
+                .patient(&[Interaction::Read])
+                .subscription(&[Interaction::Read, Interaction::Create])
+                .bulk_export(&["Patient", "Device", "Observation", "Flag"])
+                .build();
+        let json = serde_json::to_value(&statement).expect("serialises");
+        let export = &json["rest"][0]["operation"][0];
+        assert_eq!(export["name"], "export");
+        assert!(
+            export["documentation"]
+                .as_str()
+                .is_some_and(|text| text.contains("Observation, Flag")),
+            "{export}"
+        );
+        let resources = json["rest"][0]["resource"].as_array().expect("resources");
+        let operations = |kind: &str| -> Vec<String> {
+            resources
+                .iter()
+                .find(|resource| resource["type"] == kind)
+                .and_then(|resource| resource["operation"].as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|operation| operation["name"].as_str().map(str::to_owned))
+                .collect()
+        };
+        assert_eq!(operations("Patient"), ["patient-export"]);
+        assert_eq!(operations("Group"), ["group-export"]);
+        assert_eq!(
+            operations("Subscription"),
+            ["status", "get-ws-binding-token"]
         );
     }
 }

@@ -87,6 +87,18 @@ pub const FLAG_STATE_SEARCH_PARAMETER: &str =
 pub const FLAG_PRIORITY_SEARCH_PARAMETER: &str =
     "https://galen.invalid/fhir/SearchParameter/Flag-priority";
 
+/// HL7 location physical type code system (`Location.physicalType`: `wa` ward, `bd` bed).
+pub const LOCATION_PHYSICAL_TYPE: &str =
+    "http://terminology.hl7.org/CodeSystem/location-physical-type";
+/// The code system of `Location.status` (`active`, `suspended`, `inactive`).
+pub const LOCATION_STATUS: &str = "http://hl7.org/fhir/location-status";
+/// The code system of `DeviceMetric.operationalStatus` (`on`, `off`, `standby`,
+/// `entered-in-error`).
+pub const METRIC_OPERATIONAL_STATUS: &str = "http://hl7.org/fhir/metric-operational-status";
+/// The code system of `DeviceMetric.category` (`measurement`, `setting`, `calculation`,
+/// `unspecified`).
+pub const METRIC_CATEGORY: &str = "http://hl7.org/fhir/metric-category";
+
 /// LOINC of the blood pressure panel (one Observation with systolic, diastolic, mean components).
 pub const BLOOD_PRESSURE_PANEL_LOINC: &str = "85354-9";
 /// MDC code of non-invasive blood pressure (the panel).

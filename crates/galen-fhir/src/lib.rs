@@ -5,7 +5,8 @@
 //! [`galen_model::Device`]), stored measurements ([`observation::VitalReading`]) and the clinical
 //! engine's stored scores and alarm transitions ([`clinical::StoredScore`],
 //! [`clinical::AlarmTransition`]) and gets back typed FHIR resources ([`Patient`], [`Device`],
-//! [`Observation`], [`Flag`]) that serialise with serde; a client's JSON goes the other way,
+//! [`Observation`], [`Flag`], and the read-only [`Location`]s of wards and beds and
+//! [`DeviceMetric`]s of what devices measure) that serialise with serde; a client's JSON goes the other way,
 //! through [`parse_resource`] into the same types and then into [`galen_model::NewPatient`],
 //! [`galen_model::NewDevice`] or the values the ingest pipeline takes
 //! ([`observation::PostedObservation`]). Search query strings become typed queries in [`search`];
@@ -28,7 +29,9 @@ pub mod capability;
 pub mod clinical;
 pub mod codes;
 mod datatypes;
+pub mod device_metric;
 mod error;
+pub mod location;
 pub mod observation;
 pub mod outcome;
 pub mod registry;
@@ -39,7 +42,9 @@ pub use capability::{CapabilityStatement, CapabilityStatementBuilder, Interactio
 pub use datatypes::{
     CodeableConcept, Coding, Extension, HumanName, Identifier, Meta, Period, Quantity, Reference,
 };
+pub use device_metric::DeviceMetric;
 pub use error::{Error, Problem, Result};
+pub use location::Location;
 pub use outcome::{IssueSeverity, IssueType};
 pub use resource::{
     Bundle, BundleEntry, BundleEntrySearch, BundleLink, Device, FhirResource, Flag, Observation,

@@ -7,15 +7,19 @@
 //! `unknown`.
 //!
 //! **Ward and bed.** FHIR models a bed as a `Location` (physical type `bd`, part of the ward's
-//! `Location`) referenced from the patient's current `Encounter.location`; Galen has neither
-//! encounters nor locations yet, and `Patient.generalPractitioner` or `Patient.contact` would be
-//! misuse. So the patient's current ward and bed travel in one complex extension,
-//! [`codes::BED_LOCATION_EXTENSION`], with `valueString` sub-extensions `ward` and `bed`. It is
-//! required on input because Galen's patient record requires both. When Galen gains Encounter and
-//! Location resources, they take over and the extension stays as a convenience copy.
+//! `Location`) referenced from the patient's current `Encounter.location`; Galen has no
+//! encounters (its Locations are derived from these very fields, see [`crate::location`]), and
+//! `Patient.generalPractitioner` or `Patient.contact` would be misuse. So the patient's current ward and bed travel in one complex extension,
+//! [`codes::BED_LOCATION_EXTENSION`], with `valueString` sub-extensions `ward` and `bed`. Without
+//! the extension the patient is not placed on a ward (a home-monitoring patient, or one an EHR
+//! registers before admission); with it, `ward` is required and `bed` optional. When Galen gains
+//! Encounter resources, they take over and the extension stays as a convenience copy.
 //!
 //! **Device.** The serial number is both `Device.serialNumber` and an identifier in
 //! [`codes::DEVICE_SERIAL_SYSTEM`] (typed v2-0203 `SNO`), because clients search by identifier.
+//! It is Galen's key of the device (devices log in and are resolved by it). On input it is
+//! `serialNumber`, else the identifier in Galen's serial system, else the first identifier with a
+//! value (a hospital's asset number or an EUI-64): a device needs some unique name.
 //! `status` maps one to one (the model uses FHIR's `FHIRDeviceStatus` codes: active, inactive,
 //! entered-in-error, unknown). The kind is `Device.type` in [`codes::DEVICE_KIND_SYSTEM`];
 //! `manufacturer` and `modelNumber` are copied. `Device.patient` is the patient of the device's
@@ -46,20 +50,24 @@ pub fn patient_to_fhir(patient: &galen_model::Patient) -> Patient {
     let mut identifier_type =
         CodeableConcept::single(codes::IDENTIFIER_TYPE, "MR", Some("Medical record number"));
     identifier_type.text = Some("Medical record number".to_owned());
-    let location = Extension {
+    let mut place = Vec::new();
+    if !details.ward.is_empty() {
+        place.push(Extension::string(WARD, details.ward.clone()));
+        if !details.bed.is_empty() {
+            place.push(Extension::string(BED, details.bed.clone()));
+        }
+    }
+    let location = (!place.is_empty()).then(|| Extension {
         url: codes::BED_LOCATION_EXTENSION.to_owned(),
-        extension: vec![
-            Extension::string(WARD, details.ward.clone()),
-            Extension::string(BED, details.bed.clone()),
-        ],
+        extension: place,
         ..Extension::default()
-    };
+    });
     let date = details.birth_date;
     Patient {
         resource_type: ResourceType::new(),
         id: Some(patient.id.0.to_string()),
         meta: None,
-        extension: vec![location],
+        extension: location.into_iter().collect(),
         identifier: vec![datatypes::Identifier {
             usage: Some("usual".to_owned()),
             kind: Some(identifier_type),
@@ -189,29 +197,34 @@ fn read_patient(resource: &Patient) -> Result<(NewPatient, usize, usize)> {
             )
         })?,
     };
-    let location = resource
+    // Without the extension the patient is not placed on a ward (home monitoring, or registered
+    // by an EHR before admission). With it, the ward is required and the bed optional.
+    let (ward, bed) = match resource
         .extension
         .iter()
         .find(|extension| extension.url == codes::BED_LOCATION_EXTENSION)
-        .ok_or_else(|| {
-            Error::element(
-                bed_location_path(),
-                Problem::Required,
-                format!(
-                    "the ward and bed are required in extension {} (sub-extensions ward and bed, valueString)",
-                    codes::BED_LOCATION_EXTENSION
-                ),
-            )
-        })?;
-    let part = |url: &str| -> Result<String> {
-        let path = format!("{}.extension('{url}')", bed_location_path());
-        let value = location
-            .nested(url)
-            .and_then(|nested| nested.value_string.as_deref());
-        non_empty(value, &format!("{path}.value")).map(str::to_owned)
+    {
+        None => (String::new(), String::new()),
+        Some(location) => {
+            let part = |url: &str| {
+                location
+                    .nested(url)
+                    .and_then(|nested| nested.value_string.as_deref())
+                    .map(str::trim)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let ward = part(WARD);
+            if ward.is_empty() {
+                return Err(Error::element(
+                    format!("{}.extension('{WARD}').value", bed_location_path()),
+                    Problem::Required,
+                    "the location extension needs the ward (sub-extension ward, valueString)",
+                ));
+            }
+            (ward, part(BED))
+        }
     };
-    let ward = part(WARD)?;
-    let bed = part(BED)?;
     let patient = NewPatient {
         identifier: Identifier {
             system: system.to_owned(),
@@ -414,6 +427,21 @@ fn read_device(resource: &Device) -> Result<(NewDevice, Option<PatientId>, Optio
         )
     });
     let from_field = resource.serial_number.as_deref().map(str::trim);
+    // Neither names a serial: the first identifier with a value is the device's key.
+    let (serial_index, from_identifier) = match (from_field, from_identifier) {
+        (None, None) => {
+            let first = resource
+                .identifier
+                .iter()
+                .enumerate()
+                .find_map(|(index, identifier)| {
+                    let value = identifier.value.as_deref().map(str::trim)?;
+                    (!value.is_empty()).then_some((index, value))
+                });
+            (first.map(|(index, _)| index), first)
+        }
+        (_, from_identifier) => (serial_index, from_identifier),
+    };
     let serial = match (from_field, from_identifier) {
         (Some(field), Some((index, identifier))) if field != identifier => {
             return Err(Error::element(
@@ -431,7 +459,7 @@ fn read_device(resource: &Device) -> Result<(NewDevice, Option<PatientId>, Optio
             "Device.serialNumber",
             Problem::Required,
             format!(
-                "the serial number is required (serialNumber, or an identifier in {})",
+                "the serial number is required (serialNumber, an identifier in {}, or another identifier with a value)",
                 codes::DEVICE_SERIAL_SYSTEM
             ),
         ));

@@ -19,7 +19,9 @@ use crate::capability::CapabilityStatement;
 use crate::datatypes::{
     CodeableConcept, Extension, Extra, HumanName, Identifier, Meta, Period, Quantity, Reference,
 };
+use crate::device_metric::DeviceMetric;
 use crate::error::{Error, Result};
+use crate::location::Location;
 use crate::outcome::{IssueSeverity, IssueType};
 
 /// A FHIR resource type.
@@ -461,6 +463,10 @@ pub enum Resource {
     Observation(Box<Observation>),
     /// A Flag.
     Flag(Box<Flag>),
+    /// A Location (a ward or a bed).
+    Location(Box<Location>),
+    /// A DeviceMetric.
+    DeviceMetric(Box<DeviceMetric>),
     /// An OperationOutcome.
     OperationOutcome(Box<OperationOutcome>),
     /// A Bundle.
@@ -479,6 +485,8 @@ impl Resource {
             Resource::Device(_) => Device::TYPE,
             Resource::Observation(_) => Observation::TYPE,
             Resource::Flag(_) => Flag::TYPE,
+            Resource::Location(_) => Location::TYPE,
+            Resource::DeviceMetric(_) => DeviceMetric::TYPE,
             Resource::OperationOutcome(_) => OperationOutcome::TYPE,
             Resource::Bundle(_) => Bundle::TYPE,
             Resource::CapabilityStatement(_) => CapabilityStatement::TYPE,
@@ -496,6 +504,8 @@ impl Resource {
             Resource::Device(resource) => resource.id(),
             Resource::Observation(resource) => resource.id(),
             Resource::Flag(resource) => resource.id(),
+            Resource::Location(resource) => resource.id(),
+            Resource::DeviceMetric(resource) => resource.id(),
             Resource::OperationOutcome(resource) => resource.id(),
             Resource::Bundle(resource) => resource.id(),
             Resource::CapabilityStatement(resource) => resource.id(),
@@ -522,6 +532,8 @@ into_resource!(
     Device,
     Observation,
     Flag,
+    Location,
+    DeviceMetric,
     OperationOutcome,
     Bundle,
     CapabilityStatement,
@@ -534,6 +546,8 @@ impl Serialize for Resource {
             Resource::Device(resource) => resource.serialize(serializer),
             Resource::Observation(resource) => resource.serialize(serializer),
             Resource::Flag(resource) => resource.serialize(serializer),
+            Resource::Location(resource) => resource.serialize(serializer),
+            Resource::DeviceMetric(resource) => resource.serialize(serializer),
             Resource::OperationOutcome(resource) => resource.serialize(serializer),
             Resource::Bundle(resource) => resource.serialize(serializer),
             Resource::CapabilityStatement(resource) => resource.serialize(serializer),
@@ -563,6 +577,8 @@ impl<'de> Deserialize<'de> for Resource {
             Device::TYPE => Resource::Device(typed::<_, D>(Value::Object(object))?),
             Observation::TYPE => Resource::Observation(typed::<_, D>(Value::Object(object))?),
             Flag::TYPE => Resource::Flag(typed::<_, D>(Value::Object(object))?),
+            Location::TYPE => Resource::Location(typed::<_, D>(Value::Object(object))?),
+            DeviceMetric::TYPE => Resource::DeviceMetric(typed::<_, D>(Value::Object(object))?),
             OperationOutcome::TYPE => {
                 Resource::OperationOutcome(typed::<_, D>(Value::Object(object))?)
             }

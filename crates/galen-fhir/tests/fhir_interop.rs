@@ -15,6 +15,8 @@ use galen_fhir::clinical::{
     ParameterScore, ScoreParameter, ScoreSource, ScoredValue, StoredScore, alarm_flag,
     score_observation,
 };
+use galen_fhir::device_metric::device_metric;
+use galen_fhir::location::{LocationKey, location_to_fhir, locations_of};
 use galen_fhir::observation::{
     AbsentReason, BloodPressureReading, ObservationCode, ObservationKey, Reading, VitalReading,
     blood_pressure_observation, group_readings, vital_observation,
@@ -413,6 +415,41 @@ fn every_resource() -> Vec<String> {
         .include(patient_to_fhir(&patient()))
         .include(device_to_fhir(&device(), Some(PatientId(12))));
     lines.push(line(&bundle.build()));
+    // Wards and beds, alone and in a searchset.
+    let mut unplaced = patient();
+    unplaced.details.ward.clear();
+    unplaced.details.bed.clear();
+    let places = locations_of([&patient(), &unplaced]);
+    assert_eq!(places.len(), 2, "a ward and its bed");
+    let no_params: [(&str, &str); 0] = [];
+    let mut location_bundle =
+        SearchsetBuilder::new("https://galen.example/fhir", "Location", &no_params).total(3);
+    for key in places.iter().chain([&LocationKey::ward("病棟 2")]) {
+        lines.push(line(&location_to_fhir(key)));
+        location_bundle = location_bundle.entry(location_to_fhir(key));
+    }
+    lines.push(line(&location_bundle.build()));
+    // What a device measures, for each device status and each vital sign.
+    for status in [
+        DeviceStatus::Active,
+        DeviceStatus::Inactive,
+        DeviceStatus::EnteredInError,
+        DeviceStatus::Unknown,
+    ] {
+        let mut device = device();
+        device.details.status = status;
+        lines.push(line(&device_metric(&device, VitalSign::HeartRate)));
+    }
+    let metric_params = [("source", "Device/7"), ("_count", "2")];
+    let mut metric_bundle =
+        SearchsetBuilder::new("https://galen.example/fhir", "DeviceMetric", &metric_params)
+            .next_cursor(Some("7.spo2"));
+    for vital in VitalSign::ALL {
+        lines.push(line(&device_metric(&device(), vital)));
+        metric_bundle = metric_bundle.entry(device_metric(&device(), vital));
+    }
+    lines.push(line(&metric_bundle.build()));
+
     let empty: [(&str, &str); 0] = [];
     lines.push(line(
         &SearchsetBuilder::new("https://galen.example/fhir", "Patient", &empty)
@@ -456,6 +493,8 @@ fn every_resource() -> Vec<String> {
                 Interaction::Create,
             ])
             .flag(&[Interaction::Read, Interaction::SearchType])
+            .location(&[Interaction::Read, Interaction::SearchType])
+            .device_metric(&[Interaction::Read, Interaction::SearchType])
             .build(),
     ));
     lines
@@ -494,7 +533,9 @@ fn every_kind_is_covered() {
             "Bundle",
             "CapabilityStatement",
             "Device",
+            "DeviceMetric",
             "Flag",
+            "Location",
             "Observation",
             "OperationOutcome",
             "Patient"

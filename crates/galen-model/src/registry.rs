@@ -25,6 +25,9 @@ pub enum RegistryError {
         /// The allowed values, comma separated.
         allowed: &'static str,
     },
+    /// A bed is given without the ward it belongs to.
+    #[error("a bed needs its ward")]
+    BedWithoutWard,
     /// The birth date is not YYYY-MM-DD or lies in the future.
     #[error("birth_date must be a past date written YYYY-MM-DD")]
     BirthDate,
@@ -101,9 +104,10 @@ pub struct NewPatient {
     pub birth_date: Date,
     /// Administrative sex.
     pub sex: Sex,
-    /// Ward (care unit) the patient is on.
+    /// Ward (care unit) the patient is on; empty when the patient is not placed on a ward (a
+    /// home-monitoring patient, or one registered by an EHR before admission).
     pub ward: String,
-    /// Bed label within the ward.
+    /// Bed label within the ward; empty when the patient has no bed.
     pub bed: String,
 }
 
@@ -113,8 +117,9 @@ impl NewPatient {
         require(&self.identifier.system, "identifier.system")?;
         require(&self.identifier.value, "identifier.value")?;
         require(&self.name.family, "name.family")?;
-        require(&self.ward, "ward")?;
-        require(&self.bed, "bed")?;
+        if self.ward.trim().is_empty() && !self.bed.trim().is_empty() {
+            return Err(RegistryError::BedWithoutWard);
+        }
         if self.birth_date > today {
             return Err(RegistryError::BirthDate);
         }
@@ -387,6 +392,28 @@ mod tests {
             Err(RegistryError::EmptyInterval)
         );
         assert!(NewPatient::parse_birth_date("1950-02-30").is_err());
+        let today = time::macros::date!(2026 - 01 - 01);
+        let mut patient = NewPatient {
+            identifier: Identifier {
+                system: "urn:oid:1.2.3".to_owned(),
+                value: "MRN1".to_owned(),
+            },
+            name: HumanName {
+                family: "Doe".to_owned(),
+                given: String::new(),
+            },
+            birth_date: time::macros::date!(1950 - 02 - 28),
+            sex: Sex::Unknown,
+            ward: String::new(),
+            bed: String::new(),
+        };
+        assert_eq!(patient.validate(today), Ok(()), "not placed on a ward");
+        patient.bed = "4".to_owned();
+        assert_eq!(patient.validate(today), Err(RegistryError::BedWithoutWard));
+        patient.ward = "Ward 7".to_owned();
+        assert_eq!(patient.validate(today), Ok(()));
+        patient.bed = String::new();
+        assert_eq!(patient.validate(today), Ok(()), "on a ward, no bed yet");
         assert!(NewPatient::parse_birth_date("1950-02-28").is_ok());
         assert_eq!(
             Sex::parse("f"),

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use galen_model::{Assignment, Device, DeviceId, Patient, PatientId, Timestamp};
-use galen_store::Store;
+use galen_store::{DocumentOwner, Store};
 
 /// A read-only view of the registry at one moment.
 #[derive(Debug, Default)]
@@ -21,6 +21,8 @@ pub struct DirectorySnapshot {
     patients: HashMap<PatientId, Patient>,
     /// Hashes of the active (unrevoked) secrets of each device.
     credentials: HashMap<DeviceId, Vec<[u8; 32]>>,
+    /// The FHIR resource last posted for a record, as JSON.
+    documents: HashMap<DocumentOwner, Arc<str>>,
 }
 
 impl DirectorySnapshot {
@@ -86,6 +88,11 @@ impl DirectorySnapshot {
         patients
     }
 
+    /// The FHIR resource a client last posted for `owner`, as JSON.
+    pub fn document(&self, owner: DocumentOwner) -> Option<Arc<str>> {
+        self.documents.get(&owner).cloned()
+    }
+
     /// Every device, by id.
     pub fn devices(&self) -> Vec<&Device> {
         let mut devices: Vec<&Device> = self.devices.values().collect();
@@ -147,6 +154,7 @@ impl Directory {
         let patients = store.patients(None).await?;
         let assignments = store.assignments().await?;
         let credentials = store.device_credentials().await?;
+        let documents = store.registry_documents().await?;
         let mut snapshot = DirectorySnapshot::default();
         for device in devices {
             snapshot
@@ -165,6 +173,11 @@ impl Directory {
         }
         for patient in patients {
             snapshot.patients.insert(patient.id, patient);
+        }
+        for document in documents {
+            snapshot
+                .documents
+                .insert(document.owner, Arc::from(document.body));
         }
         for assignment in assignments {
             snapshot

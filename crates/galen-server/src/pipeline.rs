@@ -78,6 +78,15 @@ pub struct IngestSummary {
     pub unassigned: usize,
 }
 
+/// Items validated against the directory, ready to commit.
+struct Validated<'a> {
+    batch: IngestBatch,
+    pending: Vec<Pending>,
+    serials: Vec<&'a str>,
+    /// Values flagged absent by a known, assigned device: technical-alarm inputs.
+    absent: Vec<Input>,
+}
+
 enum Pending {
     Stored {
         index: usize,
@@ -154,15 +163,69 @@ impl Pipeline {
         receipt: Option<impl FnOnce(&[Option<&Rejection>]) -> Option<Receipt> + Send>,
     ) -> Result<(Vec<ItemResult>, IngestSummary), galen_store::Error> {
         let now = self.clock.now();
+        let mut validated = self.validate(source, &items, now);
+        if let Some(receipt) = receipt {
+            let verdicts: Vec<Option<&Rejection>> = validated
+                .pending
+                .iter()
+                .map(|pending| match pending {
+                    Pending::Stored { .. } => None,
+                    Pending::Rejected(rejection) => Some(rejection),
+                })
+                .collect();
+            validated.batch.receipt = receipt(&verdicts);
+        }
+        self.commit(source, validated).await
+    }
+
+    /// As [`Pipeline::ingest`], but all or nothing: when any item is refused, only the refused
+    /// items are stored (as dead letters) and the answer is `Ok(Err(...))` with each refused item's
+    /// index and reason; otherwise every item is committed in one store commit.
+    pub async fn ingest_all_or_nothing(
+        &self,
+        source: &str,
+        items: Vec<Result<Incoming<'_>, Unreadable<'_>>>,
+    ) -> Result<Result<(Vec<ItemResult>, IngestSummary), Vec<(usize, Rejection)>>, galen_store::Error>
+    {
+        let now = self.clock.now();
+        let mut validated = self.validate(source, &items, now);
+        let refused: Vec<(usize, Rejection)> = validated
+            .pending
+            .iter()
+            .enumerate()
+            .filter_map(|(index, pending)| match pending {
+                Pending::Rejected(rejection) => Some((index, rejection.clone())),
+                Pending::Stored { .. } => None,
+            })
+            .collect();
+        if refused.is_empty() {
+            return self.commit(source, validated).await.map(Ok);
+        }
+        // Keep the dead letters; drop the measurements and their results.
+        validated.batch.measurements.clear();
+        validated
+            .pending
+            .retain(|pending| matches!(pending, Pending::Rejected(_)));
+        validated.serials.clear();
+        self.commit(source, validated).await?;
+        Ok(Err(refused))
+    }
+
+    /// Resolves each item's device and patient and normalises its value.
+    fn validate<'a>(
+        &self,
+        source: &str,
+        items: &'a [Result<Incoming<'a>, Unreadable<'a>>],
+        now: Timestamp,
+    ) -> Validated<'a> {
         let mut batch = IngestBatch::default();
         let mut pending = Vec::with_capacity(items.len());
         let mut serials = Vec::new();
         let publish = self.live.receiver_count() > 0;
-        // Values flagged absent by a known, assigned device: technical-alarm inputs.
         let mut absent = Vec::new();
         {
             let directory = self.directory.read();
-            for item in &items {
+            for item in items {
                 let incoming = match item {
                     Ok(incoming) => incoming,
                     Err(unreadable) => {
@@ -238,6 +301,26 @@ impl Pipeline {
                 }
             }
         }
+        Validated {
+            batch,
+            pending,
+            serials,
+            absent,
+        }
+    }
+
+    /// Commits validated items; publishes and evaluates what was stored.
+    async fn commit(
+        &self,
+        source: &str,
+        validated: Validated<'_>,
+    ) -> Result<(Vec<ItemResult>, IngestSummary), galen_store::Error> {
+        let Validated {
+            batch,
+            pending,
+            serials,
+            absent,
+        } = validated;
         // Live views and the clinical engine need a little of each measurement after the batch
         // has moved into the store.
         let published: Vec<_> = batch
@@ -253,16 +336,6 @@ impl Pipeline {
             })
             .collect();
         let mut clinical_inputs = Vec::with_capacity(published.len() + absent.len());
-        if let Some(receipt) = receipt {
-            let verdicts: Vec<Option<&Rejection>> = pending
-                .iter()
-                .map(|pending| match pending {
-                    Pending::Stored { .. } => None,
-                    Pending::Rejected(rejection) => Some(rejection),
-                })
-                .collect();
-            batch.receipt = receipt(&verdicts);
-        }
         let outcomes = self.store.ingest(batch).await?;
         let mut summary = IngestSummary::default();
         let mut live = Vec::new();

@@ -13,8 +13,9 @@ use galen_model::{
 };
 
 use crate::{
-    AlarmQuery, AlarmRecord, AppendOutcome, ClinicalEntry, DeadLetter, DeliveryRecord, Error,
-    FilteredRecord, IngestBatch, Point, Receipt, ScoreRecord, Store,
+    AlarmQuery, AlarmRecord, AppendOutcome, ClinicalEntry, DeadLetter, DeliveryRecord,
+    DocumentOwner, Error, FilteredRecord, IngestBatch, Point, Receipt, Registered, RegistryChange,
+    RegistryDocument, RegistryWrite, ScoreRecord, Store,
 };
 
 /// One empty database of the backend under test.
@@ -39,6 +40,7 @@ pub async fn run_all(fresh: &(dyn Fn() -> Box<dyn Backend> + Sync)) {
     receipts_are_kept_with_their_content(fresh().as_ref()).await;
     device_credentials(fresh().as_ref()).await;
     fhir_subscriptions(fresh().as_ref()).await;
+    registry_transactions(fresh().as_ref()).await;
 }
 
 /// A fixed instant the checks build on: 2026-11-23T00:00:00Z.
@@ -1192,6 +1194,135 @@ async fn fhir_subscriptions(backend: &dyn Backend) {
             events: 42,
         }],
         "kept across reopening"
+    );
+    reopened.close().await.expect("close");
+}
+
+fn write(change: RegistryChange, document: Option<&str>) -> RegistryWrite {
+    RegistryWrite {
+        change,
+        document: document.map(str::to_owned),
+    }
+}
+
+async fn registry_transactions(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let existing = store
+        .create_patient(patient("T-0", "A", "1"))
+        .await
+        .expect("create");
+    // All or nothing: a conflict in the third write leaves no trace of the first two.
+    let failed = store
+        .apply_registry(vec![
+            write(
+                RegistryChange::CreatePatient(patient("T-1", "A", "2")),
+                Some("p1"),
+            ),
+            write(RegistryChange::CreateDevice(device("T-D1")), Some("d1")),
+            write(
+                RegistryChange::CreatePatient(patient("T-0", "A", "3")),
+                None,
+            ),
+        ])
+        .await;
+    assert!(
+        matches!(failed, Err(Error::Conflict(_))),
+        "a duplicate identifier is a conflict: {failed:?}"
+    );
+    assert_eq!(
+        store.patients(None).await.expect("list"),
+        vec![existing.clone()]
+    );
+    assert!(store.devices().await.expect("list").is_empty());
+    assert!(
+        store
+            .registry_documents()
+            .await
+            .expect("documents")
+            .is_empty()
+    );
+    let missing = store
+        .apply_registry(vec![
+            write(RegistryChange::CreateDevice(device("T-D1")), Some("d1")),
+            write(
+                RegistryChange::UpdateDevice(DeviceId(9_999), device("T-D2")),
+                None,
+            ),
+        ])
+        .await;
+    assert!(matches!(missing, Err(Error::NotFound(_))), "{missing:?}");
+    assert!(store.devices().await.expect("list").is_empty());
+
+    // Applied in order, with their documents; an update replaces or removes a document.
+    let written = store
+        .apply_registry(vec![
+            write(
+                RegistryChange::CreatePatient(patient("T-1", "", "")),
+                Some("p1"),
+            ),
+            write(RegistryChange::CreateDevice(device("T-D1")), Some("d1")),
+            write(
+                RegistryChange::UpdatePatient(existing.id, patient("T-0", "B", "9")),
+                Some("p0"),
+            ),
+        ])
+        .await
+        .expect("apply");
+    let [
+        Registered::Patient(created),
+        Registered::Device(registered),
+        Registered::Patient(updated),
+    ] = written.as_slice()
+    else {
+        panic!("one record per write, in order: {written:?}");
+    };
+    assert_eq!(
+        created.details,
+        patient("T-1", "", ""),
+        "not placed on a ward"
+    );
+    assert_eq!(updated.id, existing.id);
+    assert_eq!(
+        store
+            .patient(existing.id)
+            .await
+            .expect("read")
+            .map(|p| p.details),
+        Some(patient("T-0", "B", "9"))
+    );
+    store
+        .apply_registry(vec![write(
+            RegistryChange::UpdateDevice(registered.id, device("T-D1")),
+            Some("d1 again"),
+        )])
+        .await
+        .expect("apply");
+    store
+        .apply_registry(vec![write(
+            RegistryChange::UpdatePatient(created.id, patient("T-1", "", "")),
+            None,
+        )])
+        .await
+        .expect("apply");
+    let (created, registered) = (created.id, registered.id);
+    store.close().await.expect("close");
+    let reopened = backend.open().await;
+    let mut documents = reopened.registry_documents().await.expect("documents");
+    documents.sort_by_key(|document| format!("{:?}", document.owner));
+    let mut expected = vec![
+        RegistryDocument {
+            owner: DocumentOwner::Device(registered),
+            body: "d1 again".into(),
+        },
+        RegistryDocument {
+            owner: DocumentOwner::Patient(existing.id),
+            body: "p0".into(),
+        },
+    ];
+    expected.sort_by_key(|document| format!("{:?}", document.owner));
+    assert_eq!(
+        documents, expected,
+        "kept across reopening; {created:?} removed"
     );
     reopened.close().await.expect("close");
 }

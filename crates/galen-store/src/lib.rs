@@ -29,7 +29,8 @@ pub use clinical::{
 };
 pub use error::{Error, Result};
 pub use types::{
-    AppendOutcome, Bucket, DeadLetter, DeviceCredential, IngestBatch, Point, Receipt, StoreStats,
+    AppendOutcome, Bucket, DeadLetter, DeviceCredential, DocumentOwner, IngestBatch, Point,
+    Receipt, Registered, RegistryChange, RegistryDocument, RegistryWrite, StoreStats,
     StoredDeadLetter, StoredSubscription,
 };
 
@@ -120,6 +121,14 @@ pub trait RegistryStore: Send + Sync + Debug {
     async fn end_assignment(&self, id: AssignmentId, end: Timestamp) -> Result<Assignment>;
     /// Every assignment, by id.
     async fn assignments(&self) -> Result<Vec<Assignment>>;
+
+    /// Applies `writes` in order as one atomic unit: when it returns `Ok` every change and its
+    /// document is durable, with one [`Registered`] per write in order; on `Err` (a conflict as
+    /// for the single-record methods, [`Error::NotFound`] for an update of a missing record)
+    /// nothing of them is stored.
+    async fn apply_registry(&self, writes: Vec<RegistryWrite>) -> Result<Vec<Registered>>;
+    /// Every document kept by [`RegistryStore::apply_registry`].
+    async fn registry_documents(&self) -> Result<Vec<RegistryDocument>>;
 
     /// Stores a new credential of `device` (only the hash of its secret).
     /// [`Error::NotFound`] if the device does not exist.

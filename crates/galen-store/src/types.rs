@@ -1,6 +1,9 @@
 //! Values that cross the storage ports.
 
-use galen_model::{DeviceId, Measurement, RejectionReason, Timestamp};
+use galen_model::{
+    Device, DeviceId, Measurement, NewDevice, NewPatient, Patient, PatientId, RejectionReason,
+    Timestamp,
+};
 
 /// One value of a series.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -150,4 +153,54 @@ pub struct StoreStats {
 impl StoreStats {
     /// Upper bounds, in seconds, of the commit latency histogram.
     pub const COMMIT_BUCKETS: [f64; 8] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
+}
+
+/// One change of a registry transaction ([`crate::RegistryStore::apply_registry`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryChange {
+    /// Registers a patient.
+    CreatePatient(NewPatient),
+    /// Replaces a patient's details.
+    UpdatePatient(PatientId, NewPatient),
+    /// Registers a device.
+    CreateDevice(NewDevice),
+    /// Replaces a device's details.
+    UpdateDevice(DeviceId, NewDevice),
+}
+
+/// A registry change with the document it was made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryWrite {
+    /// The change.
+    pub change: RegistryChange,
+    /// The resource as the client posted it (FHIR JSON), kept beside the record so that what the
+    /// record has no place for can be given back; `None` removes a kept document.
+    pub document: Option<String>,
+}
+
+/// A record written by [`crate::RegistryStore::apply_registry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registered {
+    /// A patient created or updated.
+    Patient(Patient),
+    /// A device created or updated.
+    Device(Device),
+}
+
+/// Whose document a [`RegistryDocument`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DocumentOwner {
+    /// A patient's.
+    Patient(PatientId),
+    /// A device's.
+    Device(DeviceId),
+}
+
+/// The resource a client last posted for a registry record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryDocument {
+    /// The record.
+    pub owner: DocumentOwner,
+    /// The resource, as JSON.
+    pub body: String,
 }

@@ -167,6 +167,8 @@ fn fhir_api_end_to_end_with_an_independent_validator() {
             "Device",
             "Observation",
             "Flag",
+            "Location",
+            "DeviceMetric",
             "Subscription",
             "Group"
         ]
@@ -177,7 +179,7 @@ fn fhir_api_end_to_end_with_an_independent_validator() {
     );
     assert_eq!(
         statement["rest"][0]["interaction"],
-        json!([{ "code": "batch" }])
+        json!([{ "code": "batch" }, { "code": "transaction" }])
     );
     let anonymous = exchange(address, "GET", "/fhir/Patient", &[], None, None);
     assert_eq!(anonymous.status, 401);
@@ -541,10 +543,211 @@ fn fhir_api_end_to_end_with_an_independent_validator() {
         patient_id.to_string(),
         "conditional create found it"
     );
-    let transaction = json!({ "resourceType": "Bundle", "type": "transaction", "entry": [] });
-    let refused = fhir(address, "POST", "/fhir", Some(&transaction));
-    assert_eq!(refused.status, 422, "{}", refused.body);
-    served.keep(&refused);
 
+    transactions(address, patient_id, device_id, base, &wrong, &mut served);
     validate(&served);
+}
+
+fn statuses(response: &Value) -> Vec<String> {
+    response["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|entry| {
+            entry["response"]["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect()
+}
+
+fn patient_count(address: &str, mrn: &str) -> u64 {
+    let path = format!("/fhir/Patient?identifier=urn:oid:1.2.36.146.595.217.0.1|{mrn}");
+    fhir(address, "GET", &path, None).json()["total"]
+        .as_u64()
+        .expect("a total")
+}
+
+/// Transactions: all or nothing, registry writes in one commit, Observations in another.
+fn transactions(
+    address: &str,
+    patient_id: i64,
+    device_id: i64,
+    base: i64,
+    wrong: &Value,
+    served: &mut Served,
+) {
+    let current = fhir(address, "GET", &format!("/fhir/Patient/{patient_id}"), None);
+    let etag = current.header("etag").expect("an ETag").to_owned();
+    let mut renamed = current.json();
+    renamed["name"][0]["given"] = json!(["Ada", "Augusta"]);
+    let transaction = json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            { "fullUrl": "urn:uuid:5f1c8f0e-0d7a-4c39-9d55-1c1b1d1e0a01",
+              "request": { "method": "POST", "url": "Patient" }, "resource": patient_resource("MRN-90", "Lovelace") },
+            { "request": { "method": "GET", "url": "Patient?identifier=urn:oid:1.2.36.146.595.217.0.1|MRN-90" } },
+            { "request": { "method": "POST", "url": "Device" },
+              "resource": { "resourceType": "Device", "serialNumber": "SN-TX-1", "manufacturer": "Acme" } },
+            { "request": { "method": "PUT", "url": format!("Patient/{patient_id}"), "ifMatch": etag },
+              "resource": renamed },
+            { "request": { "method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:oid:1.2.36.146.595.217.0.1|MRN-77" },
+              "resource": patient_resource("MRN-77", "King") }
+        ]
+    });
+    let answer = fhir(address, "POST", "/fhir", Some(&transaction));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let response = served.keep(&answer);
+    assert_eq!(response["type"], "transaction-response");
+    assert_eq!(
+        statuses(&response),
+        ["201 Created", "200 OK", "201 Created", "200 OK", "200 OK"],
+        "{response}"
+    );
+    assert_eq!(
+        response["entry"][1]["resource"]["total"], 1,
+        "reads come after the writes"
+    );
+    assert_eq!(
+        response["entry"][3]["resource"]["name"][0]["given"],
+        json!(["Ada", "Augusta"])
+    );
+    assert_eq!(
+        response["entry"][4]["resource"]["id"],
+        patient_id.to_string()
+    );
+    let location = response["entry"][0]["response"]["location"]
+        .as_str()
+        .expect("a location");
+    let path = &location[location.find("/fhir/").expect("a FHIR URL")..];
+    assert_eq!(fhir(address, "GET", path, None).status, 200);
+
+    // Any failing entry fails the whole transaction, naming the entry; nothing is written.
+    let stale = json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            { "request": { "method": "POST", "url": "Patient" }, "resource": patient_resource("MRN-91", "Babbage") },
+            { "request": { "method": "PUT", "url": format!("Patient/{patient_id}"), "ifMatch": etag },
+              "resource": current.json() }
+        ]
+    });
+    let answer = fhir(address, "POST", "/fhir", Some(&stale));
+    assert_eq!(answer.status, 412, "{}", answer.body);
+    let outcome = served.keep(&answer);
+    assert!(
+        outcome["issue"][0]["diagnostics"]
+            .as_str()
+            .is_some_and(|text| text.starts_with("Bundle.entry[1]")),
+        "{outcome}"
+    );
+    let mut unborn = patient_resource("MRN-92", "Somerville");
+    unborn["birthDate"] = json!("2999-01-01");
+    let invalid = json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            { "request": { "method": "POST", "url": "Patient" }, "resource": patient_resource("MRN-91", "Babbage") },
+            { "request": { "method": "POST", "url": "Patient" }, "resource": unborn }
+        ]
+    });
+    let answer = fhir(address, "POST", "/fhir", Some(&invalid));
+    assert_eq!(answer.status, 422, "{}", answer.body);
+    assert!(issue_expressions(&served.keep(&answer)).contains(&"Patient.birthDate".to_owned()));
+    let twice = json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            { "request": { "method": "POST", "url": "Patient" }, "resource": patient_resource("MRN-91", "Babbage") },
+            { "request": { "method": "POST", "url": "Patient" }, "resource": patient_resource("MRN-91", "Babbage") }
+        ]
+    });
+    let answer = fhir(address, "POST", "/fhir", Some(&twice));
+    assert_eq!(answer.status, 409, "{}", answer.body);
+    served.keep(&answer);
+    assert_eq!(
+        patient_count(address, "MRN-91"),
+        0,
+        "no trace of failed transactions"
+    );
+    assert_eq!(patient_count(address, "MRN-92"), 0);
+
+    // Observations: stored together, or not at all.
+    let at = |second: i64| base + 20 * 60_000_000 + second * 1_000_000;
+    let observations = json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            { "request": { "method": "POST", "url": "Observation" }, "resource": heart_rate(device_id, patient_id, 81.0, at(0)) },
+            { "request": { "method": "POST", "url": "Observation" }, "resource": heart_rate(device_id, patient_id, 82.0, at(1)) }
+        ]
+    });
+    let answer = fhir(address, "POST", "/fhir", Some(&observations));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let response = served.keep(&answer);
+    assert_eq!(statuses(&response), ["201 Created", "201 Created"]);
+    assert_eq!(
+        response["entry"][1]["resource"]["valueQuantity"]["value"],
+        82.0
+    );
+    let again = fhir(address, "POST", "/fhir", Some(&observations));
+    assert_eq!(
+        statuses(&served.keep(&again)),
+        ["200 OK", "200 OK"],
+        "a retried transaction stores nothing twice"
+    );
+    let window = |second: i64| {
+        let path = format!(
+            "/fhir/Observation?patient={patient_id}&code=8867-4&date=ge{}&date=lt{}",
+            micros_to_rfc3339(at(second)),
+            micros_to_rfc3339(at(second + 1))
+        );
+        fhir(address, "GET", &path, None).json()["total"].clone()
+    };
+    assert_eq!(window(0), 1);
+    let half_wrong = json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            { "request": { "method": "POST", "url": "Observation" }, "resource": heart_rate(device_id, patient_id, 83.0, at(5)) },
+            { "request": { "method": "POST", "url": "Observation" }, "resource": wrong }
+        ]
+    });
+    let answer = fhir(address, "POST", "/fhir", Some(&half_wrong));
+    assert_eq!(answer.status, 422, "{}", answer.body);
+    let outcome = served.keep(&answer);
+    assert!(
+        issue_expressions(&outcome)
+            .iter()
+            .any(|path| path.starts_with("Observation.valueQuantity")),
+        "{outcome}"
+    );
+    assert_eq!(window(5), 0, "the valid Observation was not stored either");
+
+    // Registry writes and Observations are committed separately: one transaction is one kind.
+    let mixed = json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            { "request": { "method": "POST", "url": "Patient" }, "resource": patient_resource("MRN-94", "Hamilton") },
+            { "request": { "method": "POST", "url": "Observation" }, "resource": heart_rate(device_id, patient_id, 84.0, at(7)) }
+        ]
+    });
+    let answer = fhir(address, "POST", "/fhir", Some(&mixed));
+    assert_eq!(answer.status, 422, "{}", answer.body);
+    served.keep(&answer);
+    assert_eq!(patient_count(address, "MRN-94"), 0);
+    assert_eq!(window(7), 0);
+    let delete = json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{ "request": { "method": "DELETE", "url": format!("Patient/{patient_id}") } }]
+    });
+    let answer = fhir(address, "POST", "/fhir", Some(&delete));
+    assert_eq!(answer.status, 422, "{}", answer.body);
+    assert!(
+        issue_expressions(&served.keep(&answer)).contains(&"Bundle.entry[0].request".to_owned())
+    );
 }

@@ -316,8 +316,10 @@ fn a_real_fhir_client_searches_and_reads() {
         strings(&report["capability"]["resources"]),
         [
             "Device",
+            "DeviceMetric",
             "Flag",
             "Group",
+            "Location",
             "Observation",
             "Patient",
             "Subscription"

@@ -3,7 +3,9 @@
 //! full resources, retries after a failed delivery, `$status`, hidden channel headers, survival
 //! across a restart, deletion; notification latency measured from the measurement's
 //! acknowledgement (target: p99 within 1 s); every Subscription and notification validated by the
-//! independent R4 validator.
+//! independent R4 validator. The websocket channel is driven by an independent client, Python
+//! `websockets` 13.1 (`tests/interop/fhir_websocket.py`): binding token, handshake, event
+//! notification, heartbeat, refused tokens, and events counted while nobody is bound.
 
 mod common;
 
@@ -435,9 +437,9 @@ fn rest_hook_subscription_end_to_end() {
     );
 
     // Refusals name the element.
-    let mut websocket = subscription.clone();
-    websocket["channel"]["type"] = json!("websocket");
-    let refused = fhir(&address, "POST", "/fhir/Subscription", Some(&websocket));
+    let mut email = subscription.clone();
+    email["channel"]["type"] = json!("email");
+    let refused = fhir(&address, "POST", "/fhir/Subscription", Some(&email));
     assert_eq!(refused.status, 422, "{}", refused.body);
     assert_eq!(
         refused.json()["issue"][0]["expression"][0],
@@ -628,5 +630,322 @@ fn alarm_and_news2_band_topics() {
     for notification in received.iter() {
         served.push(notification.body.to_string());
     }
+    common::validate_fhir(&served);
+}
+
+/// The independent websocket client, `tests/interop/fhir_websocket.py`, run with `args`; its
+/// stdout lines arrive on the returned channel.
+fn websocket_client(args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = std::env::var("GALEN_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let mut child = std::process::Command::new(&python)
+        .arg(root.join("tests/interop/fhir_websocket.py"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!("cannot run {python} ({error}); run scripts/test (or pip install -r tests/interop/requirements.txt)")
+        });
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, receiver)
+}
+
+/// Waits for the client's exit status (at most 30 s).
+fn client_exit(child: &mut std::process::Child) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the websocket client did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Binds with `token` and expects to be refused (OperationOutcome, then close 1008).
+fn assert_refused(url: &str, token: &str) -> Value {
+    let (mut child, lines) = websocket_client(&["refused", "--url", url, "--token", token]);
+    let code = client_exit(&mut child);
+    let report: Value = lines
+        .recv_timeout(Duration::from_secs(5))
+        .ok()
+        .and_then(|line| serde_json::from_str(&line).ok())
+        .unwrap_or(Value::Null);
+    assert_ne!(
+        code,
+        Some(3),
+        "the websockets package is missing: pip install -r tests/interop/requirements.txt"
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "refused with an OperationOutcome and close 1008: {report}"
+    );
+    report
+}
+
+/// The next notification Bundle the listening client printed (at most 20 s).
+fn next_message(lines: &std::sync::mpsc::Receiver<String>) -> Value {
+    let line = lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a notification within 20 s");
+    let parsed: Value = serde_json::from_str(&line).expect("one JSON object per line");
+    parsed["message"].clone()
+}
+
+/// The `events-since-subscription-start` of a notification or `$status` Bundle.
+fn events_since(bundle: &Value) -> String {
+    parameter(bundle, "events-since-subscription-start")
+        .and_then(|parameter| parameter["valueString"].as_str())
+        .expect("events-since-subscription-start")
+        .to_owned()
+}
+
+/// `$get-ws-binding-token`: the answer's `(token, websocket-url)`; the Parameters is kept.
+fn binding_token(address: &str, id: &str, served: &mut Vec<String>) -> (String, String) {
+    let answer = fhir(
+        address,
+        "POST",
+        &format!("/fhir/Subscription/{id}/$get-ws-binding-token"),
+        None,
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let parameters = answer.json();
+    served.push(parameters.to_string());
+    assert_eq!(parameters["resourceType"], "Parameters");
+    let value = |name: &str, member: &str| {
+        parameters["parameter"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|parameter| parameter["name"] == name)
+            .and_then(|parameter| parameter[member].as_str())
+            .unwrap_or_else(|| panic!("{name} in {parameters}"))
+            .to_owned()
+    };
+    assert_eq!(
+        value("subscription", "valueString"),
+        format!("Subscription/{id}")
+    );
+    assert!(!value("expiration", "valueDateTime").is_empty());
+    let token = value("token", "valueString");
+    assert!(token.len() >= 32, "a long random token");
+    (token, value("websocket-url", "valueUrl"))
+}
+
+#[test]
+fn websocket_subscription_with_an_independent_client() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let server = start(directory.path());
+    let address = server.address.clone();
+    let mut served = Vec::new();
+    let patient = post(
+        &address,
+        "/api/v1/patients",
+        &json!({
+            "identifier": { "system": "urn:mrn", "value": "WS-1" },
+            "name": { "family": "Socket", "given": "W" },
+            "birth_date": "1950-01-01", "sex": "other", "ward": "ICU", "bed": "3"
+        }),
+    )["id"]
+        .as_i64()
+        .expect("patient id");
+    let device = post(
+        &address,
+        "/api/v1/devices",
+        &json!({ "serial": "WS-MON", "kind": "monitor" }),
+    )["id"]
+        .as_i64()
+        .expect("device id");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as i64;
+    post(
+        &address,
+        "/api/v1/assignments",
+        &json!({ "device": device, "patient": patient, "start": micros_to_rfc3339(now - 3_600_000_000) }),
+    );
+
+    // A websocket subscription needs no endpoint; heartbeats every second.
+    let subscription = json!({
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "a bedside display over a websocket",
+        "criteria": "https://galen.invalid/fhir/SubscriptionTopic/vital-sign-observation",
+        "_criteria": { "extension": [{
+            "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria",
+            "valueString": format!("Observation?patient=Patient/{patient}")
+        }] },
+        "channel": {
+            "type": "websocket",
+            "payload": "application/fhir+json",
+            "_payload": { "extension": [{
+                "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content",
+                "valueCode": "full-resource"
+            }] },
+            "extension": [{
+                "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-heartbeat-period",
+                "valueUnsignedInt": 1
+            }]
+        }
+    });
+    let created = fhir(&address, "POST", "/fhir/Subscription", Some(&subscription));
+    assert_eq!(created.status, 201, "{}", created.body);
+    served.push(created.body.clone());
+    let id = created.json()["id"].as_str().expect("id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fhir(&address, "GET", &format!("/fhir/Subscription/{id}"), None).json()["status"]
+        != "active"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "active without an endpoint to check"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The token needs the API token; the endpoint needs a websocket client.
+    let anonymous = exchange(
+        &address,
+        "POST",
+        &format!("/fhir/Subscription/{id}/$get-ws-binding-token"),
+        &[],
+        None,
+        None,
+    );
+    assert_eq!(anonymous.status, 401);
+    let plain = exchange(&address, "GET", "/fhir/$subscription-ws", &[], None, None);
+    assert_eq!(plain.status, 426, "{}", plain.body);
+    assert_eq!(plain.json()["resourceType"], "OperationOutcome");
+    served.push(plain.body.clone());
+
+    let (token, url) = binding_token(&address, &id, &mut served);
+    assert_eq!(url, format!("ws://{address}/fhir/$subscription-ws"));
+
+    // A token Galen did not issue is refused.
+    let report = assert_refused(&url, "0123456789abcdef0123456789abcdef");
+    served.push(report["outcome"].to_string());
+
+    // Bound: the handshake first, before any event.
+    let (mut listener, lines) = websocket_client(&[
+        "listen",
+        "--url",
+        &url,
+        "--token",
+        &token,
+        "--events",
+        "1",
+        "--heartbeats",
+        "1",
+    ]);
+    let handshake = next_message(&lines);
+    assert_eq!(kind(&handshake), "handshake", "{handshake}");
+    assert_eq!(handshake["type"], "history");
+    assert_eq!(events_since(&handshake), "0");
+    served.push(handshake.to_string());
+    // A token binds once.
+    assert_refused(&url, &token);
+
+    // A heart rate of the patient: an event notification with the new Observation.
+    let time = now - 1_000_000;
+    post(
+        &address,
+        "/api/v1/measurements",
+        &json!([{ "device": "WS-MON", "code": "heart_rate", "value": 72, "unit": "/min", "time": micros_to_rfc3339(time) }]),
+    );
+    let focus = format!("Observation/{device}.hr.{time}");
+    let mut event = None;
+    let mut heartbeat = None;
+    while event.is_none() || heartbeat.is_none() {
+        let message = next_message(&lines);
+        served.push(message.to_string());
+        match kind(&message).as_str() {
+            "event-notification" => event = Some(message),
+            "heartbeat" => heartbeat = Some(message),
+            other => panic!("unexpected {other}: {message}"),
+        }
+    }
+    let event = event.expect("an event notification");
+    assert_eq!(events(&event), [(1, focus.clone())]);
+    let observation = &event["entry"][1]["resource"];
+    assert_eq!(observation["resourceType"], "Observation");
+    assert_eq!(
+        format!("Observation/{}", observation["id"].as_str().expect("id")),
+        focus
+    );
+    assert_eq!(
+        observation["subject"]["reference"],
+        format!("Patient/{patient}")
+    );
+    assert_eq!(
+        client_exit(&mut listener),
+        Some(0),
+        "the client saw all it expected"
+    );
+
+    // $status counts the event sent over the socket, as for rest-hook.
+    let status = |address: &str| {
+        let answer = fhir(
+            address,
+            "GET",
+            &format!("/fhir/Subscription/{id}/$status"),
+            None,
+        );
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.json()
+    };
+    let current = status(&address);
+    assert_eq!(events_since(&current), "1");
+    served.push(current.to_string());
+
+    // Nobody bound: the next event is counted, not kept; binding again, the handshake says how
+    // many events there were, so the client knows what to search for.
+    post(
+        &address,
+        "/api/v1/measurements",
+        &json!([{ "device": "WS-MON", "code": "heart_rate", "value": 73, "unit": "/min", "time": micros_to_rfc3339(time + 1_000_000) }]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while events_since(&status(&address)) != "2" {
+        assert!(Instant::now() < deadline, "the event is counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (token, url) = binding_token(&address, &id, &mut served);
+    let (mut listener, lines) =
+        websocket_client(&["listen", "--url", &url, "--token", &token, "--events", "0"]);
+    let handshake = next_message(&lines);
+    assert_eq!(kind(&handshake), "handshake");
+    assert_eq!(events_since(&handshake), "2");
+    served.push(handshake.to_string());
+    assert_eq!(client_exit(&mut listener), Some(0));
+
+    // A deleted subscription has no binding tokens.
+    let deleted = fhir(
+        &address,
+        "DELETE",
+        &format!("/fhir/Subscription/{id}"),
+        None,
+    );
+    assert_eq!(deleted.status, 204);
+    let gone = fhir(
+        &address,
+        "POST",
+        &format!("/fhir/Subscription/{id}/$get-ws-binding-token"),
+        None,
+    );
+    assert_eq!(gone.status, 404, "{}", gone.body);
     common::validate_fhir(&served);
 }

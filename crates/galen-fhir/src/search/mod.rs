@@ -3,7 +3,8 @@
 //! The server passes the decoded query pairs of `GET [base]/Patient?...` (in order, repeated names
 //! repeated) to [`PatientQuery::parse`], [`DeviceQuery::parse`], [`ObservationQuery::parse`]
 //! (vital signs), [`ScoreQuery::parse`] (early-warning scores; [`observation_search_target`]
-//! says which of the two an Observation search is) or [`FlagQuery::parse`] (alarms).
+//! says which of the two an Observation search is), [`FlagQuery::parse`] (alarms),
+//! [`LocationQuery::parse`] (wards and beds) or [`DeviceMetricQuery::parse`].
 //! Semantics follow the R4 search specification:
 //! - A parameter repeated is AND; a comma-separated value is OR. `\,`, `\|`, `\$` and `\\` escape.
 //! - Parameters with an empty value are ignored.
@@ -24,6 +25,7 @@
 
 mod clinical;
 mod date;
+mod location;
 
 use std::collections::BTreeSet;
 
@@ -37,6 +39,9 @@ pub use clinical::{
     observation_search_target,
 };
 pub use date::{DateParam, DatePrefix, TimeWindow};
+pub use location::{
+    DEVICE_METRIC_PARAMETERS, DeviceMetricQuery, LOCATION_PARAMETERS, LocationQuery,
+};
 
 use crate::codes::{self, LOINC, MDC};
 use crate::error::{Error, Result};
@@ -518,8 +523,19 @@ impl Occurrence<'_> {
         Ok(ids)
     }
 
-    /// References to `target` (`Type/id` or `id`; `:Type` modifier allowed).
+    /// References to `target` (`Type/id` or `id`; `:Type` modifier allowed) by numeric id (a
+    /// valid FHIR id that is not a number matches nothing).
     fn references(&self, target: &str) -> Result<Vec<i64>> {
+        Ok(self
+            .reference_ids(target)?
+            .iter()
+            .filter_map(|id| parse_canonical_i64(id))
+            .collect())
+    }
+
+    /// The ids of references to `target` (`Type/id` or `id`; `:Type` modifier allowed), each a
+    /// valid FHIR id (an error otherwise).
+    fn reference_ids(&self, target: &str) -> Result<Vec<String>> {
         match self.modifier {
             None => {}
             Some(modifier) if modifier == target => {}
@@ -556,7 +572,7 @@ impl Occurrence<'_> {
             if !is_fhir_id(id) {
                 return Err(self.value_error(format!("{id:?} is not a valid FHIR id")));
             }
-            ids.extend(parse_canonical_i64(id));
+            ids.push(id.to_owned());
         }
         Ok(ids)
     }
@@ -836,8 +852,9 @@ impl PatientQuery {
     }
 
     /// Sorts patients by `_sort` (stable: equal keys keep their order).
-    pub fn sort_patients(&self, patients: &mut [Patient]) {
+    pub fn sort_patients<P: std::borrow::Borrow<Patient>>(&self, patients: &mut [P]) {
         patients.sort_by(|left, right| {
+            let (left, right) = (left.borrow(), right.borrow());
             self.sort
                 .iter()
                 .map(|sort| {
@@ -1001,8 +1018,9 @@ impl DeviceQuery {
     }
 
     /// Sorts devices by `_sort` (stable).
-    pub fn sort_devices(&self, devices: &mut [Device]) {
+    pub fn sort_devices<D: std::borrow::Borrow<Device>>(&self, devices: &mut [D]) {
         devices.sort_by(|left, right| {
+            let (left, right) = (left.borrow(), right.borrow());
             self.sort
                 .iter()
                 .map(|sort| {

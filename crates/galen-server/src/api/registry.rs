@@ -38,7 +38,10 @@ pub(crate) struct WirePatient {
     name: WireName,
     birth_date: String,
     sex: String,
+    /// Absent or empty: not placed on a ward.
+    #[serde(default)]
     ward: String,
+    #[serde(default)]
     bed: String,
 }
 

@@ -261,9 +261,11 @@ pub(crate) async fn dashboard(
                 (patient, devices)
             })
             .collect();
+        // Patients not placed on a ward (empty ward) are listed, but are no ward to choose.
         let wards: BTreeSet<String> = all
             .iter()
             .map(|(patient, _)| patient.details.ward.clone())
+            .filter(|ward| !ward.is_empty())
             .collect();
         if let Some(ward) = &query.ward {
             all.retain(|(patient, _)| &patient.details.ward == ward);

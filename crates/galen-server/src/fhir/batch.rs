@@ -1,11 +1,21 @@
-//! `POST /fhir` with a Bundle of type `batch`: each entry is carried out on its own, as if it
-//! had been sent alone, and answered in a `batch-response` Bundle in the same order.
+//! `POST /fhir` with a Bundle of type `batch` or `transaction`.
 //!
-//! Each entry becomes a request to Galen's own router with the caller's credentials, so an
-//! entry gets exactly the validation, pipeline, conditional handling (`ifMatch`, `ifNoneExist`)
-//! and errors of the interaction it names; one entry failing does not affect the others. A
-//! `transaction` Bundle is refused: Galen cannot yet make registry writes and measurements one
-//! atomic unit.
+//! **Batch:** each entry is carried out on its own, as if it had been sent alone, and answered in
+//! a `batch-response` Bundle in the same order. Each entry becomes a request to Galen's own
+//! router with the caller's credentials, so an entry gets exactly the validation, pipeline,
+//! conditional handling (`ifMatch`, `ifNoneExist`) and errors of the interaction it names; one
+//! entry failing does not affect the others.
+//!
+//! **Transaction:** all or nothing. Every write entry is planned first with the same code as the
+//! single interaction (parsing, mapping, `ifNoneExist`, `ifMatch`); the first entry that fails
+//! fails the transaction with its status and an OperationOutcome naming the entry, and nothing
+//! is written. Then the writes are made in one store commit, and the `GET` entries are read
+//! (FHIR processes reads after writes). Registry writes (Patient, Device) are one registry
+//! transaction; Observation creates are one ingest commit, in which no value is stored unless
+//! every value is accepted. Galen keeps the registry and the time series in separate commits, so
+//! one transaction holds one kind or the other, not both: a mixed transaction is refused before
+//! anything is written. Posted Observations that are refused are kept as dead letters, like
+//! any refused input.
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -16,7 +26,8 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use super::{FhirError, FhirResult, check_accept, check_content_type, fhir_response};
+use super::registry::{Planned, owner_of, plan_create, plan_update, served};
+use super::{FhirError, FhirResult, check_accept, check_content_type, fhir_response, observation};
 use crate::App;
 
 /// Entries in one batch at most.
@@ -196,27 +207,21 @@ pub(crate) async fn process(
             found: bundle["resourceType"].as_str().map(str::to_owned),
         }));
     }
-    match bundle["type"].as_str() {
-        Some("batch") => {}
-        Some("transaction") => {
-            return Err(FhirError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                IssueType::NotSupported,
-                "transaction Bundles are not supported yet; send a batch (each entry on its own)",
-            ));
-        }
+    let transaction = match bundle["type"].as_str() {
+        Some("batch") => false,
+        Some("transaction") => true,
         _ => {
             return Err(invalid(
                 "Bundle.type".to_owned(),
-                "POST /fhir takes a Bundle of type batch",
+                "POST /fhir takes a Bundle of type batch or transaction",
             ));
         }
-    }
+    };
     let entries = bundle["entry"].as_array().cloned().unwrap_or_default();
     if entries.len() > MAX_ENTRIES {
         return Err(invalid(
             "Bundle.entry".to_owned(),
-            format!("at most {MAX_ENTRIES} entries per batch"),
+            format!("at most {MAX_ENTRIES} entries per Bundle"),
         ));
     }
     // The caller's credentials go with every entry (each is checked as its own request), and
@@ -230,6 +235,9 @@ pub(crate) async fn process(
     .into_iter()
     .filter_map(|name| headers.get(&name).cloned().map(|value| (name, value)))
     .collect();
+    if transaction {
+        return process_transaction(&app, &headers, &credentials, &entries).await;
+    }
     let mut answers = Vec::with_capacity(entries.len());
     for (index, entry) in entries.iter().enumerate() {
         let answer = match read_entry(index, entry) {
@@ -247,4 +255,255 @@ pub(crate) async fn process(
         "entry": answers,
     });
     Ok(fhir_response(StatusCode::OK, &response, HeaderMap::new()))
+}
+
+// --- Transactions -----------------------------------------------------------------------------
+
+/// A transaction entry, planned.
+enum Step {
+    /// A registry write (or a conditional create that found its record).
+    Registry(Planned),
+    /// An Observation create, read and checked.
+    Observation(Box<observation::Prepared>),
+    /// A read, carried out after the writes.
+    Read(EntryRequest),
+}
+
+/// Names the entry in every issue of an error of one entry.
+fn in_entry(index: usize, mut error: FhirError) -> FhirError {
+    for issue in &mut error.outcome.issue {
+        let diagnostics = issue.diagnostics.take().unwrap_or_default();
+        issue.diagnostics = Some(format!("Bundle.entry[{index}]: {diagnostics}"));
+        if issue.expression.is_empty() {
+            issue.expression.push(format!("Bundle.entry[{index}]"));
+        }
+    }
+    error
+}
+
+/// The request headers of an entry: the caller's, plus the entry's conditions.
+fn entry_headers(caller: &HeaderMap, request: &EntryRequest) -> HeaderMap {
+    let mut headers = caller.clone();
+    headers.remove(header::IF_MATCH);
+    headers.remove("if-none-exist");
+    if let Some(tag) = request
+        .if_match
+        .as_deref()
+        .and_then(|tag| HeaderValue::from_str(tag).ok())
+    {
+        headers.insert(header::IF_MATCH, tag);
+    }
+    if let Some(condition) = request
+        .if_none_exist
+        .as_deref()
+        .and_then(|condition| HeaderValue::from_str(condition).ok())
+    {
+        headers.insert("if-none-exist", condition);
+    }
+    headers
+}
+
+/// Plans one entry of a transaction.
+async fn plan(
+    app: &App,
+    caller: &HeaderMap,
+    index: usize,
+    request: EntryRequest,
+) -> FhirResult<Step> {
+    let path = request.uri.trim_start_matches("/fhir/").to_owned();
+    let segments: Vec<&str> = path.split('?').next().unwrap_or("").split('/').collect();
+    let headers = entry_headers(caller, &request);
+    let body = request.body.clone().unwrap_or_default();
+    match (request.method.clone(), segments.as_slice()) {
+        (Method::GET, _) => Ok(Step::Read(request)),
+        (Method::POST, [kind @ ("Patient" | "Device")]) => {
+            plan_create(app, kind, &headers, body.as_bytes()).map(Step::Registry)
+        }
+        (Method::PUT, [kind @ ("Patient" | "Device"), id]) => {
+            plan_update(app, kind, id, &headers, body.as_bytes()).map(Step::Registry)
+        }
+        (Method::POST, ["Observation"]) => observation::prepare(app, Bytes::from(body))
+            .await
+            .map(|prepared| Step::Observation(Box::new(prepared))),
+        (method, _) => Err(invalid(
+            format!("Bundle.entry[{index}].request"),
+            format!(
+                "{method} {path} cannot be part of a transaction; a transaction creates or updates Patient and Device (POST, PUT), creates Observations (POST) and reads (GET)"
+            ),
+        )),
+    }
+}
+
+async fn process_transaction(
+    app: &App,
+    caller: &HeaderMap,
+    credentials: &[(header::HeaderName, HeaderValue)],
+    entries: &[Value],
+) -> FhirResult<Response> {
+    let mut steps = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        let request = read_entry(index, entry)?;
+        let step = plan(app, caller, index, request)
+            .await
+            .map_err(|error| in_entry(index, error))?;
+        steps.push(step);
+    }
+    let registry = steps.iter().any(|step| matches!(step, Step::Registry(_)));
+    let observations = steps
+        .iter()
+        .any(|step| matches!(step, Step::Observation(_)));
+    if registry && observations {
+        return Err(FhirError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            IssueType::NotSupported,
+            "a transaction either writes Patient and Device records or creates Observations, not both: Galen commits the registry and the time series separately, so it could not make both one atomic unit; send two transactions",
+        ));
+    }
+    let mut answers: Vec<Option<Value>> = vec![None; steps.len()];
+    if registry {
+        write_registry(app, caller, &steps, &mut answers).await?;
+    }
+    if observations {
+        write_observations(app, caller, &steps, &mut answers).await?;
+    }
+    for (step, answer) in steps.into_iter().zip(&mut answers) {
+        if let Step::Read(request) = step {
+            *answer = Some(carry_out(app, credentials, request).await);
+        }
+    }
+    let response = json!({
+        "resourceType": "Bundle",
+        "type": "transaction-response",
+        "entry": answers.into_iter().map(Option::unwrap_or_default).collect::<Vec<_>>(),
+    });
+    Ok(fhir_response(StatusCode::OK, &response, HeaderMap::new()))
+}
+
+/// A written entry's answer.
+fn written_entry(status: StatusCode, resource: Value, etag: &str, location: &str) -> Value {
+    // No fullUrl: two entries may name the same resource (an update and a conditional create
+    // that found it), and a Bundle's fullUrls must differ; `location` names it.
+    json!({
+        "resource": resource,
+        "response": { "status": status_line(status), "location": location, "etag": etag },
+    })
+}
+
+/// Makes every registry write in one commit and answers each registry entry.
+async fn write_registry(
+    app: &App,
+    caller: &HeaderMap,
+    steps: &[Step],
+    answers: &mut [Option<Value>],
+) -> FhirResult<()> {
+    let mut writes = Vec::new();
+    let mut created = Vec::new();
+    for step in steps.iter() {
+        if let Step::Registry(Planned::Write {
+            write,
+            created: new,
+        }) = step
+        {
+            writes.push(write.clone());
+            created.push(*new);
+        }
+    }
+    let written = app.0.store.apply_registry(writes).await?;
+    super::reload(app).await?;
+    tracing::info!(records = written.len(), "registry transaction over FHIR");
+    let mut written = written.iter().zip(created);
+    for (step, answer) in steps.iter().zip(answers.iter_mut()) {
+        let (owner, status) = match step {
+            Step::Registry(Planned::Existing(owner)) => (*owner, StatusCode::OK),
+            Step::Registry(Planned::Write { .. }) => {
+                let Some((registered, created)) = written.next() else {
+                    break;
+                };
+                let status = if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                (owner_of(registered), status)
+            }
+            _ => continue,
+        };
+        let (resource, etag, location) = served(app, caller, owner)?;
+        *answer = Some(written_entry(status, resource, &etag, &location));
+    }
+    Ok(())
+}
+
+/// Ingests every Observation entry in one all-or-nothing commit and answers each.
+async fn write_observations(
+    app: &App,
+    caller: &HeaderMap,
+    steps: &[Step],
+    answers: &mut [Option<Value>],
+) -> FhirResult<()> {
+    // Each item remembers its entry, to name it when it is refused.
+    let mut items = Vec::new();
+    let mut origins = Vec::new();
+    for (index, step) in steps.iter().enumerate() {
+        if let Step::Observation(prepared) = step {
+            for (value, item) in prepared.items().into_iter().enumerate() {
+                items.push(item);
+                origins.push((index, value));
+            }
+        }
+    }
+    let verdict = app
+        .0
+        .pipeline
+        .ingest_all_or_nothing(observation::SOURCE, items)
+        .await?;
+    let (results, _) = match verdict {
+        Ok(stored) => stored,
+        Err(refused) => {
+            let mut outcome = galen_fhir::outcome::OutcomeBuilder::new();
+            for (item, rejection) in refused {
+                let Some(&(entry, value)) = origins.get(item) else {
+                    continue;
+                };
+                let path = match &steps[entry] {
+                    Step::Observation(prepared) => prepared.path(value),
+                    _ => "Observation".to_owned(),
+                };
+                outcome = outcome.issue(
+                    galen_fhir::IssueSeverity::Error,
+                    IssueType::Invalid,
+                    format!("Bundle.entry[{entry}]: {path}: {}", rejection.message),
+                    Some(&path),
+                );
+            }
+            let outcome = outcome
+                .warning(
+                    IssueType::Incomplete,
+                    "nothing of the transaction was stored; the refused values are kept as dead letters",
+                )
+                .build();
+            return Err(FhirError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                outcome,
+            });
+        }
+    };
+    for (index, step) in steps.iter().enumerate() {
+        let Step::Observation(prepared) = step else {
+            continue;
+        };
+        let accepted = origins.iter().zip(&results).any(|((entry, _), result)| {
+            *entry == index && matches!(result, crate::pipeline::ItemResult::Accepted { .. })
+        });
+        let key = prepared.key()?;
+        let (resource, etag, location) = observation::created(app, caller, &key).await?;
+        let status = if accepted {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        let resource = serde_json::to_value(resource).unwrap_or_default();
+        answers[index] = Some(written_entry(status, resource, &etag, &location));
+    }
+    Ok(())
 }

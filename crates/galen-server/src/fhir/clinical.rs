@@ -57,7 +57,7 @@ const SCORE_CHUNK: usize = 1000;
 const LOG_CHUNK: usize = 10_000;
 
 /// The ids of the configured score tables that FHIR ids can name.
-fn servable_tables(app: &App) -> Vec<String> {
+pub(crate) fn servable_tables(app: &App) -> Vec<String> {
     app.0
         .clinical
         .config()
@@ -625,16 +625,26 @@ async fn flags_of(
     }
     let mut flags = BTreeMap::new();
     for (key, mut history) in histories {
-        let mut keys: Vec<&mut ObservationKey> = history
-            .iter_mut()
-            .flat_map(|transition| transition.evidence.iter_mut())
-            .collect();
-        resolve_pressures(app, &mut keys).await?;
-        if let Some(flag) = alarm_flag(&key, &history) {
+        if let Some(flag) = flag_from_history(app, &key, &mut history).await? {
             flags.insert(key, flag);
         }
     }
     Ok(flags)
+}
+
+/// The Flag of one alarm from its transitions (oldest first), with evidence pointing at the
+/// Observations Galen serves.
+async fn flag_from_history(
+    app: &App,
+    key: &FlagKey,
+    history: &mut [AlarmTransition],
+) -> FhirResult<Option<Flag>> {
+    let mut keys: Vec<&mut ObservationKey> = history
+        .iter_mut()
+        .flat_map(|transition| transition.evidence.iter_mut())
+        .collect();
+    resolve_pressures(app, &mut keys).await?;
+    Ok(alarm_flag(key, history))
 }
 
 /// `GET /fhir/Flag/{id}`.
@@ -797,6 +807,186 @@ pub(crate) async fn search_flags(
         &bundle.build(),
         HeaderMap::new(),
     ))
+}
+
+/// One page of a patient's scores of one table for `$export`: the Observations of the newest
+/// stored records in `[from, upper)` (at most [`SCORE_CHUNK`] records, one Observation per
+/// instant: the last record stored there), and the `upper` bound of the next page, `None` when
+/// the range is done. Pages walk from the newest score back, so each read is one bounded query.
+pub(crate) async fn export_scores_page(
+    app: &App,
+    patient: PatientId,
+    table: &str,
+    from: Timestamp,
+    upper: Timestamp,
+) -> FhirResult<(Vec<Observation>, Option<Timestamp>)> {
+    let records = app
+        .0
+        .store
+        .scores(patient, table, from, upper, SCORE_CHUNK)
+        .await?;
+    // A full read may have left older records out, at the oldest instant read too; that instant's
+    // last record is in this page (records come newest first by (time, id)), so the next page
+    // ends before it.
+    let next = (records.len() >= SCORE_CHUNK)
+        .then(|| records.first().map(|record| record.time))
+        .flatten();
+    let mut observations = Vec::new();
+    for record in collapse(records) {
+        if let Some(observation) = score_resource(app, &record).await? {
+            observations.push(observation);
+        }
+    }
+    Ok((observations, next))
+}
+
+/// One patient's alarms as Flags for `$export`, read from the alarm log a page at a time.
+///
+/// The log is read in `seq` order up to the export's `until` (transitions from then on are left
+/// out, so each Flag is the alarm as it stood at the export's transaction time). An alarm's
+/// history is kept only while the alarm is open at the point read: its Flag is built at the
+/// resolving transition (resolution is final: the engine never changes a resolved alarm), and the
+/// alarms still open come with the last page. Memory is one page of the log plus the histories
+/// of the alarms open at one time.
+///
+/// With `since`, only alarms whose last transition before `until` is at or after `since` are
+/// exported (their Flag's `meta.lastUpdated`); a first pass over the log from `since` finds them
+/// and the earliest raise among them, where the second pass starts.
+#[derive(Debug)]
+pub(crate) struct ExportFlags {
+    patient: PatientId,
+    since: Option<Timestamp>,
+    until: Timestamp,
+    /// With `since`: the alarms with a transition in `[since, until)`.
+    wanted: Option<BTreeSet<String>>,
+    /// Where the log is read from.
+    from: Timestamp,
+    /// The last `seq` read.
+    after: i64,
+    /// The histories of the alarms open at the point read, by alarm id.
+    open: BTreeMap<String, (FlagKey, Vec<AlarmTransition>)>,
+    done: bool,
+}
+
+impl ExportFlags {
+    /// Prepares the export of `patient`'s alarms as they stood before `until`.
+    pub(crate) async fn new(
+        app: &App,
+        patient: PatientId,
+        since: Option<Timestamp>,
+        until: Timestamp,
+    ) -> FhirResult<ExportFlags> {
+        let mut wanted = None;
+        let mut from = Timestamp::MIN;
+        if let Some(since) = since {
+            let mut alarms = BTreeSet::new();
+            let mut earliest = until;
+            let mut after = 0;
+            loop {
+                let chunk = app
+                    .0
+                    .store
+                    .alarm_records(AlarmQuery {
+                        patient: Some(patient),
+                        after,
+                        from: since,
+                        to: until,
+                        limit: LOG_CHUNK,
+                    })
+                    .await?;
+                let Some(last) = chunk.last() else { break };
+                after = last.seq;
+                let done = chunk.len() < LOG_CHUNK;
+                for record in &chunk {
+                    if !alarms.contains(&record.alarm) {
+                        let raised = decode_transition(record)
+                            .map_or(record.time, |transition| transition.raised_at);
+                        earliest = earliest.min(raised);
+                        alarms.insert(record.alarm.clone());
+                    }
+                }
+                if done {
+                    break;
+                }
+            }
+            from = earliest;
+            wanted = Some(alarms);
+        }
+        Ok(ExportFlags {
+            patient,
+            since,
+            until,
+            wanted,
+            from,
+            after: 0,
+            open: BTreeMap::new(),
+            done: from >= until,
+        })
+    }
+
+    /// The Flags completed by the next page of the log; `None` once the log is read.
+    pub(crate) async fn next_page(&mut self, app: &App) -> FhirResult<Option<Vec<Flag>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let chunk = app
+            .0
+            .store
+            .alarm_records(AlarmQuery {
+                patient: Some(self.patient),
+                after: self.after,
+                from: self.from,
+                to: self.until,
+                limit: LOG_CHUNK,
+            })
+            .await?;
+        if let Some(last) = chunk.last() {
+            self.after = last.seq;
+        }
+        let last_page = chunk.len() < LOG_CHUNK;
+        let mut finished = Vec::new();
+        for record in chunk {
+            if self
+                .wanted
+                .as_ref()
+                .is_some_and(|wanted| !wanted.contains(&record.alarm))
+            {
+                continue;
+            }
+            let (Ok(key), Some(transition)) =
+                (parse_flag_id(&record.alarm), decode_transition(&record))
+            else {
+                continue;
+            };
+            let resolved = transition.state == AlarmState::Resolved;
+            self.open
+                .entry(record.alarm.clone())
+                .or_insert_with(|| (key, Vec::new()))
+                .1
+                .push(transition);
+            if resolved && let Some(history) = self.open.remove(&record.alarm) {
+                finished.push(history);
+            }
+        }
+        if last_page {
+            self.done = true;
+            finished.extend(std::mem::take(&mut self.open).into_values());
+        }
+        let mut flags = Vec::with_capacity(finished.len());
+        for (key, mut history) in finished {
+            let changed = history.last().map(|transition| transition.time);
+            if self
+                .since
+                .is_some_and(|since| changed.is_none_or(|changed| changed < since))
+            {
+                continue;
+            }
+            if let Some(flag) = flag_from_history(app, &key, &mut history).await? {
+                flags.push(flag);
+            }
+        }
+        Ok(Some(flags))
+    }
 }
 
 #[cfg(test)]

@@ -7,18 +7,32 @@
 //! (file URLs and counts); `DELETE` on the status URL cancels the job and removes its files.
 //! Files are fetched from `$export-file/{job}/{Type}.ndjson` with the same token.
 //!
-//! Memory stays bounded whatever the data size: Observations are read one device and one day
-//! of series at a time (all vital signs of that day together, so blood pressure panels form) and
+//! Types: `Patient`, `Device`, `Observation` (vital signs, then the clinical engine's stored
+//! early-warning scores, category `survey`, in the same file) and `Flag` (alarms).
+//!
+//! Memory stays bounded whatever the data size: vital signs are read one device and one day of
+//! series at a time (all vital signs of that day together, so blood pressure panels form), scores
+//! one patient and table at a time in pages of stored records, alarms one patient at a time in
+//! pages of the alarm log (holding only the histories of alarms open at once), and everything is
 //! written out line by line. Levels:
-//! - system: every Patient, every Device, every Observation (unassigned data included);
+//! - system: every Patient, every Device, every Observation (unassigned data included), the
+//!   scores and Flags of every patient;
 //! - `Patient/$export`: every Patient, the Devices assigned to them, the Observations attributed
-//!   to them;
+//!   to them, their scores and Flags;
 //! - `Group/{ward}/$export`: as `Patient`, for the patients of one ward (Galen's groups are its
 //!   wards; the id is the ward's name).
 //!
-//! `_since` keeps Observations whose effective time is at or after it (measurements are never
-//! updated, so for them this is the time they became part of the record, give or take transport
-//! delay); Patients and Devices carry no change time in Galen and are always exported whole.
+//! `_since` keeps vital-sign Observations whose effective time is at or after it (measurements
+//! are never updated, so for them this is the time they became part of the record, give or take
+//! transport delay), scores whose effective time (the time of the input that changed the score)
+//! is at or after it (scores are never updated either), and Flags whose last transition before
+//! the transaction time (`meta.lastUpdated`) is at or after it, so an alarm raised earlier and
+//! acknowledged or resolved since is exported, whole. Patients and Devices carry no change time
+//! in Galen and are always exported whole.
+//!
+//! The job first waits until the clinical engine has stored everything it evaluated so far, so
+//! the scores and transitions of data committed before the kick-off are in the export; nothing
+//! at or after the transaction time is (transitions after it are left out of the Flags).
 //! Jobs live in memory: a restart forgets them (their status URL then answers 404 and the client
 //! starts again); files of finished jobs are removed after [`KEEP_FINISHED`].
 
@@ -47,7 +61,7 @@ const KEEP_FINISHED: Duration = Duration::from_secs(24 * 3600);
 /// One read of a device's series during an export.
 const SLICE_MICROS: i64 = 24 * 3600 * 1_000_000;
 /// Resource types an export can contain, in file order.
-const TYPES: [&str; 3] = ["Patient", "Device", "Observation"];
+pub(crate) const TYPES: [&str; 4] = ["Patient", "Device", "Observation", "Flag"];
 
 /// The export jobs of this process.
 #[derive(Debug, Default)]
@@ -128,7 +142,7 @@ fn read_request(
                 for name in value.split(',').map(str::trim) {
                     let Some(known) = TYPES.iter().find(|known| **known == name) else {
                         return Err(bad_request(format!(
-                            "_type {name:?} is not exported; Galen exports Patient, Device and Observation"
+                            "_type {name:?} is not exported; Galen exports Patient, Device, Observation and Flag"
                         )));
                     };
                     wanted.insert(*known);
@@ -451,6 +465,11 @@ async fn run(app: App, id: String, job: Arc<Job>, request: Request) {
     });
 }
 
+/// A FHIR read failure during a job (the job fails; the log says why).
+fn failed(error: FhirError) -> std::io::Error {
+    std::io::Error::other(format!("{error:?}"))
+}
+
 fn cancelled(job: &Job) -> std::io::Result<()> {
     if job.cancelled.load(Ordering::Relaxed) {
         Err(std::io::Error::other("cancelled"))
@@ -468,6 +487,10 @@ async fn write_all(
     request: &Request,
 ) -> Result<Vec<(String, u64)>, Box<dyn std::error::Error + Send + Sync>> {
     let now = job.transaction_time;
+    let clinical = request.types.contains("Observation") || request.types.contains("Flag");
+    if clinical && app.0.clinical.sync().await.is_err() {
+        return Err("the clinical engine stopped".into());
+    }
     // What the export covers, from one consistent view of the registry.
     let (patients, devices, scopes) = {
         let directory = app.0.directory.read();
@@ -568,7 +591,44 @@ async fn write_all(
                 start = end;
             }
         }
+        // The early-warning scores of the patients in scope, newest first per patient and table.
+        let tables = super::clinical::servable_tables(app);
+        let from = request.since.unwrap_or(Timestamp::MIN);
+        for patient in &patients {
+            for table in &tables {
+                let mut upper = Some(now);
+                while let Some(to) = upper.filter(|to| *to > from) {
+                    cancelled(job)?;
+                    let (scores, next) =
+                        super::clinical::export_scores_page(app, patient.id, table, from, to)
+                            .await
+                            .map_err(failed)?;
+                    for score in &scores {
+                        output.write(score, job).await?;
+                    }
+                    upper = next;
+                }
+            }
+        }
         files.push(("Observation".to_owned(), output.finish().await?));
+    }
+    if request.types.contains("Flag") {
+        let mut output = Output::create(&job.directory, "Flag").await?;
+        for patient in &patients {
+            let mut pages = super::clinical::ExportFlags::new(app, patient.id, request.since, now)
+                .await
+                .map_err(failed)?;
+            loop {
+                cancelled(job)?;
+                let Some(flags) = pages.next_page(app).await.map_err(failed)? else {
+                    break;
+                };
+                for flag in &flags {
+                    output.write(flag, job).await?;
+                }
+            }
+        }
+        files.push(("Flag".to_owned(), output.finish().await?));
     }
     Ok(files)
 }

@@ -1,8 +1,11 @@
 //! The FHIR R4 (4.0.1) REST API under `/fhir`: Patient, Device, Observation (vital signs and
-//! early-warning scores), Flag (alarms), Subscription (R5 Backport IG), and Bulk Data `$export`.
+//! early-warning scores), Flag (alarms), Location (wards and beds) and DeviceMetric (read-only,
+//! derived), Subscription (R5 Backport IG), batch and transaction Bundles, and Bulk Data
+//! `$export`.
 //!
 //! Resources are built by `galen-fhir` from the registry and the time-series store; nothing is
-//! copied into a document store. An Observation is a view of one stored value (or of a blood
+//! copied into a document store (a posted Patient or Device is kept beside its registry record,
+//! so that it can be given back as posted). An Observation is a view of one stored value (or of a blood
 //! pressure panel: systolic, diastolic and mean at one instant of one device), and a posted
 //! Observation enters the same ingest pipeline as device data (validation, duplicates, scores,
 //! alarms), with `fhir` as its source in dead letters and metrics.
@@ -15,7 +18,9 @@
 
 mod batch;
 mod clinical;
+mod device_metric;
 mod export;
+mod location;
 mod observation;
 mod registry;
 mod subscription;
@@ -68,6 +73,16 @@ pub(crate) fn router() -> Router<App> {
         .route("/fhir/Observation/{id}", get(clinical::read_observation))
         .route("/fhir/Flag", get(clinical::search_flags))
         .route("/fhir/Flag/{id}", get(clinical::read_flag))
+        .route("/fhir/Location", get(location::search_locations))
+        .route("/fhir/Location/{id}", get(location::read_location))
+        .route(
+            "/fhir/DeviceMetric",
+            get(device_metric::search_device_metrics),
+        )
+        .route(
+            "/fhir/DeviceMetric/{id}",
+            get(device_metric::read_device_metric),
+        )
         .route("/fhir/$export", get(export::system))
         .route("/fhir/Patient/$export", get(export::patients))
         .route("/fhir/Group/{id}/$export", get(export::group))
@@ -85,13 +100,21 @@ pub(crate) fn router() -> Router<App> {
             get(subscription::read).delete(subscription::delete),
         )
         .route("/fhir/Subscription/{id}/$status", get(subscription::status))
+        .route(
+            "/fhir/Subscription/{id}/$get-ws-binding-token",
+            get(subscription::binding_token).post(subscription::binding_token),
+        )
         .route("/fhir", post(batch::process))
         .route("/fhir/{*rest}", any(unsupported))
 }
 
-/// Routes open to anyone: the CapabilityStatement (clients read it before they authenticate).
+/// Routes open to anyone: the CapabilityStatement (clients read it before they authenticate)
+/// and the Subscription websocket, where a binding token from `$get-ws-binding-token` (which
+/// needs the API token) authenticates instead.
 pub(crate) fn public_router() -> Router<App> {
-    Router::new().route("/fhir/metadata", get(metadata))
+    Router::new()
+        .route("/fhir/metadata", get(metadata))
+        .route(subscription::WEBSOCKET_PATH, get(subscription::websocket))
 }
 
 /// An error answered as an OperationOutcome.
@@ -390,14 +413,16 @@ async fn metadata(State(app): State<App>, headers: HeaderMap) -> FhirResult<Resp
                 Interaction::Create,
             ])
             .flag(&[Interaction::Read, Interaction::SearchType])
+            .location(&[Interaction::Read, Interaction::SearchType])
+            .device_metric(&[Interaction::Read, Interaction::SearchType])
             .subscription(&[
                 Interaction::Read,
                 Interaction::SearchType,
                 Interaction::Create,
                 Interaction::Delete,
             ])
-            .bulk_export()
-            .batch()
+            .bulk_export(&export::TYPES)
+            .batch_and_transaction()
             .build();
     Ok(fhir_response(StatusCode::OK, &statement, HeaderMap::new()))
 }

@@ -40,7 +40,7 @@ use crate::App;
 use crate::pipeline::{Incoming, ItemResult, Unreadable};
 
 /// The source name of this adapter in dead letters and metrics.
-const SOURCE: &str = "fhir";
+pub(crate) const SOURCE: &str = "fhir";
 /// The first time slice of a search scan.
 const FIRST_SLICE_MICROS: i64 = 6 * 3600 * 1_000_000;
 
@@ -405,20 +405,73 @@ fn created_key(device: DeviceId, posted: &PostedObservation) -> Option<Observati
     })
 }
 
-pub(crate) async fn create(
-    State(app): State<App>,
-    headers: HeaderMap,
+/// A posted Observation read and checked against the directory, ready for the pipeline.
+pub(crate) struct Prepared {
+    posted: PostedObservation,
+    device: DeviceId,
+    serial: String,
+    /// The pipeline item id of each value.
+    ids: Vec<Option<String>>,
     body: Bytes,
-) -> FhirResult<Response> {
-    check_accept(&headers)?;
-    check_content_type(&headers)?;
+}
+
+impl Prepared {
+    /// The pipeline's items: one per value, in order.
+    pub(crate) fn items(&self) -> Vec<Result<Incoming<'_>, Unreadable<'_>>> {
+        self.posted
+            .values
+            .iter()
+            .zip(&self.ids)
+            .map(|(value, id)| match value {
+                Ok(value) => Ok(Incoming {
+                    device: &self.serial,
+                    code: &value.code,
+                    value: value.value,
+                    unit: &value.unit,
+                    time: self.posted.time,
+                    id: id.as_deref(),
+                    raw: &self.body,
+                }),
+                Err(error) => Err(Unreadable {
+                    rejection: Rejection::new(error.rejection_reason(), error.to_string()),
+                    device: Some(&self.serial),
+                    raw: &self.body,
+                }),
+            })
+            .collect()
+    }
+
+    /// The FHIRPath of value `index` (as the pipeline numbered [`Prepared::items`]).
+    pub(crate) fn path(&self, index: usize) -> String {
+        match self.posted.values.get(index) {
+            Some(Ok(value)) => value.path.clone(),
+            Some(Err(error)) => error.expression().unwrap_or("Observation").to_owned(),
+            None => "Observation".to_owned(),
+        }
+    }
+
+    /// The key the stored Observation is served under.
+    pub(crate) fn key(&self) -> FhirResult<ObservationKey> {
+        created_key(self.device, &self.posted).ok_or_else(|| {
+            FhirError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                IssueType::Required,
+                "the Observation has no value",
+            )
+        })
+    }
+}
+
+/// Reads a posted Observation and resolves its device; a body refused here is kept as a dead
+/// letter and answered with its problem.
+pub(crate) async fn prepare(app: &App, body: Bytes) -> FhirResult<Prepared> {
     let posted: Observation = match parse_resource(&body) {
         Ok(posted) => posted,
-        Err(error) => return Err(refuse_body(&app, error, &body).await),
+        Err(error) => return Err(refuse_body(app, error, &body).await),
     };
     let posted = match read_posted_observation(&posted) {
         Ok(posted) => posted,
-        Err(error) => return Err(refuse_body(&app, error, &body).await),
+        Err(error) => return Err(refuse_body(app, error, &body).await),
     };
     // The device, by id or serial; the pipeline refuses unknown serials itself.
     let (device, serial) = {
@@ -494,27 +547,38 @@ pub(crate) async fn create(
             })
         })
         .collect();
-    let items: Vec<Result<Incoming<'_>, Unreadable<'_>>> = posted
-        .values
-        .iter()
-        .zip(&ids)
-        .map(|(value, id)| match value {
-            Ok(value) => Ok(Incoming {
-                device: &serial,
-                code: &value.code,
-                value: value.value,
-                unit: &value.unit,
-                time: posted.time,
-                id: id.as_deref(),
-                raw: &body,
-            }),
-            Err(error) => Err(Unreadable {
-                rejection: Rejection::new(error.rejection_reason(), error.to_string()),
-                device: Some(&serial),
-                raw: &body,
-            }),
-        })
-        .collect();
+    Ok(Prepared {
+        posted,
+        device,
+        serial,
+        ids,
+        body,
+    })
+}
+
+/// The stored Observation of `key` with its ETag and location.
+pub(crate) async fn created(
+    app: &App,
+    headers: &HeaderMap,
+    key: &ObservationKey,
+) -> FhirResult<(Observation, String, String)> {
+    let (observation, etag) = stored_observation(app, key)
+        .await?
+        .ok_or_else(|| FhirError::not_found("Observation"))?;
+    let location = format!("{}/Observation/{}", base_url(headers), key.id());
+    Ok((observation, etag, location))
+}
+
+pub(crate) async fn create(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> FhirResult<Response> {
+    check_accept(&headers)?;
+    check_content_type(&headers)?;
+    let prepared = prepare(&app, body).await?;
+    let posted = &prepared.posted;
+    let items = prepared.items();
     let (results, summary) = app.0.pipeline.ingest(SOURCE, items).await?;
     if summary.rejected > 0 {
         let mut outcome = OutcomeBuilder::new();
@@ -550,22 +614,13 @@ pub(crate) async fn create(
             outcome: outcome.build(),
         });
     }
-    let key = created_key(device, &posted).ok_or_else(|| {
-        FhirError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            IssueType::Required,
-            "the Observation has no value",
-        )
-    })?;
-    let (observation, etag) = stored_observation(&app, &key)
-        .await?
-        .ok_or_else(|| FhirError::not_found("Observation"))?;
+    let key = prepared.key()?;
+    let (observation, etag, location) = created(&app, &headers, &key).await?;
     let status = if summary.accepted > 0 {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    let location = format!("{}/Observation/{}", base_url(&headers), key.id());
     Ok(fhir_response(
         status,
         &observation,

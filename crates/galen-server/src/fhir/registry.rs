@@ -1,20 +1,34 @@
 //! Patient and Device: read, search, create (also conditional, `If-None-Exist`) and update
 //! (optionally guarded by `If-Match`), over the registry and its in-memory directory.
 //!
-//! A posted resource is mapped to the registry's model; what the model does not hold (a second
-//! name, other identifiers, unknown elements) is not kept, so a read returns Galen's view of the
-//! record. `Device.patient` reflects the current assignment and cannot be set here: assignments
-//! have start and end times and are made through `/api/v1/assignments`.
+//! A posted resource is mapped to the registry's model, and the resource itself is kept beside the
+//! record in the same commit (the store's registry documents). A read serves the posted resource
+//! as it was sent while it still maps to the record; after the record changed through another
+//! path (the native API), the record wins and what it has no place for (other identifiers and
+//! names, unknown elements) is added from the posted copy. `Device.patient` reflects the current
+//! assignment and cannot be set here: assignments have start and end times and are made through
+//! `/api/v1/assignments`.
+//!
+//! Create and update are planned first ([`plan_create`], [`plan_update`]: parsed, mapped,
+//! conditions checked against the directory) and then written with
+//! [`galen_store::RegistryStore::apply_registry`], so a transaction Bundle can plan every entry
+//! and write them all in one commit.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use galen_fhir::bundle::SearchsetBuilder;
-use galen_fhir::registry::{device_from_fhir, device_to_fhir, patient_from_fhir, patient_to_fhir};
+use galen_fhir::registry::{
+    device_from_fhir, device_to_fhir, patient_from_fhir, patient_to_fhir, restore_unmapped_device,
+    restore_unmapped_patient,
+};
 use galen_fhir::search::{DeviceQuery, PatientQuery};
 use galen_fhir::{Device, IssueType, Patient, parse_resource};
 use galen_model::{DeviceId, PatientId};
+use galen_store::{DocumentOwner, Registered, RegistryChange, RegistryWrite};
+
+use crate::directory::DirectorySnapshot;
 
 use super::{
     FhirError, FhirResult, base_url, check_accept, check_content_type, check_if_match,
@@ -66,10 +80,36 @@ fn page<T>(
 
 // --- Patient ----------------------------------------------------------------------------------
 
+/// The Patient to serve for a record: the posted copy if one is kept (see the module comment).
+fn render_patient(directory: &DirectorySnapshot, patient: &galen_model::Patient) -> Patient {
+    directory
+        .document(DocumentOwner::Patient(patient.id))
+        .and_then(|document| galen_fhir::parse_resource::<Patient>(document.as_bytes()).ok())
+        .map_or_else(
+            || patient_to_fhir(patient),
+            |posted| restore_unmapped_patient(patient, &posted),
+        )
+}
+
+/// The Device to serve for a record, as [`render_patient`].
+fn render_device(
+    directory: &DirectorySnapshot,
+    device: &galen_model::Device,
+    patient: Option<PatientId>,
+) -> Device {
+    directory
+        .document(DocumentOwner::Device(device.id))
+        .and_then(|document| galen_fhir::parse_resource::<Device>(document.as_bytes()).ok())
+        .map_or_else(
+            || device_to_fhir(device, patient),
+            |posted| restore_unmapped_device(device, patient, &posted),
+        )
+}
+
 /// The Patient with its version stamped; `None` when there is no such patient.
-fn served_patient(app: &App, id: PatientId) -> Option<(Patient, String)> {
+pub(crate) fn served_patient(app: &App, id: PatientId) -> Option<(Patient, String)> {
     let directory = app.0.directory.read();
-    let mut patient = patient_to_fhir(directory.patient(id)?);
+    let mut patient = render_patient(&directory, directory.patient(id)?);
     let etag = stamp(&mut patient, patient_meta);
     Some((patient, etag))
 }
@@ -93,19 +133,23 @@ pub(crate) async fn search_patients(
 ) -> FhirResult<Response> {
     check_accept(&headers)?;
     let query = PatientQuery::parse(&params)?;
-    let mut matches: Vec<galen_model::Patient> = {
+    // Only the page's patients are rendered (a kept document is parsed per rendering).
+    let (items, next, total) = {
         let directory = app.0.directory.read();
-        directory
+        let mut matches: Vec<&galen_model::Patient> = directory
             .patients()
             .into_iter()
             .filter(|patient| query.matches(patient))
-            .cloned()
-            .collect()
+            .collect();
+        query.sort_patients(&mut matches);
+        let total = matches.len() as u64;
+        let (items, next) = page(matches, query.paging.count, query.paging.cursor.as_deref())?;
+        let items: Vec<Patient> = items
+            .into_iter()
+            .map(|patient| render_patient(&directory, patient))
+            .collect();
+        (items, next, total)
     };
-    query.sort_patients(&mut matches);
-    let matches: Vec<Patient> = matches.iter().map(patient_to_fhir).collect();
-    let total = matches.len() as u64;
-    let (items, next) = page(matches, query.paging.count, query.paging.cursor.as_deref())?;
     let mut bundle = SearchsetBuilder::new(&base_url(&headers), "Patient", &params)
         .total(total)
         .next_cursor(next.as_deref());
@@ -180,32 +224,8 @@ pub(crate) async fn create_patient(
 ) -> FhirResult<Response> {
     check_accept(&headers)?;
     check_content_type(&headers)?;
-    let posted: Patient = parse_resource(&body)?;
-    let new = patient_from_fhir(&posted, super::today(&app))?;
-    if let Some(pairs) = if_none_exist(&headers)? {
-        let query = PatientQuery::parse(&pairs)?;
-        let found: Vec<PatientId> = {
-            let directory = app.0.directory.read();
-            directory
-                .patients()
-                .into_iter()
-                .filter(|patient| query.matches(patient))
-                .map(|patient| patient.id)
-                .collect()
-        };
-        if let Some(existing) = single_match(&found, "patients")? {
-            let (patient, etag) =
-                served_patient(&app, existing).ok_or_else(|| FhirError::not_found("Patient"))?;
-            return Ok(answer(StatusCode::OK, &patient, &etag, None));
-        }
-    }
-    let created = app.0.store.create_patient(new).await?;
-    super::reload(&app).await?;
-    tracing::info!(patient = %created.id, "patient registered over FHIR");
-    let (patient, etag) =
-        served_patient(&app, created.id).ok_or_else(|| FhirError::not_found("Patient"))?;
-    let location = format!("{}/Patient/{}", base_url(&headers), created.id.0);
-    Ok(answer(StatusCode::CREATED, &patient, &etag, Some(location)))
+    let planned = plan_create(&app, "Patient", &headers, &body)?;
+    carry_out(&app, &headers, planned).await
 }
 
 pub(crate) async fn update_patient(
@@ -216,29 +236,252 @@ pub(crate) async fn update_patient(
 ) -> FhirResult<Response> {
     check_accept(&headers)?;
     check_content_type(&headers)?;
-    let id = registry_id("Patient", &id)?;
-    let posted: Patient = parse_resource(&body)?;
-    check_body_id("Patient", posted.id.as_deref(), id)?;
-    let (_, current) = served_patient(&app, PatientId(id))
-        .ok_or_else(|| update_of_missing("Patient", "create patients"))?;
-    check_if_match(&headers, &current)?;
-    let new = patient_from_fhir(&posted, super::today(&app))?;
-    app.0.store.update_patient(PatientId(id), new).await?;
-    super::reload(&app).await?;
-    tracing::info!(patient = id, "patient updated over FHIR");
-    let (patient, etag) =
-        served_patient(&app, PatientId(id)).ok_or_else(|| FhirError::not_found("Patient"))?;
-    Ok(answer(StatusCode::OK, &patient, &etag, None))
+    let planned = plan_update(&app, "Patient", &id, &headers, &body)?;
+    carry_out(&app, &headers, planned).await
+}
+
+// --- Planned writes ---------------------------------------------------------------------------
+
+/// What a create or update of a registry resource comes to, before anything is written.
+#[derive(Debug)]
+pub(crate) enum Planned {
+    /// A conditional create found this record: nothing to write, the answer is `200`.
+    Existing(DocumentOwner),
+    /// A write to make; `created` tells `201` from `200`.
+    Write {
+        /// The change and the posted resource.
+        write: RegistryWrite,
+        /// Whether it creates a record.
+        created: bool,
+    },
+}
+
+/// The resource as kept beside its record: the parsed body, re-serialised (so it parses again),
+/// without the client's `id` (Galen assigns ids).
+fn document_of<R: serde::Serialize>(resource: &R) -> Option<String> {
+    let mut value = serde_json::to_value(resource).ok()?;
+    if let Some(object) = value.as_object_mut() {
+        object.remove("id");
+    }
+    serde_json::to_string(&value).ok()
+}
+
+/// Plans `POST /fhir/{resource_type}` (conditional with `If-None-Exist`).
+pub(crate) fn plan_create(
+    app: &App,
+    resource_type: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> FhirResult<Planned> {
+    let condition = if_none_exist(headers)?;
+    match resource_type {
+        "Patient" => {
+            let posted: Patient = parse_resource(body)?;
+            let new = patient_from_fhir(&posted, super::today(app))?;
+            if let Some(pairs) = condition {
+                let query = PatientQuery::parse(&pairs)?;
+                let found: Vec<PatientId> = app
+                    .0
+                    .directory
+                    .read()
+                    .patients()
+                    .into_iter()
+                    .filter(|patient| query.matches(patient))
+                    .map(|patient| patient.id)
+                    .collect();
+                if let Some(existing) = single_match(&found, "patients")? {
+                    return Ok(Planned::Existing(DocumentOwner::Patient(existing)));
+                }
+            }
+            Ok(Planned::Write {
+                write: RegistryWrite {
+                    change: RegistryChange::CreatePatient(new),
+                    document: document_of(&posted),
+                },
+                created: true,
+            })
+        }
+        "Device" => {
+            let posted: Device = parse_resource(body)?;
+            let input = device_from_fhir(&posted)?;
+            check_device_patient(app, None, input.patient)?;
+            if let Some(pairs) = condition {
+                let query = DeviceQuery::parse(&pairs)?;
+                let now = app.0.clock.now();
+                let found: Vec<DeviceId> = {
+                    let directory = app.0.directory.read();
+                    directory
+                        .devices()
+                        .into_iter()
+                        .filter(|device| {
+                            query.matches(device, directory.patient_at(device.id, now))
+                        })
+                        .map(|device| device.id)
+                        .collect()
+                };
+                if let Some(existing) = single_match(&found, "devices")? {
+                    return Ok(Planned::Existing(DocumentOwner::Device(existing)));
+                }
+            }
+            Ok(Planned::Write {
+                write: RegistryWrite {
+                    change: RegistryChange::CreateDevice(input.device),
+                    document: document_of(&posted),
+                },
+                created: true,
+            })
+        }
+        other => Err(not_registry(other)),
+    }
+}
+
+/// Plans `PUT /fhir/{resource_type}/{id}` (guarded by `If-Match` when present).
+pub(crate) fn plan_update(
+    app: &App,
+    resource_type: &str,
+    id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> FhirResult<Planned> {
+    let id = registry_id(resource_type, id)?;
+    match resource_type {
+        "Patient" => {
+            let posted: Patient = parse_resource(body)?;
+            check_body_id("Patient", posted.id.as_deref(), id)?;
+            let (_, current) = served_patient(app, PatientId(id))
+                .ok_or_else(|| update_of_missing("Patient", "create patients"))?;
+            check_if_match(headers, &current)?;
+            let new = patient_from_fhir(&posted, super::today(app))?;
+            Ok(Planned::Write {
+                write: RegistryWrite {
+                    change: RegistryChange::UpdatePatient(PatientId(id), new),
+                    document: document_of(&posted),
+                },
+                created: false,
+            })
+        }
+        "Device" => {
+            let posted: Device = parse_resource(body)?;
+            check_body_id("Device", posted.id.as_deref(), id)?;
+            let (_, current) = served_device(app, DeviceId(id))
+                .ok_or_else(|| update_of_missing("Device", "register devices"))?;
+            check_if_match(headers, &current)?;
+            let input = device_from_fhir(&posted)?;
+            check_device_patient(app, Some(DeviceId(id)), input.patient)?;
+            Ok(Planned::Write {
+                write: RegistryWrite {
+                    change: RegistryChange::UpdateDevice(DeviceId(id), input.device),
+                    document: document_of(&posted),
+                },
+                created: false,
+            })
+        }
+        other => Err(not_registry(other)),
+    }
+}
+
+fn not_registry(resource_type: &str) -> FhirError {
+    FhirError::new(
+        StatusCode::NOT_FOUND,
+        IssueType::NotSupported,
+        format!("{resource_type} is not a registry resource"),
+    )
+}
+
+/// The record a write or a conditional create names.
+pub(crate) fn owner_of(registered: &Registered) -> DocumentOwner {
+    match registered {
+        Registered::Patient(patient) => DocumentOwner::Patient(patient.id),
+        Registered::Device(device) => DocumentOwner::Device(device.id),
+    }
+}
+
+/// The served resource of a record (as JSON), its ETag and its location.
+pub(crate) fn served(
+    app: &App,
+    headers: &HeaderMap,
+    owner: DocumentOwner,
+) -> FhirResult<(serde_json::Value, String, String)> {
+    let base = base_url(headers);
+    let (json, etag, location) = match owner {
+        DocumentOwner::Patient(id) => {
+            let (patient, etag) =
+                served_patient(app, id).ok_or_else(|| FhirError::not_found("Patient"))?;
+            (
+                serde_json::to_value(patient),
+                etag,
+                format!("{base}/Patient/{}", id.0),
+            )
+        }
+        DocumentOwner::Device(id) => {
+            let (device, etag) =
+                served_device(app, id).ok_or_else(|| FhirError::not_found("Device"))?;
+            (
+                serde_json::to_value(device),
+                etag,
+                format!("{base}/Device/{}", id.0),
+            )
+        }
+    };
+    let json = json.map_err(|_| {
+        FhirError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            IssueType::Exception,
+            "the resource could not be serialised",
+        )
+    })?;
+    Ok((json, etag, location))
+}
+
+/// Writes a planned create or update alone and answers it.
+async fn carry_out(app: &App, headers: &HeaderMap, planned: Planned) -> FhirResult<Response> {
+    let (owner, status) = match planned {
+        Planned::Existing(owner) => (owner, StatusCode::OK),
+        Planned::Write { write, created } => {
+            let written = app.0.store.apply_registry(vec![write]).await?;
+            super::reload(app).await?;
+            let owner = written.first().map(owner_of).ok_or_else(|| {
+                FhirError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    IssueType::Exception,
+                    "the store wrote nothing",
+                )
+            })?;
+            match owner {
+                DocumentOwner::Patient(id) if created => {
+                    tracing::info!(patient = %id, "patient registered over FHIR");
+                }
+                DocumentOwner::Patient(id) => {
+                    tracing::info!(patient = %id, "patient updated over FHIR");
+                }
+                DocumentOwner::Device(id) if created => {
+                    tracing::info!(device = %id, "device registered over FHIR");
+                }
+                DocumentOwner::Device(id) => {
+                    tracing::info!(device = %id, "device updated over FHIR");
+                }
+            }
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (owner, status)
+        }
+    };
+    let (resource, etag, location) = served(app, headers, owner)?;
+    let location = (status == StatusCode::CREATED).then_some(location);
+    Ok(answer(status, &resource, &etag, location))
 }
 
 // --- Device -----------------------------------------------------------------------------------
 
 /// The Device (with its current patient) with its version stamped.
-fn served_device(app: &App, id: DeviceId) -> Option<(Device, String)> {
+pub(crate) fn served_device(app: &App, id: DeviceId) -> Option<(Device, String)> {
     let now = app.0.clock.now();
     let directory = app.0.directory.read();
     let device = directory.device(id)?;
-    let mut resource = device_to_fhir(device, directory.patient_at(id, now));
+    let mut resource = render_device(&directory, device, directory.patient_at(id, now));
     let etag = stamp(&mut resource, device_meta);
     Some((resource, etag))
 }
@@ -263,32 +506,22 @@ pub(crate) async fn search_devices(
     check_accept(&headers)?;
     let query = DeviceQuery::parse(&params)?;
     let now = app.0.clock.now();
-    let (mut matches, patients): (Vec<galen_model::Device>, Vec<(DeviceId, Option<PatientId>)>) = {
+    let (items, next, total) = {
         let directory = app.0.directory.read();
-        directory
+        let mut matches: Vec<&galen_model::Device> = directory
             .devices()
             .into_iter()
-            .filter_map(|device| {
-                let patient = directory.patient_at(device.id, now);
-                query
-                    .matches(device, patient)
-                    .then(|| (device.clone(), (device.id, patient)))
-            })
-            .unzip()
+            .filter(|device| query.matches(device, directory.patient_at(device.id, now)))
+            .collect();
+        query.sort_devices(&mut matches);
+        let total = matches.len() as u64;
+        let (items, next) = page(matches, query.paging.count, query.paging.cursor.as_deref())?;
+        let items: Vec<Device> = items
+            .into_iter()
+            .map(|device| render_device(&directory, device, directory.patient_at(device.id, now)))
+            .collect();
+        (items, next, total)
     };
-    query.sort_devices(&mut matches);
-    let patient_of = |id: DeviceId| {
-        patients
-            .iter()
-            .find(|(device, _)| *device == id)
-            .and_then(|(_, patient)| *patient)
-    };
-    let matches: Vec<Device> = matches
-        .iter()
-        .map(|device| device_to_fhir(device, patient_of(device.id)))
-        .collect();
-    let total = matches.len() as u64;
-    let (items, next) = page(matches, query.paging.count, query.paging.cursor.as_deref())?;
     let mut bundle = SearchsetBuilder::new(&base_url(&headers), "Device", &params)
         .total(total)
         .next_cursor(next.as_deref());
@@ -331,34 +564,8 @@ pub(crate) async fn create_device(
 ) -> FhirResult<Response> {
     check_accept(&headers)?;
     check_content_type(&headers)?;
-    let posted: Device = parse_resource(&body)?;
-    let input = device_from_fhir(&posted)?;
-    check_device_patient(&app, None, input.patient)?;
-    if let Some(pairs) = if_none_exist(&headers)? {
-        let query = DeviceQuery::parse(&pairs)?;
-        let now = app.0.clock.now();
-        let found: Vec<DeviceId> = {
-            let directory = app.0.directory.read();
-            directory
-                .devices()
-                .into_iter()
-                .filter(|device| query.matches(device, directory.patient_at(device.id, now)))
-                .map(|device| device.id)
-                .collect()
-        };
-        if let Some(existing) = single_match(&found, "devices")? {
-            let (device, etag) =
-                served_device(&app, existing).ok_or_else(|| FhirError::not_found("Device"))?;
-            return Ok(answer(StatusCode::OK, &device, &etag, None));
-        }
-    }
-    let created = app.0.store.create_device(input.device).await?;
-    super::reload(&app).await?;
-    tracing::info!(device = %created.id, "device registered over FHIR");
-    let (device, etag) =
-        served_device(&app, created.id).ok_or_else(|| FhirError::not_found("Device"))?;
-    let location = format!("{}/Device/{}", base_url(&headers), created.id.0);
-    Ok(answer(StatusCode::CREATED, &device, &etag, Some(location)))
+    let planned = plan_create(&app, "Device", &headers, &body)?;
+    carry_out(&app, &headers, planned).await
 }
 
 pub(crate) async fn update_device(
@@ -369,21 +576,6 @@ pub(crate) async fn update_device(
 ) -> FhirResult<Response> {
     check_accept(&headers)?;
     check_content_type(&headers)?;
-    let id = registry_id("Device", &id)?;
-    let posted: Device = parse_resource(&body)?;
-    check_body_id("Device", posted.id.as_deref(), id)?;
-    let (_, current) = served_device(&app, DeviceId(id))
-        .ok_or_else(|| update_of_missing("Device", "register devices"))?;
-    check_if_match(&headers, &current)?;
-    let input = device_from_fhir(&posted)?;
-    check_device_patient(&app, Some(DeviceId(id)), input.patient)?;
-    app.0
-        .store
-        .update_device(DeviceId(id), input.device)
-        .await?;
-    super::reload(&app).await?;
-    tracing::info!(device = id, "device updated over FHIR");
-    let (device, etag) =
-        served_device(&app, DeviceId(id)).ok_or_else(|| FhirError::not_found("Device"))?;
-    Ok(answer(StatusCode::OK, &device, &etag, None))
+    let planned = plan_update(&app, "Device", &id, &headers, &body)?;
+    carry_out(&app, &headers, planned).await
 }

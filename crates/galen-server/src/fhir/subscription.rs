@@ -1,5 +1,5 @@
 //! FHIR Subscriptions on R4 after the Subscriptions R5 Backport IG (STU 1.1.0): topic-based,
-//! `rest-hook` channel.
+//! `rest-hook` and `websocket` channels.
 //!
 //! Topics (filters in the `backport-filter-criteria` extension):
 //! - [`TOPIC_OBSERVATION`]: a vital-sign Observation was stored; filters as an Observation search
@@ -27,8 +27,26 @@
 //! notification never announces a value that could still be lost; the feed runs in memory, so
 //! a notification follows its measurement by milliseconds.
 //!
-//! Not yet: the `websocket` channel, and `https` endpoints (the delivery client speaks plain
-//! HTTP; put a TLS-terminating proxy in between until the security work adds a TLS client).
+//! **Websocket channel.** A `websocket` subscription needs no endpoint and is `active` at once.
+//! `Subscription/{id}/$get-ws-binding-token` (API token required) issues a random token, valid
+//! once and for [`TOKEN_LIFETIME`], never logged, with the URL of the websocket endpoint
+//! ([`WEBSOCKET_PATH`], built from the request's host like every absolute URL). That endpoint is
+//! open at the HTTP level: the client connects and sends the text `bind-with-token <token>`, and
+//! the token authenticates it (no cookie is involved, so a page of another origin gains nothing by
+//! connecting). A bound connection gets a `handshake` Bundle, then every notification Bundle of
+//! the subscription (events and heartbeats) as text frames; it may bind several subscriptions,
+//! one token each. A wrong, used or expired token gets an OperationOutcome text frame and a close
+//! with code 1008. Events are numbered the same way as for rest-hook, by the worker, whether or not
+//! a connection is bound: delivery is best effort while connected (as the IG describes it). An
+//! event that finds no connection is counted and not kept, so the client sees the gap: the
+//! `events-since-subscription-start` of the handshake it gets on binding, of every heartbeat and
+//! of `$status` says how many events there were, and it searches for what it missed. A connection
+//! that falls behind ([`SOCKET_QUEUE`] notifications waiting) is closed (code 1008) rather than
+//! silently skipped; deleting a subscription unbinds it, and a connection left without
+//! subscriptions is closed (code 1000).
+//!
+//! Not yet: `https` endpoints (the delivery client speaks plain HTTP; put a TLS-terminating proxy
+//! in between until the security work adds a TLS client).
 //! Channel headers (often credentials) are kept but never shown: reads return their names only.
 
 use std::collections::HashMap;
@@ -37,6 +55,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -47,7 +67,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 
 use super::{FhirError, FhirResult, base_url, check_accept, check_content_type, fhir_response};
 use crate::App;
@@ -89,6 +109,52 @@ const EVENT_RESERVE: u64 = 1000;
 const BACKOFF: [u64; 4] = [1, 2, 4, 8];
 /// One delivery attempt's time limit.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The path of the Subscription websocket endpoint.
+pub(crate) const WEBSOCKET_PATH: &str = "/fhir/$subscription-ws";
+/// How long a websocket binding token is valid.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+/// Binding tokens outstanding at most (issued, neither used nor expired).
+const MAX_TOKENS: usize = 10_000;
+/// How long a new websocket connection may take to bind before it is closed.
+const BIND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Notifications waiting for one websocket connection at most; beyond, it is closed.
+const SOCKET_QUEUE: usize = 64;
+/// The largest message a websocket client may send (`bind-with-token <token>` is short).
+const MAX_CLIENT_MESSAGE: usize = 4096;
+
+/// How notifications leave Galen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Channel {
+    /// POSTed to the subscription's endpoint.
+    RestHook,
+    /// Sent over the websocket connections bound to the subscription.
+    Websocket,
+}
+
+/// What the queue of a websocket connection carries.
+#[derive(Debug)]
+enum Outgoing {
+    /// A notification Bundle (JSON text).
+    Text(Utf8Bytes),
+    /// This subscription was deleted: the connection is no longer bound to it.
+    Unbound(i64),
+}
+
+/// A websocket connection bound to a subscription: where the worker puts its notifications.
+#[derive(Debug)]
+struct SocketSink {
+    /// The connection's queue.
+    sender: mpsc::Sender<Outgoing>,
+    /// Signalled when the queue was full: the connection fell behind and closes.
+    overflow: Arc<Notify>,
+}
+
+/// An issued websocket binding token.
+#[derive(Debug, Clone, Copy)]
+struct Binding {
+    subscription: i64,
+    expires: Instant,
+}
 
 /// What a notification carries besides the status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,11 +198,15 @@ struct Live {
     query: ObservationQuery,
     /// The patients the clinical topics are filtered to (`None`: all).
     patients: Option<std::collections::BTreeSet<galen_model::PatientId>>,
+    channel: Channel,
+    /// The rest-hook endpoint (empty for a websocket).
     endpoint: String,
     headers: Vec<(String, String)>,
     content: Content,
     heartbeat: Option<Duration>,
     max_count: usize,
+    /// The websocket connections bound now.
+    sockets: Mutex<Vec<SocketSink>>,
     status: Mutex<String>,
     events: AtomicU64,
     /// The event count the store holds: numbers up to it may have been sent. It runs ahead of
@@ -151,6 +221,8 @@ struct Live {
 #[derive(Default)]
 pub(crate) struct Subscriptions {
     live: RwLock<HashMap<i64, Arc<Live>>>,
+    /// Websocket binding tokens issued and not yet used, by token.
+    tokens: Mutex<HashMap<String, Binding>>,
 }
 
 impl std::fmt::Debug for Subscriptions {
@@ -181,6 +253,7 @@ struct Parsed {
     topic: Topic,
     query: ObservationQuery,
     patients: Option<std::collections::BTreeSet<galen_model::PatientId>>,
+    channel: Channel,
     endpoint: String,
     headers: Vec<(String, String)>,
     content: Content,
@@ -262,23 +335,30 @@ fn parse(resource: &Value) -> FhirResult<Parsed> {
         }
     };
     let channel = &resource["channel"];
-    match channel["type"].as_str() {
-        Some("rest-hook") => {}
+    let channel_type = match channel["type"].as_str() {
+        Some("rest-hook") => Channel::RestHook,
+        Some("websocket") => Channel::Websocket,
         Some(other) => {
             return Err(invalid(
                 "Subscription.channel.type",
-                format!("channel {other:?} is not offered yet; use rest-hook"),
+                format!("channel {other:?} is not offered; use rest-hook or websocket"),
             ));
         }
         None => {
             return Err(invalid(
                 "Subscription.channel.type",
-                "rest-hook is required",
+                "the channel type is required: rest-hook or websocket",
             ));
         }
-    }
-    let endpoint = channel["endpoint"].as_str().unwrap_or("").to_owned();
-    if !endpoint.starts_with("http://") || endpoint.parse::<hyper::Uri>().is_err() {
+    };
+    // A websocket subscription is reached through $get-ws-binding-token: no endpoint.
+    let endpoint = match channel_type {
+        Channel::RestHook => channel["endpoint"].as_str().unwrap_or("").to_owned(),
+        Channel::Websocket => String::new(),
+    };
+    if channel_type == Channel::RestHook
+        && (!endpoint.starts_with("http://") || endpoint.parse::<hyper::Uri>().is_err())
+    {
         return Err(invalid(
             "Subscription.channel.endpoint",
             "an http:// URL is required (https delivery needs a TLS-terminating proxy for now)",
@@ -345,6 +425,7 @@ fn parse(resource: &Value) -> FhirResult<Parsed> {
         topic,
         query,
         patients,
+        channel: channel_type,
         endpoint,
         headers,
         content,
@@ -371,11 +452,13 @@ fn activate(
         topic: parsed.topic,
         query: parsed.query,
         patients: parsed.patients,
+        channel: parsed.channel,
         endpoint: parsed.endpoint,
         headers: parsed.headers,
         content: parsed.content,
         heartbeat: parsed.heartbeat,
         max_count: parsed.max_count,
+        sockets: Mutex::new(Vec::new()),
         status: Mutex::new(status),
         events: AtomicU64::new(events),
         reserved: AtomicU64::new(events),
@@ -817,16 +900,26 @@ async fn worker(app: App, live: Arc<Live>, mut receiver: mpsc::UnboundedReceiver
         .unwrap_or_else(|poison| poison.into_inner())
         == "requested";
     if requested {
-        let handshake = notification(&app, &live, "handshake", &[], &[]);
-        let status = if deliver(&client, &live, &handshake).await {
-            "active"
-        } else {
-            "error"
+        let status = match live.channel {
+            Channel::RestHook => {
+                let handshake = notification(&app, &live, "handshake", &[], &[]);
+                if deliver(&client, &live, &handshake).await {
+                    "active"
+                } else {
+                    "error"
+                }
+            }
+            // Nothing to check: each connection gets its handshake when it binds.
+            Channel::Websocket => "active",
         };
         set_status(&app, &live, status).await;
     }
     let mut last_sent = Instant::now();
     loop {
+        if !in_force(&app, &live) {
+            // Deleted: no more notifications, heartbeats included.
+            return;
+        }
         let wait = live.heartbeat.map_or(Duration::from_secs(3600), |period| {
             period.saturating_sub(last_sent.elapsed())
         });
@@ -839,10 +932,17 @@ async fn worker(app: App, live: Arc<Live>, mut receiver: mpsc::UnboundedReceiver
             _ = shutdown.changed() => return,
         };
         let Some(first) = first else {
-            if live.heartbeat.is_some() {
+            if live.heartbeat.is_some() && in_force(&app, &live) {
                 let heartbeat = notification(&app, &live, "heartbeat", &[], &[]);
-                if post(&client, &live, &heartbeat).await {
-                    set_status(&app, &live, "active").await;
+                match live.channel {
+                    Channel::RestHook => {
+                        if post(&client, &live, &heartbeat).await {
+                            set_status(&app, &live, "active").await;
+                        }
+                    }
+                    Channel::Websocket => {
+                        send_to_sockets(&live, &heartbeat);
+                    }
                 }
                 last_sent = Instant::now();
             }
@@ -868,12 +968,25 @@ async fn worker(app: App, live: Arc<Live>, mut receiver: mpsc::UnboundedReceiver
             .enumerate()
             .map(|(index, event)| (start + index as u64, event))
             .collect();
-        let resources = if live.content == Content::FullResource {
+        // Nobody to send a websocket's events to: they stay numbered (the gap shows), unread.
+        let listened = live.channel == Channel::RestHook || has_sockets(&live);
+        let resources = if live.content == Content::FullResource && listened {
             resolve(&app, &batch).await
         } else {
             Vec::new()
         };
         let body = notification(&app, &live, "event-notification", &numbered, &resources);
+        if live.channel == Channel::Websocket {
+            if !send_to_sockets(&live, &body) {
+                tracing::debug!(
+                    subscription = live.id,
+                    events = batch.len(),
+                    "no websocket bound: events counted, not sent"
+                );
+            }
+            last_sent = Instant::now();
+            continue;
+        }
         let delivered = deliver(&client, &live, &body).await;
         last_sent = Instant::now();
         if delivered {
@@ -1015,6 +1128,7 @@ pub(crate) async fn delete(State(app): State<App>, Path(id): Path<String>) -> Fh
         .write()
         .unwrap_or_else(|poison| poison.into_inner())
         .remove(&live.id);
+    unbind_sockets(&live);
     app.0.store.delete_subscription(live.id).await?;
     tracing::info!(subscription = live.id, "FHIR subscription deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -1039,4 +1153,339 @@ pub(crate) async fn status(
         }],
     });
     Ok(fhir_response(StatusCode::OK, &bundle, HeaderMap::new()))
+}
+
+/// Whether `live` is still in force (not deleted).
+fn in_force(app: &App, live: &Arc<Live>) -> bool {
+    app.0
+        .subscriptions
+        .live
+        .read()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .get(&live.id)
+        .is_some_and(|current| Arc::ptr_eq(current, live))
+}
+
+/// Whether a websocket connection is bound to `live`.
+fn has_sockets(live: &Live) -> bool {
+    !live
+        .sockets
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .is_empty()
+}
+
+/// Queues a notification for every websocket connection bound to `live`; `true` when at least
+/// one took it. A connection whose queue is full fell behind: it is unbound and told to close,
+/// so that its client reconnects and looks for what it missed instead of missing it silently.
+fn send_to_sockets(live: &Live, notification: &Value) -> bool {
+    let text = Utf8Bytes::from(notification.to_string());
+    let mut sockets = live
+        .sockets
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner());
+    let mut sent = false;
+    sockets.retain(
+        |sink| match sink.sender.try_send(Outgoing::Text(text.clone())) {
+            Ok(()) => {
+                sent = true;
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    subscription = live.id,
+                    "a websocket client fell behind; its connection is closed"
+                );
+                sink.overflow.notify_one();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        },
+    );
+    sent
+}
+
+/// Unbinds every connection from a deleted subscription.
+fn unbind_sockets(live: &Live) {
+    let sockets = std::mem::take(
+        &mut *live
+            .sockets
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()),
+    );
+    for sink in sockets {
+        if sink.sender.try_send(Outgoing::Unbound(live.id)).is_err() {
+            sink.overflow.notify_one();
+        }
+    }
+}
+
+/// The URL of the websocket endpoint as the client reached this server (`ws://` or `wss://`).
+fn websocket_url(headers: &HeaderMap) -> String {
+    let base = base_url(headers);
+    let (scheme, rest) = base.split_once("://").unwrap_or(("http", "localhost/fhir"));
+    let host = rest.strip_suffix("/fhir").unwrap_or(rest);
+    let scheme = if scheme == "https" { "wss" } else { "ws" };
+    format!("{scheme}://{host}{WEBSOCKET_PATH}")
+}
+
+/// `GET|POST /fhir/Subscription/{id}/$get-ws-binding-token`: a token that binds one websocket
+/// connection to this subscription, valid once within [`TOKEN_LIFETIME`], and where to connect.
+pub(crate) async fn binding_token(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> FhirResult<Response> {
+    check_accept(&headers)?;
+    let live = find(&app, &id)?;
+    if live.channel != Channel::Websocket {
+        return Err(invalid(
+            "Subscription.channel.type",
+            "binding tokens are for websocket subscriptions; this one is rest-hook",
+        ));
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|_| {
+        FhirError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            galen_fhir::IssueType::Exception,
+            "the system random generator failed",
+        )
+    })?;
+    let token: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    let now = Instant::now();
+    {
+        let mut tokens = app
+            .0
+            .subscriptions
+            .tokens
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        tokens.retain(|_, binding| binding.expires > now);
+        if tokens.len() >= MAX_TOKENS {
+            return Err(FhirError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                galen_fhir::IssueType::Throttled,
+                "too many binding tokens outstanding; use or let expire the ones issued",
+            ));
+        }
+        tokens.insert(
+            token.clone(),
+            Binding {
+                subscription: live.id,
+                expires: now + TOKEN_LIFETIME,
+            },
+        );
+    }
+    let lifetime = i64::try_from(TOKEN_LIFETIME.as_micros()).unwrap_or(i64::MAX);
+    let expiration = app.0.clock.now().add_micros(lifetime);
+    let parameters = json!({
+        "resourceType": "Parameters",
+        "parameter": [
+            { "name": "token", "valueString": token },
+            { "name": "expiration", "valueDateTime": expiration.to_rfc3339() },
+            { "name": "subscription", "valueString": format!("Subscription/{}", live.id) },
+            { "name": "websocket-url", "valueUrl": websocket_url(&headers) },
+        ]
+    });
+    tracing::info!(subscription = live.id, "websocket binding token issued");
+    Ok(fhir_response(StatusCode::OK, &parameters, HeaderMap::new()))
+}
+
+/// `GET /fhir/$subscription-ws`: the websocket endpoint (open: binding tokens authenticate).
+pub(crate) async fn websocket(
+    State(app): State<App>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => upgrade
+            .max_message_size(MAX_CLIENT_MESSAGE)
+            .max_frame_size(MAX_CLIENT_MESSAGE)
+            .on_upgrade(move |socket| serve_socket(app, socket)),
+        Err(_) => FhirError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            galen_fhir::IssueType::NotSupported,
+            "connect with a WebSocket client, then send 'bind-with-token <token>' with a token \
+             from Subscription/{id}/$get-ws-binding-token",
+        )
+        .into_response(),
+    }
+}
+
+/// Closes a connection with `code` and `reason` (sent as the close frame's reason).
+async fn close(mut socket: WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// Binds the connection whose queue is `sender` with `message` (`bind-with-token <token>`): the
+/// token is used up, the handshake queued first, then the connection is registered, so the
+/// handshake comes before every notification. `Err` with what the client is told.
+fn bind(
+    app: &App,
+    message: &str,
+    sender: &mpsc::Sender<Outgoing>,
+    overflow: &Arc<Notify>,
+) -> Result<i64, &'static str> {
+    let token = message
+        .trim()
+        .strip_prefix("bind-with-token")
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .ok_or("send 'bind-with-token <token>'")?;
+    let binding = app
+        .0
+        .subscriptions
+        .tokens
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .remove(token)
+        .filter(|binding| binding.expires > Instant::now())
+        .ok_or(
+            "the binding token is unknown, used or expired; get one from $get-ws-binding-token",
+        )?;
+    let live = app
+        .0
+        .subscriptions
+        .live
+        .read()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .get(&binding.subscription)
+        .cloned()
+        .ok_or("the subscription no longer exists")?;
+    let handshake = notification(app, &live, "handshake", &[], &[]);
+    sender
+        .try_send(Outgoing::Text(Utf8Bytes::from(handshake.to_string())))
+        .map_err(|_| "too many notifications waiting; reconnect")?;
+    live.sockets
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .push(SocketSink {
+            sender: sender.clone(),
+            overflow: overflow.clone(),
+        });
+    Ok(live.id)
+}
+
+/// One websocket connection: binds with tokens, then forwards its subscriptions' notifications
+/// until the client leaves, the connection falls behind, its subscriptions are deleted or the
+/// server shuts down.
+async fn serve_socket(app: App, mut socket: WebSocket) {
+    let mut shutdown = app.0.shutdown.subscribe();
+    let (sender, mut queue) = mpsc::channel::<Outgoing>(SOCKET_QUEUE);
+    let overflow = Arc::new(Notify::new());
+    let mut bound: Vec<i64> = Vec::new();
+    let bind_deadline = tokio::time::sleep(BIND_TIMEOUT);
+    tokio::pin!(bind_deadline);
+    let ending = loop {
+        tokio::select! {
+            message = socket.recv() => match message {
+                Some(Ok(Message::Text(text))) => match bind(&app, text.as_str(), &sender, &overflow) {
+                    Ok(id) => {
+                        tracing::info!(subscription = id, "websocket bound to a subscription");
+                        bound.push(id);
+                    }
+                    Err(reason) => {
+                        tracing::info!("a websocket bind was refused");
+                        let outcome = galen_fhir::outcome::OutcomeBuilder::new()
+                            .error(galen_fhir::IssueType::Security, reason)
+                            .build();
+                        let text = serde_json::to_string(&outcome).unwrap_or_default();
+                        let _ = socket.send(Message::Text(Utf8Bytes::from(text))).await;
+                        break Some((close_code::POLICY, reason));
+                    }
+                },
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
+                // Pings are answered by the library; nothing else is expected.
+                Some(Ok(_)) => {}
+            },
+            outgoing = queue.recv() => match outgoing {
+                Some(Outgoing::Text(text)) => {
+                    if socket.send(Message::Text(text)).await.is_err() {
+                        break None;
+                    }
+                }
+                Some(Outgoing::Unbound(id)) => {
+                    bound.retain(|bound| *bound != id);
+                    if bound.is_empty() {
+                        break Some((close_code::NORMAL, "the subscription was deleted"));
+                    }
+                }
+                None => break None,
+            },
+            () = overflow.notified() => {
+                break Some((close_code::POLICY, "too slow: notifications were dropped; reconnect and search for what was missed"));
+            }
+            () = &mut bind_deadline, if bound.is_empty() => {
+                break Some((close_code::POLICY, "send 'bind-with-token <token>' first"));
+            }
+            _ = shutdown.changed() => break Some((close_code::AWAY, "the server is shutting down")),
+        }
+    };
+    // Unbind from every subscription still in force.
+    let subscriptions = snapshot(&app);
+    for live in subscriptions.iter().filter(|live| bound.contains(&live.id)) {
+        live.sockets
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .retain(|sink| !sink.sender.same_channel(&sender));
+    }
+    if let Some((code, reason)) = ending {
+        close(socket, code, reason).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscription(channel: Value) -> Value {
+        json!({
+            "resourceType": "Subscription",
+            "status": "requested",
+            "reason": "test",
+            "criteria": TOPIC_OBSERVATION,
+            "channel": channel,
+        })
+    }
+
+    #[test]
+    fn websocket_channel_needs_no_endpoint() {
+        let parsed = parse(&subscription(json!({
+            "type": "websocket",
+            "payload": "application/fhir+json",
+        })))
+        .unwrap_or_else(|_| panic!("a websocket subscription parses"));
+        assert_eq!(parsed.channel, Channel::Websocket);
+        assert!(parsed.endpoint.is_empty());
+        assert_eq!(parsed.content, Content::IdOnly);
+        let rest_hook = parse(&subscription(json!({ "type": "rest-hook" })));
+        assert!(rest_hook.is_err(), "rest-hook still needs an endpoint");
+        let email = parse(&subscription(json!({ "type": "email" })));
+        assert!(email.is_err(), "other channels are refused");
+    }
+
+    #[test]
+    fn websocket_url_follows_the_request() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            axum::http::header::HOST,
+            axum::http::HeaderValue::from_static("galen.example:8080"),
+        );
+        assert_eq!(
+            websocket_url(&headers),
+            "ws://galen.example:8080/fhir/$subscription-ws"
+        );
+        headers.insert(
+            "x-forwarded-proto",
+            axum::http::HeaderValue::from_static("https"),
+        );
+        assert_eq!(
+            websocket_url(&headers),
+            "wss://galen.example:8080/fhir/$subscription-ws"
+        );
+    }
 }

@@ -14,7 +14,10 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 use super::{Shared, SqliteStore};
 use crate::RegistryStore;
 use crate::error::{Error, Result};
-use crate::types::{DeviceCredential, StoredSubscription};
+use crate::types::{
+    DeviceCredential, DocumentOwner, Registered, RegistryChange, RegistryDocument, RegistryWrite,
+    StoredSubscription,
+};
 
 const PATIENT_COLUMNS: &str =
     "id, identifier_system, identifier_value, family, given, birth_date, sex, ward, bed";
@@ -123,21 +126,116 @@ fn device_values(device: &NewDevice) -> Vec<SqlValue> {
     ]
 }
 
-/// Runs one insert or update in its own immediate transaction. A uniqueness violation becomes
-/// [`Error::Conflict`] with `conflict`. Returns the rows changed and the last inserted row id.
+/// Runs one insert or update on `connection` (inside the caller's transaction). A uniqueness
+/// violation becomes [`Error::Conflict`] with `conflict`. Returns the rows changed and the last
+/// inserted row id.
 fn write_row(
-    connection: &mut Connection,
+    connection: &Connection,
     sql: &str,
     values: Vec<SqlValue>,
     conflict: &str,
 ) -> Result<(usize, i64)> {
-    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let changed = transaction
-        .execute(sql, rusqlite::params_from_iter(values))
+    let changed = connection
+        .prepare_cached(sql)?
+        .execute(rusqlite::params_from_iter(values))
         .map_err(|error| unique(error, conflict))?;
-    let id = transaction.last_insert_rowid();
+    Ok((changed, connection.last_insert_rowid()))
+}
+
+const INSERT_PATIENT: &str = "INSERT INTO patients (identifier_system, identifier_value, family, given, birth_date, sex, ward, bed)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+const UPDATE_PATIENT: &str =
+    "UPDATE patients SET identifier_system = ?1, identifier_value = ?2, family = ?3, given = ?4,
+    birth_date = ?5, sex = ?6, ward = ?7, bed = ?8 WHERE id = ?9";
+const INSERT_DEVICE: &str =
+    "INSERT INTO devices (serial, manufacturer, model, kind, status) VALUES (?1, ?2, ?3, ?4, ?5)";
+const UPDATE_DEVICE: &str = "UPDATE devices SET serial = ?1, manufacturer = ?2, model = ?3, kind = ?4, status = ?5 WHERE id = ?6";
+
+/// Applies one registry change on `connection` (inside the caller's transaction).
+fn apply_change(connection: &Connection, change: RegistryChange) -> Result<Registered> {
+    match change {
+        RegistryChange::CreatePatient(patient) => {
+            let (_, id) = write_row(
+                connection,
+                INSERT_PATIENT,
+                patient_values(&patient),
+                PATIENT_CONFLICT,
+            )?;
+            Ok(Registered::Patient(Patient {
+                id: PatientId(id),
+                details: patient,
+            }))
+        }
+        RegistryChange::UpdatePatient(id, patient) => {
+            let mut values = patient_values(&patient);
+            values.push(id.0.into());
+            match write_row(connection, UPDATE_PATIENT, values, PATIENT_CONFLICT)? {
+                (0, _) => Err(Error::NotFound("patient")),
+                _ => Ok(Registered::Patient(Patient {
+                    id,
+                    details: patient,
+                })),
+            }
+        }
+        RegistryChange::CreateDevice(device) => {
+            let (_, id) = write_row(
+                connection,
+                INSERT_DEVICE,
+                device_values(&device),
+                DEVICE_CONFLICT,
+            )?;
+            Ok(Registered::Device(Device {
+                id: DeviceId(id),
+                details: device,
+            }))
+        }
+        RegistryChange::UpdateDevice(id, device) => {
+            let mut values = device_values(&device);
+            values.push(id.0.into());
+            match write_row(connection, UPDATE_DEVICE, values, DEVICE_CONFLICT)? {
+                (0, _) => Err(Error::NotFound("device")),
+                _ => Ok(Registered::Device(Device {
+                    id,
+                    details: device,
+                })),
+            }
+        }
+    }
+}
+
+/// The `registry_documents` key of a record.
+fn owner_key(owner: DocumentOwner) -> (&'static str, i64) {
+    match owner {
+        DocumentOwner::Patient(id) => ("patient", id.0),
+        DocumentOwner::Device(id) => ("device", id.0),
+    }
+}
+
+/// Replaces (or, for `None`, removes) the document kept for `owner`.
+fn put_document(connection: &Connection, owner: DocumentOwner, body: Option<&str>) -> Result<()> {
+    let (kind, id) = owner_key(owner);
+    match body {
+        Some(body) => connection
+            .prepare_cached(
+                "INSERT INTO registry_documents (owner_kind, owner_id, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (owner_kind, owner_id) DO UPDATE SET body = excluded.body",
+            )?
+            .execute(params![kind, id, body])?,
+        None => connection
+            .prepare_cached(
+                "DELETE FROM registry_documents WHERE owner_kind = ?1 AND owner_id = ?2",
+            )?
+            .execute(params![kind, id])?,
+    };
+    Ok(())
+}
+
+/// Applies one change in its own immediate transaction.
+fn apply_alone(connection: &mut Connection, change: RegistryChange) -> Result<Registered> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let registered = apply_change(&transaction, change)?;
     transaction.commit()?;
-    Ok((changed, id))
+    Ok(registered)
 }
 
 const PATIENT_CONFLICT: &str = "a patient with this identifier is already registered";
@@ -171,6 +269,28 @@ fn load_assignment(connection: &Connection, id: i64) -> Result<Option<Assignment
 }
 
 impl SqliteStore {
+    /// Applies one patient change alone.
+    async fn write_patient(&self, change: RegistryChange) -> Result<Patient> {
+        match self
+            .registry(move |connection| apply_alone(connection, change))
+            .await?
+        {
+            Registered::Patient(patient) => Ok(patient),
+            Registered::Device(_) => Err(Error::Invalid("a patient change wrote a device".into())),
+        }
+    }
+
+    /// Applies one device change alone.
+    async fn write_device(&self, change: RegistryChange) -> Result<Device> {
+        match self
+            .registry(move |connection| apply_alone(connection, change))
+            .await?
+        {
+            Registered::Device(device) => Ok(device),
+            Registered::Patient(_) => Err(Error::Invalid("a device change wrote a patient".into())),
+        }
+    }
+
     /// Runs registry work on the registry connection, on the blocking pool.
     pub(super) async fn registry<T: Send + 'static>(
         &self,
@@ -190,27 +310,13 @@ impl SqliteStore {
 #[async_trait]
 impl RegistryStore for SqliteStore {
     async fn create_patient(&self, patient: NewPatient) -> Result<Patient> {
-        self.registry(move |connection| {
-            let sql = "INSERT INTO patients (identifier_system, identifier_value, family, given, birth_date, sex, ward, bed)
-                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
-            let (_, id) = write_row(connection, sql, patient_values(&patient), PATIENT_CONFLICT)?;
-            Ok(Patient { id: PatientId(id), details: patient })
-        })
-        .await
+        self.write_patient(RegistryChange::CreatePatient(patient))
+            .await
     }
 
     async fn update_patient(&self, id: PatientId, patient: NewPatient) -> Result<Patient> {
-        self.registry(move |connection| {
-            let sql = "UPDATE patients SET identifier_system = ?1, identifier_value = ?2, family = ?3, given = ?4,
-                       birth_date = ?5, sex = ?6, ward = ?7, bed = ?8 WHERE id = ?9";
-            let mut values = patient_values(&patient);
-            values.push(id.0.into());
-            match write_row(connection, sql, values, PATIENT_CONFLICT)? {
-                (0, _) => Err(Error::NotFound("patient")),
-                _ => Ok(Patient { id, details: patient }),
-            }
-        })
-        .await
+        self.write_patient(RegistryChange::UpdatePatient(id, patient))
+            .await
     }
 
     async fn patient(&self, id: PatientId) -> Result<Option<Patient>> {
@@ -236,25 +342,13 @@ impl RegistryStore for SqliteStore {
     }
 
     async fn create_device(&self, device: NewDevice) -> Result<Device> {
-        self.registry(move |connection| {
-            let sql = "INSERT INTO devices (serial, manufacturer, model, kind, status) VALUES (?1, ?2, ?3, ?4, ?5)";
-            let (_, id) = write_row(connection, sql, device_values(&device), DEVICE_CONFLICT)?;
-            Ok(Device { id: DeviceId(id), details: device })
-        })
-        .await
+        self.write_device(RegistryChange::CreateDevice(device))
+            .await
     }
 
     async fn update_device(&self, id: DeviceId, device: NewDevice) -> Result<Device> {
-        self.registry(move |connection| {
-            let sql = "UPDATE devices SET serial = ?1, manufacturer = ?2, model = ?3, kind = ?4, status = ?5 WHERE id = ?6";
-            let mut values = device_values(&device);
-            values.push(id.0.into());
-            match write_row(connection, sql, values, DEVICE_CONFLICT)? {
-                (0, _) => Err(Error::NotFound("device")),
-                _ => Ok(Device { id, details: device }),
-            }
-        })
-        .await
+        self.write_device(RegistryChange::UpdateDevice(id, device))
+            .await
     }
 
     async fn device(&self, id: DeviceId) -> Result<Option<Device>> {
@@ -346,6 +440,51 @@ impl RegistryStore for SqliteStore {
                     "SELECT {ASSIGNMENT_COLUMNS} FROM assignments ORDER BY id"
                 ))?;
                 let rows = statement.query_map([], assignment_from_row)?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+        })
+        .await
+    }
+
+    async fn apply_registry(&self, writes: Vec<RegistryWrite>) -> Result<Vec<Registered>> {
+        self.registry(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut written = Vec::with_capacity(writes.len());
+            for write in writes {
+                let registered = apply_change(&transaction, write.change)?;
+                let owner = match &registered {
+                    Registered::Patient(patient) => DocumentOwner::Patient(patient.id),
+                    Registered::Device(device) => DocumentOwner::Device(device.id),
+                };
+                put_document(&transaction, owner, write.document.as_deref())?;
+                written.push(registered);
+            }
+            transaction.commit()?;
+            Ok(written)
+        })
+        .await
+    }
+
+    async fn registry_documents(&self) -> Result<Vec<RegistryDocument>> {
+        self.read(move |shared| {
+            shared.readers.with(|connection| {
+                let mut statement = connection.prepare_cached(
+                    "SELECT owner_kind, owner_id, body FROM registry_documents ORDER BY owner_kind, owner_id",
+                )?;
+                let rows = statement.query_map([], |row| {
+                    let kind: String = row.get(0)?;
+                    let id: i64 = row.get(1)?;
+                    let owner = match kind.as_str() {
+                        "patient" => DocumentOwner::Patient(PatientId(id)),
+                        "device" => DocumentOwner::Device(DeviceId(id)),
+                        _ => return Err(corrupt("owner_kind")),
+                    };
+                    Ok(RegistryDocument {
+                        owner,
+                        body: row.get(2)?,
+                    })
+                })?;
                 Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
             })
         })

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// Version of the schema this code writes; stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS wal (
@@ -130,6 +130,13 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     error TEXT,
     delivered INTEGER NOT NULL
 );
+-- Schema 5: the FHIR resource a client last posted for a registry record.
+CREATE TABLE IF NOT EXISTS registry_documents (
+    owner_kind TEXT NOT NULL,
+    owner_id INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (owner_kind, owner_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS fhir_subscriptions (
     id INTEGER PRIMARY KEY,
     body TEXT NOT NULL,
