@@ -42,7 +42,7 @@ pub use mllp::MllpSettings;
 pub use mqtt::{MqttSettings, TOPIC_PREFIX};
 pub use pipeline::{Incoming, IngestSummary, ItemResult, Pipeline, Unreadable};
 pub use templates::load_templates;
-pub use tls::{DeviceTls, TlsError, TlsFiles};
+pub use tls::{DeviceTls, OutboundTls, TlsError, TlsFiles};
 
 /// Settings of the HTTP server. Built by the binary from flags, environment and config file.
 #[derive(Debug, Clone)]
@@ -65,6 +65,8 @@ pub struct ServerConfig {
     /// Where FHIR bulk exports write their files (`galen serve`: `<data-dir>/exports`); `None`
     /// uses a directory of this process under the system's temporary directory.
     pub export_dir: Option<std::path::PathBuf>,
+    /// Trust of outbound HTTPS (webhooks, FHIR rest-hook subscriptions).
+    pub outbound: OutboundTls,
 }
 
 impl ServerConfig {
@@ -87,6 +89,7 @@ impl Default for ServerConfig {
             mqtt: MqttSettings::default(),
             template_dir: None,
             export_dir: None,
+            outbound: OutboundTls::default(),
         }
     }
 }
@@ -142,6 +145,8 @@ pub(crate) struct AppInner {
     pub(crate) exports: fhir::Exports,
     /// FHIR subscriptions in force.
     pub(crate) subscriptions: fhir::Subscriptions,
+    /// The client of outbound deliveries (`http://` and `https://`), one connection pool.
+    pub(crate) outbound: tls::OutboundClient,
 }
 
 /// The assembled runtime; cheap to clone.
@@ -188,11 +193,13 @@ impl App {
                 })
                 .collect()
         };
+        let outbound = config.outbound.client();
         let clinical = Clinical::start(
             store.clone(),
             clock.clone(),
             config.clinical.clone(),
             assigned,
+            outbound.clone(),
         )
         .await?;
         let pipeline = Pipeline::new(
@@ -217,6 +224,7 @@ impl App {
             started: clock.now(),
             exports: fhir::Exports::default(),
             subscriptions: fhir::Subscriptions::default(),
+            outbound,
             clock,
             clinical,
             config,

@@ -403,3 +403,108 @@ mod tests {
         assert_eq!(der.element(0x04), None, "content shorter than its length");
     }
 }
+
+/// Trust for Galen's outbound HTTPS (alarm webhooks, FHIR rest-hook subscriptions): the
+/// platform's CA certificates plus, optionally, the hospital's own CA. Cheap to clone.
+#[derive(Clone)]
+pub struct OutboundTls {
+    config: Arc<rustls::ClientConfig>,
+    roots: usize,
+}
+
+impl fmt::Debug for OutboundTls {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("OutboundTls")
+            .field("roots", &self.roots)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for OutboundTls {
+    /// The platform's CA certificates only.
+    fn default() -> OutboundTls {
+        OutboundTls::from_roots(Vec::new())
+    }
+}
+
+impl OutboundTls {
+    /// The platform's CA certificates plus those in the PEM files `extra_ca`.
+    pub fn with_ca_files(extra_ca: &[PathBuf]) -> Result<OutboundTls, TlsError> {
+        let mut extra = Vec::new();
+        for path in extra_ca {
+            extra.extend(read_certificates(path, "outbound CA")?);
+        }
+        Ok(OutboundTls::from_roots(extra))
+    }
+
+    fn from_roots(extra: Vec<CertificateDer<'static>>) -> OutboundTls {
+        let mut roots = RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        if !native.errors.is_empty() {
+            tracing::warn!(
+                errors = native.errors.len(),
+                "some of the platform's CA certificates could not be read"
+            );
+        }
+        let (_, unusable) = roots.add_parsable_certificates(native.certs);
+        let (_, refused) = roots.add_parsable_certificates(extra);
+        if unusable + refused > 0 {
+            tracing::warn!(
+                unusable = unusable + refused,
+                "CA certificates that rustls cannot use were skipped"
+            );
+        }
+        let count = roots.len();
+        let config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map(|builder| {
+                builder
+                    .with_root_certificates(roots.clone())
+                    .with_no_client_auth()
+            })
+            .unwrap_or_else(|_| {
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth()
+            });
+        OutboundTls {
+            config: Arc::new(config),
+            roots: count,
+        }
+    }
+
+    /// An HTTP client speaking `http://` and `https://` (TLS 1.2 or 1.3, verified against these
+    /// roots). Clones share one connection pool.
+    pub(crate) fn client(&self) -> OutboundClient {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*self.config).clone())
+            .https_or_http()
+            .enable_http1()
+            .build();
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector)
+    }
+}
+
+/// An outbound request's error with its causes (`client error (Connect): invalid peer
+/// certificate: UnknownIssuer`): hyper's own message names only the stage that failed.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The client of outbound deliveries.
+pub(crate) type OutboundClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;

@@ -97,6 +97,10 @@ pub(crate) struct ServeArgs {
     /// galen].
     #[arg(long, env = "GALEN_MQTT_BROKER_GROUP")]
     mqtt_broker_group: Option<String>,
+    /// CA certificates (PEM) trusted for outbound HTTPS (alarm webhooks, FHIR rest-hook
+    /// subscriptions), in addition to the platform's: the hospital's own CA.
+    #[arg(long, env = "GALEN_OUTBOUND_CA")]
+    outbound_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -126,6 +130,7 @@ struct FileConfig {
     mqtt_broker_username: Option<String>,
     mqtt_broker_password_file: Option<PathBuf>,
     mqtt_broker_group: Option<String>,
+    outbound_ca: Option<PathBuf>,
 }
 
 /// A webhook endpoint in the configuration file. The HMAC secret is read from a file so that it
@@ -177,9 +182,9 @@ pub(crate) fn clinical_settings(
     };
     let mut endpoints = Vec::new();
     for webhook in webhooks {
-        if !webhook.url.starts_with("http://") {
+        if !(webhook.url.starts_with("http://") || webhook.url.starts_with("https://")) {
             bail!(
-                "webhook {:?}: only http:// URLs are supported so far (put a TLS proxy in front)",
+                "webhook {:?}: the URL must start with http:// or https://",
                 webhook.name
             );
         }
@@ -235,6 +240,8 @@ pub(crate) struct Settings {
     pub(crate) tls: Option<TlsFiles>,
     /// The external broker to take device messages from, if any.
     pub(crate) mqtt_broker: Option<crate::bridge::BrokerSettings>,
+    /// Extra CA certificates (PEM file) for outbound HTTPS.
+    pub(crate) outbound_ca: Option<PathBuf>,
 }
 
 pub(crate) const DEFAULT_DATA_DIR: &str = "galen-data";
@@ -324,6 +331,7 @@ impl Settings {
             mqtt_tls_addr,
             mllp_tls_addr,
             tls,
+            outbound_ca: args.outbound_ca.or(file.outbound_ca),
             mqtt_broker: match args.mqtt_broker.or(file.mqtt_broker) {
                 Some(url) => Some(crate::bridge::BrokerSettings::resolve(
                     &url,
@@ -612,8 +620,16 @@ mod tests {
                 "[[webhook]]\nname = \"p\"\nurl = \"https://x/\"\nsecret_file = \"{secret}\"\n"
             ),
         );
-        let error = format!("{:#}", resolve(&["--config", &https]).expect_err("https"));
-        assert!(error.contains("http://"), "{error}");
+        assert!(
+            resolve(&["--config", &https]).is_ok(),
+            "https webhooks are taken"
+        );
+        let ftp = config_file(
+            directory.path(),
+            &format!("[[webhook]]\nname = \"p\"\nurl = \"ftp://x/\"\nsecret_file = \"{secret}\"\n"),
+        );
+        let error = format!("{:#}", resolve(&["--config", &ftp]).expect_err("ftp"));
+        assert!(error.contains("http:// or https://"), "{error}");
         let unknown = write("bad.toml", &builtin.replace("\"mews\"]", "\"pews\"]"));
         let error = format!(
             "{:#}",

@@ -347,6 +347,7 @@ async fn serve(args: config::ServeArgs) -> Result<()> {
         clinical: settings.clinical.clone(),
         template_dir: settings.templates.clone(),
         export_dir: Some(settings.data_dir.join("exports")),
+        outbound: galen_server::OutboundTls::with_ca_files(settings.outbound_ca.as_slice())?,
         ..ServerConfig::default()
     };
     let app = App::new(Arc::new(store), Arc::new(SystemClock), server_config).await?;

@@ -33,8 +33,69 @@ struct Receiver {
     failures: Arc<AtomicU32>,
 }
 
+/// Reads one request from `stream`, logs it and answers 200 (or 500 while `failing` is above
+/// zero).
+fn answer(stream: impl Read + Write, log: &Mutex<Vec<Received>>, failing: &AtomicU32) {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() || line.is_empty() {
+        return;
+    }
+    let mut headers = Vec::new();
+    let mut length = 0usize;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            let name = name.trim().to_ascii_lowercase();
+            if name == "content-length" {
+                length = value.trim().parse().unwrap_or(0);
+            }
+            headers.push((name, value.trim().to_owned()));
+        }
+    }
+    let mut body = vec![0u8; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let fail = failing
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+            left.checked_sub(1)
+        })
+        .is_ok();
+    let status = if fail {
+        "500 Internal Server Error"
+    } else {
+        "200 OK"
+    };
+    if !fail {
+        log.lock().expect("log").push(Received {
+            at: Instant::now(),
+            headers,
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        });
+    }
+    let stream = reader.get_mut();
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let _ = stream.flush();
+}
+
 impl Receiver {
     fn start() -> Receiver {
+        Receiver::listen(None)
+    }
+
+    /// A receiver speaking HTTPS with `tls` (the server's certificate and key).
+    fn start_tls(tls: Arc<rustls::ServerConfig>) -> Receiver {
+        Receiver::listen(Some(tls))
+    }
+
+    fn listen(tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("address").to_string();
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -42,52 +103,16 @@ impl Receiver {
         let (log, failing) = (received.clone(), failures.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() || line.is_empty() {
-                    continue;
-                }
-                let mut headers = Vec::new();
-                let mut length = 0usize;
-                loop {
-                    let mut header = String::new();
-                    if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((name, value)) = header.split_once(':') {
-                        let name = name.trim().to_ascii_lowercase();
-                        if name == "content-length" {
-                            length = value.trim().parse().unwrap_or(0);
-                        }
-                        headers.push((name, value.trim().to_owned()));
+                let Ok(stream) = stream else { continue };
+                match &tls {
+                    None => answer(stream, &log, &failing),
+                    Some(config) => {
+                        let Ok(connection) = rustls::ServerConnection::new(config.clone()) else {
+                            continue;
+                        };
+                        answer(rustls::StreamOwned::new(connection, stream), &log, &failing);
                     }
                 }
-                let mut body = vec![0u8; length];
-                if reader.read_exact(&mut body).is_err() {
-                    continue;
-                }
-                let fail = failing
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
-                        left.checked_sub(1)
-                    })
-                    .is_ok();
-                let status = if fail {
-                    "500 Internal Server Error"
-                } else {
-                    "200 OK"
-                };
-                if !fail {
-                    log.lock().expect("log").push(Received {
-                        at: Instant::now(),
-                        headers,
-                        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-                    });
-                }
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
             }
         });
         Receiver {
@@ -948,4 +973,116 @@ fn websocket_subscription_with_an_independent_client() {
     );
     assert_eq!(gone.status, 404, "{}", gone.body);
     common::validate_fhir(&served);
+}
+
+/// A development CA and a certificate for 127.0.0.1 it signs: (CA PEM, server TLS config).
+fn test_ca() -> (String, Arc<rustls::ServerConfig>) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Galen test hospital CA");
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("server params");
+    let certificate = params.signed_by(&key, &issuer).expect("server certificate");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![certificate.der().clone(), ca.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server config");
+    (ca.pem(), Arc::new(config))
+}
+
+fn subscription_status(address: &str, id: &str) -> String {
+    fhir(address, "GET", &format!("/fhir/Subscription/{id}"), None).json()["status"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Rest-hook over HTTPS: delivered when the receiver's CA is trusted (`--outbound-ca`), refused
+/// (the subscription goes to `error`, nothing reaches the receiver) when it is not.
+#[test]
+fn rest_hook_over_https_trusts_the_configured_ca_only() {
+    let (ca_pem, tls) = test_ca();
+    let receiver = Receiver::start_tls(tls);
+    let directory = tempfile::tempdir().expect("temp dir");
+    let ca_file = directory.path().join("hospital-ca.pem");
+    std::fs::write(&ca_file, &ca_pem).expect("write the CA");
+    let endpoint = format!("https://{}/hook", receiver.address);
+    let subscription = json!({
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "HTTPS delivery",
+        "criteria": "https://galen.invalid/fhir/SubscriptionTopic/vital-sign-observation",
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": endpoint,
+            "payload": "application/fhir+json",
+            "_payload": { "extension": [{
+                "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content",
+                "valueCode": "id-only"
+            }] }
+        }
+    });
+
+    let trusting_dir = directory.path().join("trusting");
+    let trusting = common::start_with_args(
+        &trusting_dir,
+        &["--outbound-ca", ca_file.to_str().expect("path")],
+    );
+    let created = fhir(
+        &trusting.address,
+        "POST",
+        "/fhir/Subscription",
+        Some(&subscription),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.json()["id"].as_str().expect("id").to_owned();
+    let received = receiver.wait_for("the handshake over HTTPS", |received| !received.is_empty());
+    assert_eq!(
+        kind(&received[0].body),
+        "handshake",
+        "{:?}",
+        received[0].body
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while subscription_status(&trusting.address, &id) != "active" {
+        assert!(Instant::now() < deadline, "the subscription became active");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(trusting);
+
+    // Without the hospital CA the receiver's certificate is not trusted: no delivery at all.
+    let doubting_dir = directory.path().join("doubting");
+    let doubting = common::start(&doubting_dir);
+    let created = fhir(
+        &doubting.address,
+        "POST",
+        "/fhir/Subscription",
+        Some(&subscription),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.json()["id"].as_str().expect("id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while subscription_status(&doubting.address, &id) != "error" {
+        assert!(
+            Instant::now() < deadline,
+            "the handshake failed and the subscription went to error"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "only the trusting server's handshake arrived"
+    );
 }

@@ -133,6 +133,7 @@ impl Clinical {
         clock: Arc<dyn Clock>,
         settings: ClinicalSettings,
         assigned: Vec<(PatientId, galen_model::DeviceId, Timestamp)>,
+        outbound: crate::tls::OutboundClient,
     ) -> galen_store::Result<Clinical> {
         let config = settings.config.clone();
         let mut engine = Engine::new(config.clone());
@@ -149,7 +150,7 @@ impl Clinical {
         let metrics = Arc::new(ClinicalMetrics::default());
         let (persist, persist_receiver) = mpsc::unbounded_channel();
         tokio::spawn(persister(store.clone(), persist_receiver, metrics.clone()));
-        let webhooks = Webhooks::start(settings.webhooks.clone(), store, clock.clone());
+        let webhooks = Webhooks::start(settings.webhooks.clone(), store, clock.clone(), outbound);
         let clinical = Clinical {
             commands,
             config,

@@ -7,15 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::tls::OutboundClient;
 use bytes::Bytes;
 use galen_clinical::{AlarmEvent, Priority};
 use galen_model::Clock;
 use galen_store::{DeliveryRecord, Store};
 use hmac::{Hmac, Mac};
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use sha2::Sha256;
 use tokio::sync::mpsc;
 
@@ -29,7 +27,7 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct WebhookEndpoint {
     /// Name used in delivery records and metrics.
     pub name: String,
-    /// `http://host:port/path` (TLS endpoints arrive with the transport-security work).
+    /// `http://` or `https://` URL (HTTPS verified against [`crate::OutboundTls`]).
     pub url: String,
     /// HMAC key shared with the receiver.
     pub secret: String,
@@ -101,10 +99,9 @@ impl Webhooks {
         endpoints: Vec<WebhookEndpoint>,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
+        client: OutboundClient,
     ) -> Webhooks {
         let metrics = Arc::new(WebhookMetrics::default());
-        let client: Client<HttpConnector, Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build_http();
         let queues = endpoints
             .into_iter()
             .map(|endpoint| {
@@ -162,7 +159,7 @@ impl Webhooks {
 async fn worker(
     endpoint: WebhookEndpoint,
     mut receiver: mpsc::Receiver<Job>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: OutboundClient,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     metrics: Arc<WebhookMetrics>,
@@ -202,7 +199,7 @@ async fn worker(
 }
 
 async fn deliver(
-    client: &Client<HttpConnector, Full<Bytes>>,
+    client: &OutboundClient,
     endpoint: &WebhookEndpoint,
     job: &Job,
     clock: &dyn Clock,
@@ -222,7 +219,13 @@ async fn deliver(
     };
     match tokio::time::timeout(ATTEMPT_TIMEOUT, client.request(request)).await {
         Err(_) => (None, Some("timed out".into())),
-        Ok(Err(error)) => (None, Some(format!("connection failed: {error}"))),
+        Ok(Err(error)) => (
+            None,
+            Some(format!(
+                "connection failed: {}",
+                crate::tls::error_chain(&error)
+            )),
+        ),
         Ok(Ok(response)) => {
             let status = response.status().as_u16();
             let error = (!response.status().is_success()).then(|| format!("HTTP {status}"));

@@ -45,8 +45,8 @@
 //! silently skipped; deleting a subscription unbinds it, and a connection left without
 //! subscriptions is closed (code 1000).
 //!
-//! Not yet: `https` endpoints (the delivery client speaks plain HTTP; put a TLS-terminating proxy
-//! in between until the security work adds a TLS client).
+//! Rest-hook endpoints may be `http://` or `https://`; HTTPS is verified against the platform's
+//! CA certificates plus `--outbound-ca` ([`crate::OutboundTls`]).
 //! Channel headers (often credentials) are kept but never shown: reads return their names only.
 
 use std::collections::HashMap;
@@ -54,6 +54,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::tls::OutboundClient;
 use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
@@ -63,9 +64,6 @@ use axum::response::{IntoResponse, Response};
 use galen_fhir::observation::{Reading, VitalReading, group_readings, parse_observation_id};
 use galen_fhir::search::ObservationQuery;
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast, mpsc};
 
@@ -357,11 +355,12 @@ fn parse(resource: &Value) -> FhirResult<Parsed> {
         Channel::Websocket => String::new(),
     };
     if channel_type == Channel::RestHook
-        && (!endpoint.starts_with("http://") || endpoint.parse::<hyper::Uri>().is_err())
+        && (!(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            || endpoint.parse::<hyper::Uri>().is_err())
     {
         return Err(invalid(
             "Subscription.channel.endpoint",
-            "an http:// URL is required (https delivery needs a TLS-terminating proxy for now)",
+            "an http:// or https:// URL is required",
         ));
     }
     let mut headers = Vec::new();
@@ -831,7 +830,7 @@ fn uuid_like(subscription: i64, events: u64, kind: &str) -> String {
 }
 
 /// One delivery attempt; `true` on `2xx`.
-async fn post(client: &Client<HttpConnector, Full<Bytes>>, live: &Live, body: &Value) -> bool {
+async fn post(client: &OutboundClient, live: &Live, body: &Value) -> bool {
     let mut request =
         hyper::Request::post(&live.endpoint).header("content-type", "application/fhir+json");
     for (name, value) in &live.headers {
@@ -840,14 +839,19 @@ async fn post(client: &Client<HttpConnector, Full<Bytes>>, live: &Live, body: &V
     let Ok(request) = request.body(Full::new(Bytes::from(body.to_string()))) else {
         return false;
     };
-    match tokio::time::timeout(ATTEMPT_TIMEOUT, client.request(request)).await {
-        Ok(Ok(response)) => response.status().is_success(),
-        _ => false,
-    }
+    let failure = match tokio::time::timeout(ATTEMPT_TIMEOUT, client.request(request)).await {
+        Ok(Ok(response)) if response.status().is_success() => return true,
+        Ok(Ok(response)) => format!("HTTP {}", response.status().as_u16()),
+        Ok(Err(error)) => crate::tls::error_chain(&error),
+        Err(_) => "timed out".to_owned(),
+    };
+    // The endpoint is not logged: its query may carry a credential.
+    tracing::warn!(subscription = live.id, error = %failure, "rest-hook delivery failed");
+    false
 }
 
 /// Delivers a notification, retrying with back-off; `true` when delivered.
-async fn deliver(client: &Client<HttpConnector, Full<Bytes>>, live: &Live, body: &Value) -> bool {
+async fn deliver(client: &OutboundClient, live: &Live, body: &Value) -> bool {
     if post(client, live, body).await {
         return true;
     }
@@ -890,8 +894,7 @@ async fn resolve(app: &App, events: &[Event]) -> Vec<Option<Arc<Value>>> {
 }
 
 async fn worker(app: App, live: Arc<Live>, mut receiver: mpsc::UnboundedReceiver<Event>) {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+    let client = app.0.outbound.clone();
     let mut shutdown = app.0.shutdown.subscribe();
     // The handshake, for a new subscription.
     let requested = *live
