@@ -522,15 +522,25 @@ async fn next<T: Clone>(
             Ok(item) => return Some(item),
             Err(broadcast::error::RecvError::Closed) => return None,
             Err(broadcast::error::RecvError::Lagged(missed)) => {
+                let affected: Vec<Arc<Live>> = snapshot(app)
+                    .into_iter()
+                    .filter(|live| {
+                        (live.topic == Topic::Observation) == (topic == Topic::Observation)
+                    })
+                    .collect();
+                if affected.is_empty() {
+                    // Nobody subscribed to what was missed: nothing lost for anyone.
+                    tracing::debug!(missed, ?topic, "subscription dispatch skipped ahead");
+                    continue;
+                }
                 tracing::error!(
                     missed,
                     ?topic,
+                    subscriptions = affected.len(),
                     "subscription dispatch fell behind; subscriptions put in error"
                 );
-                for live in snapshot(app) {
-                    if (live.topic == Topic::Observation) == (topic == Topic::Observation) {
-                        set_status(app, &live, "error").await;
-                    }
+                for live in affected {
+                    set_status(app, &live, "error").await;
                 }
             }
         }
@@ -593,6 +603,16 @@ async fn dispatch_clinical(app: App, mut feed: broadcast::Receiver<Arc<crate::Cl
     let mut bands: HashMap<galen_model::PatientId, String> = HashMap::new();
     let mut announced: HashMap<galen_model::PatientId, galen_model::Timestamp> = HashMap::new();
     while let Some(output) = next(&app, &mut feed, &mut shutdown, Topic::Alarm).await {
+        // Without a clinical subscription nothing is read (the feed is busy under load); band
+        // tracking starts afresh with the first one, whose first score per patient is no change.
+        if !snapshot(&app)
+            .iter()
+            .any(|live| live.topic != Topic::Observation)
+        {
+            bands.clear();
+            announced.clear();
+            continue;
+        }
         let Ok(body) = serde_json::from_str::<Value>(&output.json) else {
             continue;
         };
