@@ -160,6 +160,11 @@ async function run() {
   const page = await context.newPage();
   const pageErrors = [];
   page.on('pageerror', (err) => pageErrors.push(err.message));
+  // Galen's Content-Security-Policy (no inline script or style) must block nothing the pages do.
+  const cspViolations = [];
+  page.on('console', (msg) => {
+    if (/Content Security Policy/i.test(msg.text())) cspViolations.push(msg.text());
+  });
 
   await page.goto(baseUrl, { waitUntil: 'domcontentloaded', timeout: 15_000 });
 
@@ -365,6 +370,7 @@ async function run() {
   log(`screenshot: ${path.join(tmpDir, 'patient-alarm.png')}`);
 
   check(pageErrors.length === 0, `JavaScript errors on the pages: ${pageErrors.join('; ')}`);
+  check(cspViolations.length === 0, `Content-Security-Policy violations: ${cspViolations.join('; ')}`);
 }
 
 async function cleanup() {

@@ -7,6 +7,7 @@
 use galen_model::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::audit_event::AuditEvent;
 use crate::codes;
 use crate::datatypes::Extra;
 use crate::device_metric::DeviceMetric;
@@ -397,6 +398,17 @@ impl CapabilityStatementBuilder {
         )
     }
 
+    /// Declares `AuditEvent` (the audit trail, read-only) with the search parameters of
+    /// [`search::AuditEventQuery`].
+    pub fn audit_event(self, interactions: &[Interaction]) -> CapabilityStatementBuilder {
+        self.resource(
+            AuditEvent::TYPE,
+            interactions,
+            search::AUDIT_EVENT_PARAMETERS,
+            &[],
+        )
+    }
+
     /// Declares the system-level `batch` and `transaction` interactions (`POST [base]` with a
     /// Bundle of that type).
     pub fn batch_and_transaction(mut self) -> CapabilityStatementBuilder {
@@ -623,6 +635,33 @@ mod tests {
         assert_eq!(
             operations("Subscription"),
             ["status", "get-ws-binding-token"]
+        );
+    }
+
+    #[test]
+    fn audit_event_is_declared_with_its_search_parameters() {
+        let statement =
+            CapabilityStatementBuilder::new("galen", "0.1.0", Timestamp::from_seconds(0))
+                .audit_event(&[Interaction::Read, Interaction::SearchType])
+                .build();
+        let json = serde_json::to_value(&statement).expect("serialises");
+        let audit = &json["rest"][0]["resource"][0];
+        assert_eq!(audit["type"], "AuditEvent");
+        assert_eq!(
+            audit["interaction"],
+            json!([{ "code": "read" }, { "code": "search-type" }])
+        );
+        let names: Vec<&str> = audit["searchParam"]
+            .as_array()
+            .expect("params")
+            .iter()
+            .filter_map(|param| param["name"].as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "_id", "date", "patient", "agent", "action", "outcome", "subtype"
+            ]
         );
     }
 }

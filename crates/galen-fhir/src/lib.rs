@@ -6,7 +6,8 @@
 //! engine's stored scores and alarm transitions ([`clinical::StoredScore`],
 //! [`clinical::AlarmTransition`]) and gets back typed FHIR resources ([`Patient`], [`Device`],
 //! [`Observation`], [`Flag`], and the read-only [`Location`]s of wards and beds and
-//! [`DeviceMetric`]s of what devices measure) that serialise with serde; a client's JSON goes the other way,
+//! [`DeviceMetric`]s of what devices measure, and the audit trail's [`AuditEvent`]s from
+//! [`audit_event::AuditEntry`]s) that serialise with serde; a client's JSON goes the other way,
 //! through [`parse_resource`] into the same types and then into [`galen_model::NewPatient`],
 //! [`galen_model::NewDevice`] or the values the ingest pipeline takes
 //! ([`observation::PostedObservation`]). Search query strings become typed queries in [`search`];
@@ -24,6 +25,7 @@
 //! - This crate does no I/O, reads no clock ("now" and "today" are parameters), never logs and knows
 //!   nothing about HTTP or storage.
 
+pub mod audit_event;
 pub mod bundle;
 pub mod capability;
 pub mod clinical;
@@ -38,6 +40,7 @@ pub mod registry;
 mod resource;
 pub mod search;
 
+pub use audit_event::AuditEvent;
 pub use capability::{CapabilityStatement, CapabilityStatementBuilder, Interaction};
 pub use datatypes::{
     CodeableConcept, Coding, Extension, HumanName, Identifier, Meta, Period, Quantity, Reference,

@@ -15,6 +15,7 @@ use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::audit_event::AuditEvent;
 use crate::capability::CapabilityStatement;
 use crate::datatypes::{
     CodeableConcept, Extension, Extra, HumanName, Identifier, Meta, Period, Quantity, Reference,
@@ -467,6 +468,8 @@ pub enum Resource {
     Location(Box<Location>),
     /// A DeviceMetric.
     DeviceMetric(Box<DeviceMetric>),
+    /// An AuditEvent (a record of the audit trail).
+    AuditEvent(Box<AuditEvent>),
     /// An OperationOutcome.
     OperationOutcome(Box<OperationOutcome>),
     /// A Bundle.
@@ -487,6 +490,7 @@ impl Resource {
             Resource::Flag(_) => Flag::TYPE,
             Resource::Location(_) => Location::TYPE,
             Resource::DeviceMetric(_) => DeviceMetric::TYPE,
+            Resource::AuditEvent(_) => AuditEvent::TYPE,
             Resource::OperationOutcome(_) => OperationOutcome::TYPE,
             Resource::Bundle(_) => Bundle::TYPE,
             Resource::CapabilityStatement(_) => CapabilityStatement::TYPE,
@@ -506,6 +510,7 @@ impl Resource {
             Resource::Flag(resource) => resource.id(),
             Resource::Location(resource) => resource.id(),
             Resource::DeviceMetric(resource) => resource.id(),
+            Resource::AuditEvent(resource) => resource.id(),
             Resource::OperationOutcome(resource) => resource.id(),
             Resource::Bundle(resource) => resource.id(),
             Resource::CapabilityStatement(resource) => resource.id(),
@@ -534,6 +539,7 @@ into_resource!(
     Flag,
     Location,
     DeviceMetric,
+    AuditEvent,
     OperationOutcome,
     Bundle,
     CapabilityStatement,
@@ -548,6 +554,7 @@ impl Serialize for Resource {
             Resource::Flag(resource) => resource.serialize(serializer),
             Resource::Location(resource) => resource.serialize(serializer),
             Resource::DeviceMetric(resource) => resource.serialize(serializer),
+            Resource::AuditEvent(resource) => resource.serialize(serializer),
             Resource::OperationOutcome(resource) => resource.serialize(serializer),
             Resource::Bundle(resource) => resource.serialize(serializer),
             Resource::CapabilityStatement(resource) => resource.serialize(serializer),
@@ -579,6 +586,7 @@ impl<'de> Deserialize<'de> for Resource {
             Flag::TYPE => Resource::Flag(typed::<_, D>(Value::Object(object))?),
             Location::TYPE => Resource::Location(typed::<_, D>(Value::Object(object))?),
             DeviceMetric::TYPE => Resource::DeviceMetric(typed::<_, D>(Value::Object(object))?),
+            AuditEvent::TYPE => Resource::AuditEvent(typed::<_, D>(Value::Object(object))?),
             OperationOutcome::TYPE => {
                 Resource::OperationOutcome(typed::<_, D>(Value::Object(object))?)
             }

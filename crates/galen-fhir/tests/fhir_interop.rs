@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
+use galen_fhir::audit_event::{AuditEntry, audit_event};
 use galen_fhir::bundle::SearchsetBuilder;
 use galen_fhir::clinical::{
     AlarmKind, AlarmPriority, AlarmState, AlarmTransition, FlagKey, MissingParameter,
@@ -28,8 +29,8 @@ use galen_fhir::{
     Resource, parse_resource,
 };
 use galen_model::{
-    Device, DeviceId, DeviceKind, DeviceStatus, HumanName, Identifier, NewDevice, NewPatient,
-    PatientId, Sex, Timestamp, VitalSign,
+    AuditAction, AuditOutcome, Device, DeviceId, DeviceKind, DeviceStatus, HumanName, Identifier,
+    NewDevice, NewPatient, PatientId, Sex, Timestamp, VitalSign,
 };
 use serde_json::{Value, json};
 
@@ -449,6 +450,47 @@ fn every_resource() -> Vec<String> {
         metric_bundle = metric_bundle.entry(device_metric(&device(), vital));
     }
     lines.push(line(&metric_bundle.build()));
+    // The audit trail: every action, every outcome, each kind of resource and source.
+    let audit_params = [("patient", "Patient/12"), ("_count", "2")];
+    let mut audit_bundle =
+        SearchsetBuilder::new("https://galen.example/fhir", "AuditEvent", &audit_params)
+            .next_cursor(Some("2"));
+    for (index, action) in AuditAction::ALL.into_iter().enumerate() {
+        let outcome = AuditOutcome::ALL[index % AuditOutcome::ALL.len()];
+        let (resource, source, patient) = match index % 4 {
+            0 => ("Patient/12", "10.0.0.7:51234", Some(PatientId(12))),
+            1 => (
+                "Observation/7.hr.1795421700000000",
+                "mqtt",
+                Some(PatientId(12)),
+            ),
+            2 => ("/api/v1/alarms", "[::1]:8080", None),
+            _ => ("", "", None),
+        };
+        let event = audit_event(&AuditEntry {
+            seq: index as i64 + 1,
+            time: T0,
+            actor: if index % 2 == 0 {
+                "nurse.ann"
+            } else {
+                "device:SN-7"
+            },
+            role: if index % 3 == 0 { "" } else { "nurse" },
+            action,
+            resource,
+            patient,
+            outcome,
+            source,
+            detail: if outcome == AuditOutcome::Success {
+                ""
+            } else {
+                "role nurse may not"
+            },
+        });
+        lines.push(line(&event));
+        audit_bundle = audit_bundle.entry(event);
+    }
+    lines.push(line(&audit_bundle.build()));
 
     let empty: [(&str, &str); 0] = [];
     lines.push(line(
@@ -495,6 +537,7 @@ fn every_resource() -> Vec<String> {
             .flag(&[Interaction::Read, Interaction::SearchType])
             .location(&[Interaction::Read, Interaction::SearchType])
             .device_metric(&[Interaction::Read, Interaction::SearchType])
+            .audit_event(&[Interaction::Read, Interaction::SearchType])
             .build(),
     ));
     lines
@@ -530,6 +573,7 @@ fn every_kind_is_covered() {
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
         [
+            "AuditEvent",
             "Bundle",
             "CapabilityStatement",
             "Device",

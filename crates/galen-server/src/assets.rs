@@ -8,6 +8,14 @@ use axum::response::{Html, IntoResponse, Response};
 pub(crate) const INDEX_HTML: &str = include_str!("../assets/index.html");
 pub(crate) const PATIENT_HTML: &str = include_str!("../assets/patient.html");
 pub(crate) const LOGIN_HTML: &str = include_str!("../assets/login.html");
+/// The login page after a failed attempt: one message whatever the cause (unknown account, wrong
+/// password, locked), so it tells nothing about which accounts exist.
+pub(crate) static LOGIN_FAILED_HTML: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    LOGIN_HTML.replace(
+        "<!--failure-->",
+        "<p role=\"alert\"><strong>Sign-in failed.</strong> Check the account and password; after five failures in a row the account is locked for 15 minutes.</p>",
+    )
+});
 const STYLE_CSS: &str = include_str!("../assets/style.css");
 const COMMON_JS: &str = include_str!("../assets/common.js");
 const DASHBOARD_JS: &str = include_str!("../assets/dashboard.js");

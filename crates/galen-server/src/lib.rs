@@ -9,13 +9,17 @@
 //! Build the router with [`App::router`] and call it in-process in tests, or run it on an
 //! already-bound listener with [`App::serve`].
 
+pub mod access;
 mod api;
 mod assets;
+mod audit;
 mod auth;
 pub mod clinical;
 mod directory;
 mod error;
 mod fhir;
+mod hardening;
+mod https;
 mod listener;
 mod live;
 mod metrics;
@@ -36,6 +40,7 @@ use tokio::sync::{broadcast, watch};
 
 pub use clinical::{Clinical, ClinicalEvent, ClinicalSettings, WebhookEndpoint};
 pub use directory::Directory;
+pub use hardening::HardeningConfig;
 pub use live::LiveMeasurement;
 pub use metrics::Metrics;
 pub use mllp::MllpSettings;
@@ -67,6 +72,12 @@ pub struct ServerConfig {
     pub export_dir: Option<std::path::PathBuf>,
     /// Trust of outbound HTTPS (webhooks, FHIR rest-hook subscriptions).
     pub outbound: OutboundTls,
+    /// Rate limit per client and trusted proxies of the HTTP surface.
+    pub hardening: HardeningConfig,
+    /// Session timeouts.
+    pub access: access::accounts::AccessSettings,
+    /// Whether the session cookie is marked `Secure` (the dashboard is reached over HTTPS).
+    pub secure_cookies: bool,
 }
 
 impl ServerConfig {
@@ -90,6 +101,9 @@ impl Default for ServerConfig {
             template_dir: None,
             export_dir: None,
             outbound: OutboundTls::default(),
+            hardening: HardeningConfig::default(),
+            access: access::accounts::AccessSettings::default(),
+            secure_cookies: false,
         }
     }
 }
@@ -147,6 +161,12 @@ pub(crate) struct AppInner {
     pub(crate) subscriptions: fhir::Subscriptions,
     /// The client of outbound deliveries (`http://` and `https://`), one connection pool.
     pub(crate) outbound: tls::OutboundClient,
+    /// The HTTP rate limiter and the proxies believed.
+    pub(crate) hardening: hardening::Hardening,
+    /// Accounts, API tokens and sessions.
+    pub(crate) accounts: access::accounts::Accounts,
+    /// The audit trail's writer.
+    pub(crate) audit: audit::AuditLog,
 }
 
 /// The assembled runtime; cheap to clone.
@@ -170,6 +190,8 @@ impl App {
         config: ServerConfig,
     ) -> Result<App, Error> {
         let directory = Directory::load(store.as_ref()).await?;
+        let accounts = access::accounts::Accounts::load(store.as_ref(), config.access).await?;
+        let store_for_audit = store.clone();
         let (live, _) = broadcast::channel(1024);
         let metrics = Arc::new(Metrics::default());
         let now = clock.now();
@@ -225,6 +247,9 @@ impl App {
             exports: fhir::Exports::default(),
             subscriptions: fhir::Subscriptions::default(),
             outbound,
+            hardening: hardening::Hardening::new(&config.hardening),
+            accounts,
+            audit: audit::AuditLog::start(store_for_audit),
             clock,
             clinical,
             config,
@@ -235,6 +260,13 @@ impl App {
         }));
         fhir::start_subscriptions(&app).await?;
         Ok(app)
+    }
+
+    /// Reloads the accounts and API tokens from the store (after `galen users add`); returns the
+    /// number of accounts.
+    pub async fn reload_accounts(&self) -> Result<usize, galen_store::Error> {
+        self.0.accounts.reload(self.0.store.as_ref()).await?;
+        Ok(self.0.accounts.users().len())
     }
 
     /// The ingest pipeline, for in-process adapters such as the demo simulator.
@@ -321,9 +353,14 @@ impl App {
         &self.0.store
     }
 
-    /// The whole HTTP surface: API, dashboard, health and metrics.
+    /// The whole HTTP surface: API, dashboard, health and metrics, behind the hardening
+    /// middleware (rate limit, cross-site check, security headers). FHIR batch entries are
+    /// replayed through `api::router`, inside it.
     pub fn router(&self) -> axum::Router {
-        api::router(self.clone())
+        api::router(self.clone()).layer(axum::middleware::from_fn_with_state(
+            self.clone(),
+            hardening::harden,
+        ))
     }
 
     /// Serves on `listener` until `shutdown` completes; then ends live streams, stops accepting,
@@ -334,14 +371,32 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
+        self.serve_http(listener, None, shutdown).await
+    }
+
+    /// [`App::serve`] over TLS (HTTPS): each connection completes the handshake with `tls`
+    /// first (no client certificates are asked for).
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        tls: DeviceTls,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        self.serve_http(listener, Some(tls), shutdown).await
+    }
+
+    async fn serve_http(
+        self,
+        listener: TcpListener,
+        tls: Option<DeviceTls>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
         let signal = self.0.shutdown.clone();
         let graceful = async move {
             shutdown.await;
             let _ = signal.send(true);
         };
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(graceful)
-            .await?;
+        https::serve(&self, listener, tls, graceful).await?;
         // Device connections finish the message in hand; their acknowledgements depend on it.
         let _connections_closed = self.0.adapters.write().await;
         // Everything evaluated so far is stored before the store closes.

@@ -27,6 +27,8 @@ pub struct Metrics {
     protocol_events: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Open device connections by protocol.
     connections: Mutex<BTreeMap<&'static str, i64>>,
+    /// HTTP requests refused by the hardening middleware, by reason.
+    http_refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -67,6 +69,16 @@ impl Metrics {
             .unwrap_or_else(|poison| poison.into_inner())
             .entry((protocol, event))
             .or_default() += count;
+    }
+
+    /// Counts an HTTP request refused before the router (`rate_limited`, `cross_site`).
+    pub(crate) fn http_refused(&self, reason: &'static str) {
+        *self
+            .http_refused
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .entry(reason)
+            .or_default() += 1;
     }
 
     pub(crate) fn connections(&self, protocol: &'static str, delta: i64) {
@@ -216,6 +228,23 @@ galen_live_lagged_total {lagged}
             let _ = writeln!(
                 out,
                 "galen_protocol_events_total{{protocol=\"{protocol}\",event=\"{event}\"}} {count}"
+            );
+        }
+        out.push_str(
+            "# HELP galen_http_refused_total HTTP requests refused before reaching a handler: \
+             over the client's rate limit, or cross-site.\n\
+             # TYPE galen_http_refused_total counter\n",
+        );
+        let refused = self
+            .http_refused
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone();
+        for reason in ["cross_site", "rate_limited"] {
+            let count = refused.get(reason).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "galen_http_refused_total{{reason=\"{reason}\"}} {count}"
             );
         }
         out.push_str(

@@ -1763,7 +1763,7 @@ async fn token_protects_api_pages_and_metrics() {
         builder.body(Body::empty()).expect("valid request")
     };
     let bearer = |token: &str| vec![(header::AUTHORIZATION, format!("Bearer {token}"))];
-    let cookie = |token: &str| vec![(header::COOKIE, format!("theme=dark; galen_token={token}"))];
+    let cookie = |token: &str| vec![(header::COOKIE, format!("theme=dark; galen_session={token}"))];
 
     // API and metrics: 401 JSON without, or with a wrong, token.
     let refused: [(&str, Vec<(header::HeaderName, String)>); 6] = [
@@ -1792,8 +1792,12 @@ async fn token_protects_api_pages_and_metrics() {
     let reply = app.send(write).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 
-    // The right token as a bearer token or as the cookie.
-    for headers in [bearer(TOKEN), cookie(TOKEN)] {
+    // The service token is a bearer token, never a cookie.
+    let reply = app
+        .send(request(Method::GET, "/api/v1/devices", &cookie(TOKEN)))
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    for headers in [bearer(TOKEN)] {
         let reply = app
             .send(request(Method::GET, "/api/v1/devices", &headers))
             .await;
@@ -1825,7 +1829,21 @@ async fn token_protects_api_pages_and_metrics() {
     assert_eq!(reply.status, StatusCode::OK);
     bodies.push(reply.text);
 
-    // Pages redirect to the login page without a token, and are served with the cookie.
+    // An account to sign in with (created with the service token).
+    const PASSWORD: &str = "correct horse battery staple";
+    let create = Request::post("/api/v1/users")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::from(
+            json!({ "name": "ann", "password": PASSWORD, "role": "nurse", "wards": ["ICU"] })
+                .to_string(),
+        ))
+        .expect("valid request");
+    let reply = app.send(create).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert!(!reply.text.contains(PASSWORD) && !reply.text.contains("argon2"));
+
+    // Pages redirect to the login page without a session.
     for path in ["/", "/patients/1"] {
         let reply = app.send(request(Method::GET, path, &[])).await;
         assert!(
@@ -1840,14 +1858,6 @@ async fn token_protects_api_pages_and_metrics() {
         );
         assert_eq!(reply.header(header::LOCATION), Some("/login"), "{path}");
         bodies.push(reply.text);
-        let reply = app.send(request(Method::GET, path, &cookie(TOKEN))).await;
-        assert_eq!(reply.status, StatusCode::OK, "{path}");
-        assert!(
-            reply
-                .header(header::CONTENT_TYPE)
-                .is_some_and(|value| value.starts_with("text/html"))
-        );
-        bodies.push(reply.text);
     }
 
     // Open: health, readiness, the login page, assets.
@@ -1859,43 +1869,88 @@ async fn token_protects_api_pages_and_metrics() {
     let reply = app.send(request(Method::GET, "/assets/nope.js", &[])).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
 
-    // Login with the right token sets an HttpOnly cookie and redirects to the dashboard.
-    let login = |token: &str| {
+    // Login with the account's name and password sets an HttpOnly session cookie.
+    let login = |name: &str, password: &str| {
         Request::post("/login")
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Body::from(format!("token={token}")))
+            .body(Body::from(format!(
+                "name={name}&password={}",
+                password.replace(' ', "+")
+            )))
             .expect("valid request")
     };
-    let reply = app.send(login(TOKEN)).await;
+    let reply = app.send(login("ann", PASSWORD)).await;
     assert!(reply.status.is_redirection(), "{}", reply.status);
     assert_eq!(reply.header(header::LOCATION), Some("/"));
     let set_cookie = reply.header(header::SET_COOKIE).expect("a cookie is set");
-    assert!(
-        set_cookie.starts_with(&format!("galen_token={TOKEN};")),
-        "{set_cookie}"
-    );
+    assert!(set_cookie.starts_with("galen_session="), "{set_cookie}");
     assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
     assert!(set_cookie.contains("SameSite=Strict"), "{set_cookie}");
-    bodies.push(reply.text.clone());
-    // The cookie as set works.
-    let value = set_cookie
+    let session = set_cookie
         .split(';')
         .next()
         .expect("cookie pair")
         .to_owned();
+    let with_session = [(header::COOKIE, session.clone())];
+    let reply = app.send(request(Method::GET, "/", &with_session)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply
+            .header(header::CONTENT_TYPE)
+            .is_some_and(|value| value.starts_with("text/html"))
+    );
     let reply = app
-        .send(request(
-            Method::GET,
-            "/api/v1/patients",
-            &[(header::COOKIE, value)],
-        ))
+        .send(request(Method::GET, "/api/v1/session", &with_session))
         .await;
     assert_eq!(reply.status, StatusCode::OK);
-    // A wrong token: 401, no cookie.
-    let reply = app.send(login("guess")).await;
+    assert_eq!(reply.json()["actor"], "ann");
+    assert_eq!(reply.json()["scope"], json!({ "wards": ["ICU"] }));
+    // A nurse may not register devices, nor read the dead letters.
+    for (method, path) in [
+        (Method::POST, "/api/v1/devices"),
+        (Method::GET, "/api/v1/dead-letters"),
+        (Method::GET, "/api/v1/users"),
+    ] {
+        let reply = app.send(request(method, path, &with_session)).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    // Wrong password: 401, no cookie, the same page whatever the cause.
+    let wrong = app.send(login("ann", "guess-guess-guess")).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.header(header::SET_COOKIE).is_none());
+    let unknown = app.send(login("nobody", "guess-guess-guess")).await;
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong.text, unknown.text, "no hint which accounts exist");
+    bodies.push(wrong.text);
+    // Logout ends the session.
+    let reply = app
+        .send(
+            Request::post("/logout")
+                .header(header::COOKIE, session.clone())
+                .header(header::HOST, "galen.example")
+                .header(header::ORIGIN, "https://galen.example")
+                .body(Body::empty())
+                .expect("valid request"),
+        )
+        .await;
+    assert!(
+        reply.status.is_redirection(),
+        "{} {}",
+        reply.status,
+        reply.text
+    );
+    let reply = app
+        .send(request(Method::GET, "/api/v1/session", &with_session))
+        .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    // Five failures in a row lock the account, even against the right password.
+    for _ in 0..4 {
+        let reply = app.send(login("ann", "guess-guess-guess")).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    }
+    let reply = app.send(login("ann", PASSWORD)).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "locked");
     assert!(reply.header(header::SET_COOKIE).is_none());
-    bodies.push(reply.text);
 
     for body in &bodies {
         assert!(

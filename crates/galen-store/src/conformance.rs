@@ -41,6 +41,8 @@ pub async fn run_all(fresh: &(dyn Fn() -> Box<dyn Backend> + Sync)) {
     device_credentials(fresh().as_ref()).await;
     fhir_subscriptions(fresh().as_ref()).await;
     registry_transactions(fresh().as_ref()).await;
+    accounts_and_api_tokens(fresh().as_ref()).await;
+    audit_trail(fresh().as_ref()).await;
 }
 
 /// A fixed instant the checks build on: 2026-11-23T00:00:00Z.
@@ -1325,4 +1327,436 @@ async fn registry_transactions(backend: &dyn Backend) {
         "kept across reopening; {created:?} removed"
     );
     reopened.close().await.expect("close");
+}
+
+async fn accounts_and_api_tokens(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let nurse = crate::NewUser {
+        name: "nurse.ann".into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        role: "nurse".into(),
+        wards: vec!["ICU".into(), "Ward 7, east".into()],
+        patient: None,
+        created: at(0),
+    };
+    let created = store.create_user(nurse.clone()).await.expect("create");
+    assert_eq!(created.details, nurse);
+    assert!(!created.disabled && created.failed_logins == 0 && created.locked_until.is_none());
+    assert!(matches!(
+        store.create_user(nurse.clone()).await,
+        Err(Error::Conflict(_))
+    ));
+    let failed = store
+        .record_login(created.id, false, None)
+        .await
+        .expect("failure");
+    assert_eq!(failed.failed_logins, 1);
+    let locked = store
+        .record_login(created.id, false, Some(at(900)))
+        .await
+        .expect("failure");
+    assert_eq!(
+        (locked.failed_logins, locked.locked_until),
+        (2, Some(at(900)))
+    );
+    let cleared = store
+        .record_login(created.id, true, None)
+        .await
+        .expect("success");
+    assert_eq!((cleared.failed_logins, cleared.locked_until), (0, None));
+    let changed = store
+        .update_user(
+            created.id,
+            crate::UserChange {
+                password_hash: None,
+                role: "clinician".into(),
+                wards: Vec::new(),
+                patient: None,
+                disabled: true,
+            },
+        )
+        .await
+        .expect("update");
+    assert_eq!(changed.details.password_hash, nurse.password_hash, "kept");
+    assert_eq!(
+        (changed.details.role.as_str(), changed.disabled),
+        ("clinician", true)
+    );
+    assert!(changed.details.wards.is_empty());
+    assert!(matches!(
+        store
+            .update_user(
+                9_999,
+                crate::UserChange {
+                    password_hash: None,
+                    role: "nurse".into(),
+                    wards: Vec::new(),
+                    patient: None,
+                    disabled: false,
+                }
+            )
+            .await,
+        Err(Error::NotFound(_))
+    ));
+
+    let token = store
+        .create_api_token(
+            created.id,
+            "EHR interface".into(),
+            [7; 32],
+            at(1),
+            Some(at(86_400)),
+        )
+        .await
+        .expect("token");
+    assert_eq!(
+        (token.secret_sha256, token.expires, token.revoked),
+        ([7; 32], Some(at(86_400)), None)
+    );
+    assert!(matches!(
+        store
+            .create_api_token(9_999, "x".into(), [1; 32], at(1), None)
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    let revoked = store
+        .revoke_api_token(token.id, at(5))
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.revoked, Some(at(5)));
+    assert!(matches!(
+        store.revoke_api_token(token.id, at(6)).await,
+        Err(Error::Conflict(_))
+    ));
+    store.close().await.expect("close");
+    let reopened = backend.open().await;
+    let users = reopened.users().await.expect("users");
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].details.wards, Vec::<String>::new());
+    assert_eq!(reopened.api_tokens().await.expect("tokens"), vec![revoked]);
+    reopened.close().await.expect("close");
+}
+
+fn audit_record(
+    seconds: i64,
+    actor: &str,
+    action: crate::AuditAction,
+    patient: Option<i64>,
+    outcome: crate::AuditOutcome,
+) -> crate::AuditRecord {
+    crate::AuditRecord {
+        time: at(seconds),
+        actor: actor.into(),
+        role: "nurse".into(),
+        action,
+        resource: patient.map_or_else(|| "/api/v1/alarms".to_owned(), |id| format!("Patient/{id}")),
+        patient: patient.map(PatientId),
+        outcome,
+        source: "127.0.0.1:40000".into(),
+        detail: String::new(),
+    }
+}
+
+async fn whole_chain(store: &dyn Store) -> Vec<crate::StoredAuditRecord> {
+    store
+        .audit(crate::AuditQuery::default())
+        .await
+        .expect("audit")
+}
+
+/// The audit trail: appended in order with consecutive seqs and a valid hash chain, serialised
+/// under concurrency, filtered and paged by seq, written atomically with registry changes, and
+/// durable across reopening.
+async fn audit_trail(backend: &dyn Backend) {
+    use crate::{
+        AuditAction as Action, AuditOutcome as Outcome, AuditQuery, GENESIS_HASH, RegistryAudit,
+        verify_chain,
+    };
+    let store = backend.open().await;
+    assert_eq!(store.audit_head().await.expect("head"), None, "empty");
+    assert!(whole_chain(store.as_ref()).await.is_empty());
+    assert!(
+        store
+            .append_audit(Vec::new())
+            .await
+            .expect("nothing")
+            .is_empty()
+    );
+
+    let first = vec![
+        audit_record(0, "nurse.ann", Action::Read, Some(1), Outcome::Success),
+        audit_record(1, "nurse.ann", Action::Search, None, Outcome::Success),
+        audit_record(2, "dr.bob", Action::Update, Some(2), Outcome::Denied),
+    ];
+    let stored = store.append_audit(first.clone()).await.expect("append");
+    assert_eq!(
+        stored.iter().map(|record| record.seq).collect::<Vec<_>>(),
+        [1, 2, 3],
+        "seqs start at 1 and follow each other"
+    );
+    assert_eq!(stored[0].previous_hash, GENESIS_HASH);
+    assert_eq!(stored[1].previous_hash, stored[0].hash);
+    assert_eq!(
+        stored
+            .iter()
+            .map(|record| record.record.clone())
+            .collect::<Vec<_>>(),
+        first,
+        "records come back as given"
+    );
+    assert_eq!(
+        store.audit_head().await.expect("head"),
+        Some((3, stored[2].hash))
+    );
+    assert_eq!(
+        whole_chain(store.as_ref()).await,
+        stored,
+        "what was returned is stored"
+    );
+
+    // An invalid record fails the whole append.
+    let mut invalid = audit_record(3, "", Action::Read, None, Outcome::Success);
+    invalid.actor.clear();
+    assert!(matches!(
+        store
+            .append_audit(vec![
+                audit_record(3, "x", Action::Read, None, Outcome::Success),
+                invalid
+            ])
+            .await,
+        Err(Error::Invalid(_))
+    ));
+    assert_eq!(
+        store.audit_head().await.expect("head").map(|head| head.0),
+        Some(3),
+        "nothing of a failed append is stored"
+    );
+
+    // Concurrent appenders never fork the chain.
+    let appends = (0..8).map(|index| {
+        let store = store.clone();
+        async move {
+            store
+                .append_audit(vec![
+                    audit_record(
+                        10 + index,
+                        "device:SN-1",
+                        Action::Ingest,
+                        Some(1),
+                        Outcome::Success,
+                    ),
+                    audit_record(
+                        10 + index,
+                        "device:SN-1",
+                        Action::Ingest,
+                        None,
+                        Outcome::Failed,
+                    ),
+                ])
+                .await
+                .expect("concurrent append")
+        }
+    });
+    let batches = futures_join_all(appends).await;
+    for batch in &batches {
+        assert_eq!(
+            batch[1].seq,
+            batch[0].seq + 1,
+            "one append's records are consecutive"
+        );
+    }
+    let all = whole_chain(store.as_ref()).await;
+    assert_eq!(all.len(), 19);
+    let verified = verify_chain(all.clone()).expect("the chain verifies");
+    assert_eq!(verified.records, 19);
+    assert_eq!(verified.head, store.audit_head().await.expect("head"));
+
+    // Filters and paging agree with the records' own matching.
+    let queries = [
+        AuditQuery {
+            actor: Some("nurse.ann".into()),
+            ..AuditQuery::default()
+        },
+        AuditQuery {
+            patient: Some(PatientId(1)),
+            ..AuditQuery::default()
+        },
+        AuditQuery {
+            actions: vec![Action::Update, Action::Search],
+            ..AuditQuery::default()
+        },
+        AuditQuery {
+            outcomes: vec![Outcome::Failed],
+            limit: 3,
+            ..AuditQuery::default()
+        },
+        AuditQuery {
+            from: at(1),
+            to: at(12),
+            after: 2,
+            ..AuditQuery::default()
+        },
+        AuditQuery {
+            newest_first: true,
+            before: 18,
+            limit: 4,
+            ..AuditQuery::default()
+        },
+    ];
+    for query in queries {
+        let mut expected: Vec<_> = all
+            .iter()
+            .filter(|record| {
+                query.matches(record) && record.seq > query.after && record.seq < query.before
+            })
+            .cloned()
+            .collect();
+        if query.newest_first {
+            expected.reverse();
+        }
+        expected.truncate(query.limit);
+        assert_eq!(
+            store.audit(query.clone()).await.expect("query"),
+            expected,
+            "{query:?}"
+        );
+    }
+
+    // With a registry transaction: both or neither.
+    let existing = store
+        .create_patient(patient("AU-1", "A", "1"))
+        .await
+        .expect("patient");
+    let failed = store
+        .apply_registry_audited(
+            vec![
+                write(
+                    RegistryChange::CreatePatient(patient("AU-2", "A", "2")),
+                    None,
+                ),
+                write(
+                    RegistryChange::CreatePatient(patient("AU-1", "A", "3")),
+                    None,
+                ),
+            ],
+            RegistryAudit::records(vec![audit_record(
+                20,
+                "admin",
+                Action::Create,
+                None,
+                Outcome::Success,
+            )]),
+        )
+        .await;
+    assert!(matches!(failed, Err(Error::Conflict(_))), "{failed:?}");
+    assert_eq!(
+        whole_chain(store.as_ref()).await.len(),
+        19,
+        "a failed registry transaction leaves no audit record"
+    );
+    let invalid_audit = store
+        .apply_registry_audited(
+            vec![write(
+                RegistryChange::CreatePatient(patient("AU-3", "A", "4")),
+                None,
+            )],
+            RegistryAudit::records(vec![audit_record(
+                20,
+                "",
+                Action::Create,
+                None,
+                Outcome::Success,
+            )]),
+        )
+        .await;
+    assert!(
+        matches!(invalid_audit, Err(Error::Invalid(_))),
+        "{invalid_audit:?}"
+    );
+    assert_eq!(
+        store.patients(None).await.expect("patients"),
+        vec![existing],
+        "an audit record that cannot be stored stops the change"
+    );
+    let written = store
+        .apply_registry_audited(
+            vec![write(
+                RegistryChange::CreatePatient(patient("AU-2", "A", "2")),
+                Some("{}"),
+            )],
+            RegistryAudit::new(|written| {
+                written
+                    .iter()
+                    .filter_map(|registered| match registered {
+                        Registered::Patient(created) => Some(audit_record(
+                            21,
+                            "admin",
+                            Action::Create,
+                            Some(created.id.0),
+                            Outcome::Success,
+                        )),
+                        Registered::Device(_) => None,
+                    })
+                    .collect()
+            }),
+        )
+        .await
+        .expect("apply");
+    let [Registered::Patient(created)] = written.as_slice() else {
+        panic!("one patient: {written:?}");
+    };
+    let head = store.audit_head().await.expect("head").expect("a head");
+    assert_eq!(head.0, 20);
+    let last = store
+        .audit(AuditQuery {
+            after: 19,
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("last");
+    assert_eq!(last.len(), 1);
+    assert_eq!(
+        (last[0].record.patient, last[0].record.resource.clone()),
+        (Some(created.id), format!("Patient/{}", created.id.0)),
+        "the audit record names the id the transaction gave"
+    );
+    store.close().await.expect("close");
+
+    let reopened = backend.open().await;
+    assert_eq!(
+        reopened.audit_head().await.expect("head"),
+        Some(head),
+        "the head survives reopening"
+    );
+    let appended = reopened
+        .append_audit(vec![audit_record(
+            30,
+            "system",
+            Action::ConfigChange,
+            None,
+            Outcome::Success,
+        )])
+        .await
+        .expect("append after reopening");
+    assert_eq!(appended[0].seq, 21);
+    assert_eq!(appended[0].previous_hash, head.1, "the chain continues");
+    let verified = verify_chain(whole_chain(reopened.as_ref()).await).expect("verifies");
+    assert_eq!(verified.records, 21);
+    reopened.close().await.expect("close");
+}
+
+/// Runs futures concurrently and collects their outputs in order (galen-store has no
+/// futures-util).
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        outputs.push(handle.await.expect("task"));
+    }
+    outputs
 }

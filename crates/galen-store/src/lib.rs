@@ -6,7 +6,14 @@
 //! backend plugs in behind the same traits and must pass the same [`conformance`] suite.
 //!
 //! Every port method documents what is durable or visible when it returns.
+//!
+//! The audit trail ([`AuditStore`], [`audit`]) is append-only and hash-chained: its records can be
+//! written in the same transaction as a registry change
+//! ([`RegistryStore::apply_registry_audited`]), and [`verify_chain`] detects any edit, removal or
+//! reordering.
 
+mod access;
+pub mod audit;
 mod clinical;
 mod codec;
 pub mod embedded;
@@ -23,6 +30,12 @@ use galen_model::{
     PatientId, Timestamp, VitalSign,
 };
 
+pub use access::{AccessStore, ApiToken, NewUser, User, UserChange};
+pub use audit::{
+    AUDIT_FORMAT, AuditAction, AuditOutcome, AuditQuery, AuditRecord, AuditStore, BreakKind,
+    ChainBreak, ChainVerifier, GENESIS_HASH, MAX_AUDIT_FIELD_BYTES, RegistryAudit,
+    StoredAuditRecord, VerifiedChain, chain_hash, hash_from_hex, hash_to_hex, verify_chain,
+};
 pub use clinical::{
     AlarmQuery, AlarmRecord, ClinicalEntry, ClinicalStore, DeliveryRecord, FilteredRecord,
     ScoreRecord,
@@ -125,8 +138,22 @@ pub trait RegistryStore: Send + Sync + Debug {
     /// Applies `writes` in order as one atomic unit: when it returns `Ok` every change and its
     /// document is durable, with one [`Registered`] per write in order; on `Err` (a conflict as
     /// for the single-record methods, [`Error::NotFound`] for an update of a missing record)
-    /// nothing of them is stored.
-    async fn apply_registry(&self, writes: Vec<RegistryWrite>) -> Result<Vec<Registered>>;
+    /// nothing of them is stored. The same as [`RegistryStore::apply_registry_audited`] without
+    /// audit records.
+    async fn apply_registry(&self, writes: Vec<RegistryWrite>) -> Result<Vec<Registered>> {
+        self.apply_registry_audited(writes, RegistryAudit::none())
+            .await
+    }
+    /// [`RegistryStore::apply_registry`] and the audit records `audit` builds from the written
+    /// records, appended to the audit chain in the same transaction: when it returns `Ok` the
+    /// changes, their documents and the audit records are durable together (serialised with
+    /// every other audit append, as [`AuditStore::append_audit`]); on `Err` none of them is
+    /// stored (also when an audit record is invalid).
+    async fn apply_registry_audited(
+        &self,
+        writes: Vec<RegistryWrite>,
+        audit: RegistryAudit,
+    ) -> Result<Vec<Registered>>;
     /// Every document kept by [`RegistryStore::apply_registry`].
     async fn registry_documents(&self) -> Result<Vec<RegistryDocument>>;
 
@@ -167,6 +194,9 @@ pub trait RegistryStore: Send + Sync + Debug {
 }
 
 /// A complete backend.
-pub trait Store: MeasurementStore + RegistryStore + ClinicalStore {}
+pub trait Store:
+    MeasurementStore + RegistryStore + ClinicalStore + AccessStore + AuditStore
+{
+}
 
-impl<T: MeasurementStore + RegistryStore + ClinicalStore> Store for T {}
+impl<T: MeasurementStore + RegistryStore + ClinicalStore + AccessStore + AuditStore> Store for T {}

@@ -2,13 +2,13 @@
 //! variables, then flags (each later source wins).
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use galen_clinical::{ClinicalConfig, Priority, ScoreTable};
-use galen_server::{ClinicalSettings, TlsFiles, WebhookEndpoint};
+use galen_server::{ClinicalSettings, HardeningConfig, TlsFiles, WebhookEndpoint};
 
 use crate::ListenAddr;
 use serde::Deserialize;
@@ -101,6 +101,21 @@ pub(crate) struct ServeArgs {
     /// subscriptions), in addition to the platform's: the hospital's own CA.
     #[arg(long, env = "GALEN_OUTBOUND_CA")]
     outbound_ca: Option<PathBuf>,
+    /// Start even when a listener (HTTP without --tls-cert, MQTT, MLLP) is plaintext on an
+    /// address other than loopback: only where a TLS proxy or a closed network protects it.
+    #[arg(long, env = "GALEN_ALLOW_PLAINTEXT", value_parser = clap::builder::BoolishValueParser::new())]
+    allow_plaintext: bool,
+    /// HTTP requests per second each client address may make on average; 0 turns the limit off
+    /// [default: 50]. Loopback clients are not limited.
+    #[arg(long, env = "GALEN_RATE_LIMIT")]
+    rate_limit: Option<u32>,
+    /// HTTP requests a client may make at once before --rate-limit applies [default: 200].
+    #[arg(long, env = "GALEN_RATE_LIMIT_BURST")]
+    rate_limit_burst: Option<u32>,
+    /// Reverse proxies (IP addresses, comma-separated) whose X-Forwarded-For, -Proto and -Host
+    /// headers are believed: for the rate limit, HSTS and the cross-site check.
+    #[arg(long, env = "GALEN_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Option<Vec<IpAddr>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -131,6 +146,10 @@ struct FileConfig {
     mqtt_broker_password_file: Option<PathBuf>,
     mqtt_broker_group: Option<String>,
     outbound_ca: Option<PathBuf>,
+    allow_plaintext: Option<bool>,
+    rate_limit: Option<u32>,
+    rate_limit_burst: Option<u32>,
+    trusted_proxies: Option<Vec<IpAddr>>,
 }
 
 /// A webhook endpoint in the configuration file. The HMAC secret is read from a file so that it
@@ -242,6 +261,10 @@ pub(crate) struct Settings {
     pub(crate) mqtt_broker: Option<crate::bridge::BrokerSettings>,
     /// Extra CA certificates (PEM file) for outbound HTTPS.
     pub(crate) outbound_ca: Option<PathBuf>,
+    /// Plaintext listeners on non-loopback addresses are allowed.
+    pub(crate) allow_plaintext: bool,
+    /// Rate limit and trusted proxies of the HTTP listener.
+    pub(crate) hardening: HardeningConfig,
 }
 
 pub(crate) const DEFAULT_DATA_DIR: &str = "galen-data";
@@ -332,6 +355,22 @@ impl Settings {
             mllp_tls_addr,
             tls,
             outbound_ca: args.outbound_ca.or(file.outbound_ca),
+            allow_plaintext: args.allow_plaintext || file.allow_plaintext.unwrap_or(false),
+            hardening: HardeningConfig {
+                rate_per_second: args
+                    .rate_limit
+                    .or(file.rate_limit)
+                    .unwrap_or(HardeningConfig::default().rate_per_second),
+                rate_burst: args
+                    .rate_limit_burst
+                    .or(file.rate_limit_burst)
+                    .unwrap_or(HardeningConfig::default().rate_burst),
+                trusted_proxies: args
+                    .trusted_proxies
+                    .or(file.trusted_proxies)
+                    .unwrap_or_default(),
+                ..HardeningConfig::default()
+            },
             mqtt_broker: match args.mqtt_broker.or(file.mqtt_broker) {
                 Some(url) => Some(crate::bridge::BrokerSettings::resolve(
                     &url,
@@ -351,6 +390,55 @@ impl Settings {
                 &file.webhook,
             )?,
         })
+    }
+}
+
+impl Settings {
+    /// The listeners that would carry data in plaintext on an address other than loopback:
+    /// `(listener, flag, address)`. HTTP is plaintext unless a certificate is configured (then
+    /// it serves HTTPS); the plain MQTT and MLLP listeners always are.
+    pub(crate) fn exposed_plaintext(&self) -> Vec<(&'static str, &'static str, SocketAddr)> {
+        let mut exposed = Vec::new();
+        if self.tls.is_none() {
+            exposed.push(("HTTP", "--http-addr", self.http_addr));
+        }
+        if let ListenAddr::At(addr) = self.mqtt_addr {
+            exposed.push(("MQTT", "--mqtt-addr", addr));
+        }
+        if let ListenAddr::At(addr) = self.mllp_addr {
+            exposed.push(("HL7 v2 (MLLP)", "--mllp-addr", addr));
+        }
+        exposed.retain(|(_, _, addr)| !addr.ip().is_loopback());
+        exposed
+    }
+
+    /// Refuses plaintext listeners on non-loopback addresses unless `--allow-plaintext` is
+    /// given (then they are logged as a warning).
+    pub(crate) fn check_transport(&self) -> Result<()> {
+        let exposed = self.exposed_plaintext();
+        if exposed.is_empty() {
+            return Ok(());
+        }
+        let listed: Vec<String> = exposed
+            .iter()
+            .map(|(listener, flag, addr)| format!("{listener} on {addr} ({flag})"))
+            .collect();
+        if self.allow_plaintext {
+            tracing::warn!(
+                listeners = %listed.join(", "),
+                "plaintext listeners on non-loopback addresses, allowed by --allow-plaintext"
+            );
+            return Ok(());
+        }
+        bail!(
+            "refusing to start: {} would carry patient data in plaintext on a non-loopback \
+             address. Give --tls-cert and --tls-key (HTTP then serves HTTPS; for devices use \
+             --mqtt-tls-addr / --mllp-tls-addr and turn the plain listeners off with \
+             --mqtt-addr off / --mllp-addr off), listen on a loopback address, or pass \
+             --allow-plaintext (GALEN_ALLOW_PLAINTEXT=true) if a TLS proxy or a closed network \
+             protects them",
+            listed.join(", ")
+        )
     }
 }
 
@@ -531,6 +619,83 @@ mod tests {
         assert_eq!(tls.device_ca, Some(PathBuf::from("/etc/galen/devices.pem")));
         let flags = resolve(&["--config", &file, "--mqtt-tls-addr", "off"]).expect("flags");
         assert_eq!(flags.mqtt_tls_addr, ListenAddr::Off, "flags beat the file");
+    }
+
+    #[test]
+    fn plaintext_on_other_than_loopback_is_refused_unless_allowed() {
+        resolve(&[])
+            .expect("defaults")
+            .check_transport()
+            .expect("loopback by default");
+        let exposed = [
+            "--http-addr",
+            "0.0.0.0:8080",
+            "--mqtt-addr",
+            "[::]:1883",
+            "--mllp-addr",
+            "127.0.0.1:2575",
+        ];
+        let error = format!(
+            "{:#}",
+            resolve(&exposed)
+                .expect("flags")
+                .check_transport()
+                .expect_err("refused")
+        );
+        assert!(
+            error.contains("HTTP on 0.0.0.0:8080 (--http-addr)")
+                && error.contains("MQTT on [::]:1883 (--mqtt-addr)")
+                && !error.contains("MLLP")
+                && error.contains("--allow-plaintext")
+                && error.contains("GALEN_ALLOW_PLAINTEXT"),
+            "{error}"
+        );
+        let mut allowed = exposed.to_vec();
+        allowed.push("--allow-plaintext");
+        resolve(&allowed)
+            .expect("flags")
+            .check_transport()
+            .expect("allowed explicitly");
+        // With a certificate HTTP serves HTTPS: only the plain device listeners remain.
+        let tls = resolve(&[
+            "--http-addr",
+            "0.0.0.0:8443",
+            "--tls-cert",
+            "server.pem",
+            "--tls-key",
+            "server-key.pem",
+            "--mqtt-addr",
+            "off",
+            "--mllp-addr",
+            "10.0.0.5:2575",
+        ])
+        .expect("flags");
+        let error = format!("{:#}", tls.check_transport().expect_err("MLLP"));
+        assert!(
+            error.contains("HL7 v2 (MLLP) on 10.0.0.5:2575 (--mllp-addr)")
+                && !error.contains("HTTP on"),
+            "{error}"
+        );
+        let directory = tempfile::tempdir().expect("temp dir");
+        let file = config_file(
+            directory.path(),
+            "http_addr = \"0.0.0.0:8080\"\nallow_plaintext = true\nrate_limit = 7\n\
+             rate_limit_burst = 9\ntrusted_proxies = [\"10.0.0.2\"]\n",
+        );
+        let settings = resolve(&["--config", &file]).expect("file");
+        settings.check_transport().expect("allowed in the file");
+        assert_eq!(
+            (
+                settings.hardening.rate_per_second,
+                settings.hardening.rate_burst
+            ),
+            (7, 9)
+        );
+        assert_eq!(settings.hardening.trusted_proxies.len(), 1);
+        let flags =
+            resolve(&["--rate-limit", "0", "--trusted-proxies", "10.0.0.2,::1"]).expect("flags");
+        assert_eq!(flags.hardening.rate_per_second, 0, "0 turns the limit off");
+        assert_eq!(flags.hardening.trusted_proxies.len(), 2);
     }
 
     #[test]

@@ -300,7 +300,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         "demo mode: open access without authentication; never use it with real patients"
     );
     let feeder = tokio::spawn(feed(app.pipeline().clone(), simulator, clock));
-    let result = crate::run_server(app, listener, devices, "dashboard").await;
+    let result = crate::run_server(app, listener, None, devices, "dashboard").await;
     feeder.abort();
     result
 }

@@ -3,12 +3,14 @@
 //! Only this crate reads the environment, config files and the wall clock's time zone; the
 //! libraries get plain config structs.
 
+mod audit_cli;
 mod bench;
 mod bench_clinical;
 mod bench_fhir;
 mod bench_mllp;
 mod bench_mqtt;
 mod bridge;
+mod certs;
 mod client;
 mod config;
 mod demo;
@@ -16,6 +18,7 @@ mod mapping_cli;
 mod replay;
 mod simulate;
 mod simulate_mqtt;
+mod users_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,6 +59,12 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Check a mapping template against a sample payload.
     Mapping(mapping_cli::MappingArgs),
+    /// Check the audit trail's hash chain (`galen audit verify`).
+    Audit(audit_cli::AuditArgs),
+    /// Create a development CA, a server certificate and device certificates for TLS.
+    Certs(certs::CertsArgs),
+    /// Create and list accounts (first-run setup: `galen users add --role administrator`).
+    Users(users_cli::UsersArgs),
 }
 
 fn main() -> Result<()> {
@@ -72,6 +81,9 @@ fn main() -> Result<()> {
             Command::Bench(args) => bench::run(args).await,
             Command::Replay(args) => replay::run(args).await,
             Command::Mapping(args) => mapping_cli::run(args),
+            Command::Audit(args) => audit_cli::run(args),
+            Command::Certs(args) => certs::run(args),
+            Command::Users(args) => users_cli::run(args).await,
         }
     })
 }
@@ -201,13 +213,18 @@ impl DeviceListeners {
         }
         #[cfg(unix)]
         {
-            // SIGHUP reloads the mapping templates (a broken file keeps the old ones in force).
+            // SIGHUP reloads the mapping templates (a broken file keeps the old ones in force)
+            // and the accounts (`galen users add` on a running server).
             let app = app.clone();
             if let Ok(mut hangups) =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             {
                 tokio::spawn(async move {
                     while hangups.recv().await.is_some() {
+                        match app.reload_accounts().await {
+                            Ok(count) => tracing::info!(count, "accounts reloaded"),
+                            Err(error) => tracing::error!(%error, "accounts could not be reloaded"),
+                        }
                         let app = app.clone();
                         // A failed reload is logged by `reload_templates` and changes nothing.
                         if let Ok(Ok(count)) =
@@ -306,19 +323,24 @@ pub(crate) async fn shutdown_signal() {
 
 /// Starts the device listeners and the HTTP server on `listener` and prints where they are.
 /// Returns when it stops.
+/// With `tls`, the HTTP listener serves HTTPS.
 pub(crate) async fn run_server(
     app: App,
     listener: TcpListener,
+    tls: Option<DeviceTls>,
     devices: DeviceListeners,
     what: &str,
 ) -> Result<()> {
     devices.start(&app)?;
     let local = listener.local_addr().context("reading the bound address")?;
-    println!("galen: {what} at http://{local}/");
-    tracing::info!(address = %local, "listening");
-    app.serve(listener, shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("galen: {what} at {scheme}://{local}/");
+    tracing::info!(address = %local, scheme, "listening");
+    match tls {
+        None => app.serve(listener, shutdown_signal()).await,
+        Some(tls) => app.serve_tls(listener, tls, shutdown_signal()).await,
+    }
+    .context("serving HTTP")?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -326,6 +348,19 @@ pub(crate) async fn run_server(
 async fn serve(args: config::ServeArgs) -> Result<()> {
     let settings = config::Settings::resolve(args)?;
     init_logging(settings.log_format);
+    settings.check_transport()?;
+    // With a server certificate the HTTP listener serves HTTPS (no client certificates there).
+    let http_tls = settings
+        .tls
+        .as_ref()
+        .map(|files| {
+            DeviceTls::from_files(&TlsFiles {
+                device_ca: None,
+                ..files.clone()
+            })
+        })
+        .transpose()
+        .context("setting up HTTPS")?;
     let api_token = match settings.api_token.clone() {
         Some(token) => token,
         None => config::load_or_create_token(&settings.data_dir)?,
@@ -339,7 +374,8 @@ async fn serve(args: config::ServeArgs) -> Result<()> {
             settings.mllp_tls_addr.addr(),
         )
         .await?;
-    let store = open_store(settings.data_dir.clone()).await?;
+    let store = Arc::new(open_store(settings.data_dir.clone()).await?);
+    audit_cli::log_head_periodically(store.clone());
     let server_config = ServerConfig {
         api_token: Some(api_token),
         max_body_bytes: settings.max_body_bytes,
@@ -348,11 +384,14 @@ async fn serve(args: config::ServeArgs) -> Result<()> {
         template_dir: settings.templates.clone(),
         export_dir: Some(settings.data_dir.join("exports")),
         outbound: galen_server::OutboundTls::with_ca_files(settings.outbound_ca.as_slice())?,
+        hardening: settings.hardening.clone(),
+        // With a certificate the HTTP listener serves HTTPS only: the session cookie is Secure.
+        secure_cookies: settings.tls.is_some(),
         ..ServerConfig::default()
     };
-    let app = App::new(Arc::new(store), Arc::new(SystemClock), server_config).await?;
+    let app = App::new(store, Arc::new(SystemClock), server_config).await?;
     if let Some(broker) = settings.mqtt_broker.clone() {
         bridge::start(&app, broker, &settings.data_dir)?;
     }
-    run_server(app, listener, devices, "dashboard").await
+    run_server(app, listener, http_tls, devices, "dashboard").await
 }

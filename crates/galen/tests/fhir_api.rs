@@ -169,6 +169,7 @@ fn fhir_api_end_to_end_with_an_independent_validator() {
             "Flag",
             "Location",
             "DeviceMetric",
+            "AuditEvent",
             "Subscription",
             "Group"
         ]

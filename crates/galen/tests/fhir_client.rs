@@ -315,6 +315,7 @@ fn a_real_fhir_client_searches_and_reads() {
     assert_eq!(
         strings(&report["capability"]["resources"]),
         [
+            "AuditEvent",
             "Device",
             "DeviceMetric",
             "Flag",

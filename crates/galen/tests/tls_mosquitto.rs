@@ -14,7 +14,7 @@ use rcgen::{
 };
 use serde_json::{Value, json};
 
-use common::{micros_to_rfc3339, post, request, start_with_args};
+use common::{TOKEN, https, micros_to_rfc3339, start_with_args};
 
 const SERIAL: &str = "TLS-MOSQ-0001";
 
@@ -124,19 +124,26 @@ fn mosquitto_pub_with_a_device_certificate_over_tls() {
     assert!(!server.listeners.contains_key("mqtt"), "plain MQTT is off");
     let (host, port) = mqtts.rsplit_once(':').expect("HOST:PORT");
 
-    // A device registered without any password: its certificate is its credential.
-    let device = post(
+    // A device registered without any password: its certificate is its credential. With a
+    // server certificate the HTTP API is HTTPS too.
+    let body = json!({
+        "serial": SERIAL,
+        "manufacturer": "Interop",
+        "model": "TLS test device",
+        "kind": "monitor",
+        "status": "active",
+    })
+    .to_string();
+    let device = https(
         &server.address,
+        &ca_file,
+        "POST",
         "/api/v1/devices",
-        &json!({
-            "serial": SERIAL,
-            "manufacturer": "Interop",
-            "model": "TLS test device",
-            "kind": "monitor",
-            "status": "active",
-        }),
+        Some(&body),
+        Some(TOKEN),
     );
-    let id = device["id"].as_i64().expect("device id");
+    assert_eq!(device.status, 201, "{}", device.body);
+    let id = device.json()["id"].as_i64().expect("device id");
 
     let time = now_micros() - 10 * 1_000_000;
     let topic = format!("galen/v1/devices/{SERIAL}/measurements");
@@ -185,9 +192,9 @@ fn mosquitto_pub_with_a_device_certificate_over_tls() {
         micros_to_rfc3339(time - 1_000_000),
         micros_to_rfc3339(now_micros() + 1_000_000)
     );
-    let (status, body) = request(&server.address, "GET", &vitals, None).expect("GET vitals");
-    assert_eq!(status, 200, "{vitals}: {body}");
-    let answer: Value = serde_json::from_str(&body).expect("vitals JSON");
+    let reply = https(&server.address, &ca_file, "GET", &vitals, None, Some(TOKEN));
+    assert_eq!(reply.status, 200, "{vitals}: {}", reply.body);
+    let answer: Value = reply.json();
     let values: Vec<f64> = answer["points"]
         .as_array()
         .expect("points")

@@ -4,7 +4,8 @@
 //! repeated) to [`PatientQuery::parse`], [`DeviceQuery::parse`], [`ObservationQuery::parse`]
 //! (vital signs), [`ScoreQuery::parse`] (early-warning scores; [`observation_search_target`]
 //! says which of the two an Observation search is), [`FlagQuery::parse`] (alarms),
-//! [`LocationQuery::parse`] (wards and beds) or [`DeviceMetricQuery::parse`].
+//! [`LocationQuery::parse`] (wards and beds), [`DeviceMetricQuery::parse`] or
+//! [`AuditEventQuery::parse`] (the audit trail).
 //! Semantics follow the R4 search specification:
 //! - A parameter repeated is AND; a comma-separated value is OR. `\,`, `\|`, `\$` and `\\` escape.
 //! - Parameters with an empty value are ignored.
@@ -23,6 +24,7 @@
 //! - Strings match case-insensitively at the start of the element (`:exact` for exact equality,
 //!   `:contains` for a substring); accents are not folded.
 
+mod audit;
 mod clinical;
 mod date;
 mod location;
@@ -34,6 +36,7 @@ use galen_model::{
     VitalSign,
 };
 
+pub use audit::{AUDIT_EVENT_PARAMETERS, AuditEventQuery};
 pub use clinical::{
     FLAG_PARAMETERS, FlagQuery, FlagSortKey, ObservationSearchTarget, ScoreQuery,
     observation_search_target,

@@ -77,15 +77,19 @@ pub(crate) struct AlarmFilter {
 /// `GET /api/v1/alarms`: open alarms, highest priority first, optionally of one ward or patient.
 pub(crate) async fn active_alarms(
     State(app): State<App>,
+    principal: crate::access::Principal,
     Query(filter): Query<AlarmFilter>,
 ) -> ApiResult<Json<Value>> {
     let mut alarms = app.0.clinical.open_alarms().await.map_err(|_| stopped())?;
     {
         let directory = app.0.directory.read();
         alarms.retain(|alarm| {
-            filter
-                .patient
-                .is_none_or(|patient| alarm.id.patient.0 == patient)
+            directory
+                .patient(alarm.id.patient)
+                .is_some_and(|patient| principal.may_see(patient))
+                && filter
+                    .patient
+                    .is_none_or(|patient| alarm.id.patient.0 == patient)
                 && filter.ward.as_ref().is_none_or(|ward| {
                     directory
                         .patient(alarm.id.patient)
@@ -113,7 +117,12 @@ pub(crate) struct WireAction {
     seconds: Option<u32>,
 }
 
-fn actor(by: Option<&str>) -> ApiResult<String> {
+/// Who acts: an account acts as itself (a `by` in the body cannot change that); the service
+/// token and demo mode act for the person the body names.
+fn actor(principal: &crate::access::Principal, by: Option<&str>) -> ApiResult<String> {
+    if principal.user.is_some() {
+        return Ok(principal.actor.clone());
+    }
     let by = by.map(str::trim).unwrap_or_default();
     if by.is_empty() || by.len() > 200 {
         return Err(ApiError::bad_request(
@@ -158,13 +167,27 @@ fn parse_alarm(text: &str) -> ApiResult<AlarmId> {
 /// `POST /api/v1/alarms/{id}/{action}` with `acknowledge`, `silence` or `resolve`.
 pub(crate) async fn alarm_action(
     State(app): State<App>,
+    principal: crate::access::Principal,
     Path((id, action)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let alarm = parse_alarm(&id)?;
+    let in_scope = app
+        .0
+        .directory
+        .read()
+        .patient(alarm.patient)
+        .is_some_and(|patient| principal.may_see(patient));
+    if !in_scope {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this patient is outside your wards",
+        ));
+    }
     let wire: WireAction = parse_json(&headers, &body)?;
-    let by = actor(wire.by.as_deref())?;
+    let by = actor(&principal, wire.by.as_deref())?;
     let kind = match action.as_str() {
         "acknowledge" => EntryKind::Acknowledge(alarm),
         "silence" => EntryKind::Silence {
@@ -298,6 +321,7 @@ pub(crate) struct LogQuery {
 /// `GET /api/v1/alarms/log`: alarm transitions in order (resume with `after` = last `seq`).
 pub(crate) async fn alarm_log(
     State(app): State<App>,
+    principal: crate::access::Principal,
     Query(query): Query<LogQuery>,
 ) -> ApiResult<Json<Value>> {
     let to = parse_time("to", query.to.as_deref())?.unwrap_or(Timestamp::from_micros(i64::MAX));
@@ -315,6 +339,15 @@ pub(crate) async fn alarm_log(
         .await?;
     let items: Vec<Value> = records
         .iter()
+        .filter(|record| {
+            principal.sees_everyone()
+                || app
+                    .0
+                    .directory
+                    .read()
+                    .patient(record.patient)
+                    .is_some_and(|patient| principal.may_see(patient))
+        })
         .map(|record| {
             let mut body: Value = serde_json::from_str(&record.body).unwrap_or(Value::Null);
             body["seq"] = json!(record.seq);
@@ -336,13 +369,14 @@ pub(crate) struct WireObservation {
 /// `POST /api/v1/patients/{id}/observations`: ACVPU and/or air-or-oxygen, observed now.
 pub(crate) async fn post_observation(
     State(app): State<App>,
+    principal: crate::access::Principal,
     Path(id): Path<i64>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let patient = check_patient(&app, id)?;
     let wire: WireObservation = parse_json(&headers, &body)?;
-    let by = actor(wire.by.as_deref())?;
+    let by = actor(&principal, wire.by.as_deref())?;
     let mut kinds = Vec::new();
     if let Some(level) = &wire.consciousness {
         kinds.push(EntryKind::Consciousness(
@@ -385,13 +419,14 @@ pub(crate) struct WireScale {
 /// reason.
 pub(crate) async fn put_spo2_scale(
     State(app): State<App>,
+    principal: crate::access::Principal,
     Path(id): Path<i64>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let patient = check_patient(&app, id)?;
     let wire: WireScale = parse_json(&headers, &body)?;
-    let by = actor(wire.by.as_deref())?;
+    let by = actor(&principal, wire.by.as_deref())?;
     let scale = match wire.scale {
         1 => Spo2Scale::Scale1,
         2 => Spo2Scale::Scale2,
@@ -424,13 +459,14 @@ pub(crate) struct WireOverride {
 /// turns the limit off); `DELETE` returns to the default. Both need `by` and `reason`.
 pub(crate) async fn put_limit(
     State(app): State<App>,
+    principal: crate::access::Principal,
     Path((id, rule)): Path<(i64, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let patient = check_patient(&app, id)?;
     let wire: WireOverride = parse_json(&headers, &body)?;
-    let by = actor(wire.by.as_deref())?;
+    let by = actor(&principal, wire.by.as_deref())?;
     let tiers =
         parse_tiers(wire.tiers.as_ref().unwrap_or(&Value::Null)).map_err(ApiError::bad_request)?;
     let expires = parse_time("expires", wire.expires.as_deref())?;
@@ -451,13 +487,14 @@ pub(crate) async fn put_limit(
 /// `DELETE /api/v1/patients/{id}/limits/{rule}`.
 pub(crate) async fn delete_limit(
     State(app): State<App>,
+    principal: crate::access::Principal,
     Path((id, rule)): Path<(i64, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let patient = check_patient(&app, id)?;
     let wire: WireAction = parse_json(&headers, &body)?;
-    let by = actor(wire.by.as_deref())?;
+    let by = actor(&principal, wire.by.as_deref())?;
     let entry = StoredEntry {
         kind: EntryKind::ClearOverride { rule },
         reason: wire.reason,

@@ -1,10 +1,12 @@
 //! The HTTP surface. Wire formats (JSON shapes) live here and only here; handlers convert them to
 //! and from galen-model types explicitly.
 
+mod audit;
 mod clinical;
 mod measurements;
 mod ops;
 mod registry;
+mod users;
 mod vitals;
 
 use axum::Router;
@@ -19,7 +21,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::{App, assets, auth};
 
 /// Largest body of a registry or login request.
-const REGISTRY_BODY_LIMIT: usize = 1024 * 1024;
+pub(crate) const REGISTRY_BODY_LIMIT: usize = 1024 * 1024;
 
 pub(crate) fn router(app: App) -> Router {
     let protected = Router::new()
@@ -31,6 +33,8 @@ pub(crate) fn router(app: App) -> Router {
             post(measurements::post_measurements),
         )
         .route("/api/v1/dead-letters", get(ops::dead_letters))
+        // Auditors only (`Permission::ReadAudit`).
+        .route("/api/v1/audit", get(audit::audit_log))
         .route("/api/v1/mapping/templates", get(ops::mapping_templates))
         .route("/api/v1/mapping/reload", post(ops::reload_mapping))
         .route(
@@ -93,17 +97,29 @@ pub(crate) fn router(app: App) -> Router {
             "/api/v1/patients/{id}/limits/{rule}",
             put(clinical::put_limit).delete(clinical::delete_limit),
         )
+        .route("/api/v1/users", get(users::list).post(users::create))
+        .route("/api/v1/users/{id}", put(users::update))
+        .route(
+            "/api/v1/users/{id}/tokens",
+            get(users::list_tokens).post(users::create_token),
+        )
+        .route(
+            "/api/v1/tokens/{id}",
+            axum::routing::delete(users::revoke_token),
+        )
+        .route("/api/v1/session", get(users::session))
         .route("/api/v1/dashboard", get(vitals::dashboard))
         .route("/api/v1/stream", get(vitals::stream))
         .merge(crate::fhir::router())
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
-            auth::require_token,
+            auth::authenticate,
         ));
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", post(auth::logout))
         .route("/assets/{name}", get(assets::asset))
         .merge(crate::fhir::public_router())
         .merge(protected)

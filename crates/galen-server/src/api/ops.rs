@@ -32,6 +32,7 @@ pub(crate) async fn readyz(State(app): State<App>) -> impl IntoResponse {
 pub(crate) async fn metrics(State(app): State<App>) -> impl IntoResponse {
     let mut body = app.0.metrics.render(&app.0.store.stats());
     app.0.clinical.render_metrics(&mut body);
+    app.0.audit.render_metrics(&mut body);
     (
         [(
             header::CONTENT_TYPE,

@@ -142,9 +142,11 @@ pub(crate) struct WardFilter {
 
 pub(crate) async fn list_patients(
     State(app): State<App>,
+    principal: crate::access::Principal,
     Query(filter): Query<WardFilter>,
 ) -> ApiResult<Json<Value>> {
-    let patients = app.0.store.patients(filter.ward).await?;
+    let mut patients = app.0.store.patients(filter.ward).await?;
+    patients.retain(|patient| principal.may_see(patient));
     Ok(Json(
         json!({ "items": patients.iter().map(patient_json).collect::<Vec<_>>() }),
     ))

@@ -235,6 +235,7 @@ fn display_name(given: &str, family: &str) -> String {
 /// Everything the ward view needs in one call: patients with their newest value per vital sign.
 pub(crate) async fn dashboard(
     State(app): State<App>,
+    principal: crate::access::Principal,
     Query(query): Query<WardQuery>,
 ) -> ApiResult<Json<Value>> {
     let now = app.0.clock.now();
@@ -243,6 +244,7 @@ pub(crate) async fn dashboard(
         let mut all: Vec<_> = directory
             .patients()
             .into_iter()
+            .filter(|patient| principal.may_see(patient))
             .cloned()
             .map(|patient| {
                 // (device, serial, start of its assignment to this patient)
@@ -386,6 +388,7 @@ impl Drop for SubscriberGuard {
 /// behind and should reload the dashboard). Alarm events go first when several are ready.
 pub(crate) async fn stream(
     State(app): State<App>,
+    principal: crate::access::Principal,
     Query(query): Query<WardQuery>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let receiver = app.0.live.subscribe();
@@ -393,10 +396,24 @@ pub(crate) async fn stream(
     let shutdown = app.0.shutdown.subscribe();
     app.0.metrics.subscriber(1);
     let guard = SubscriberGuard(app);
-    let state = (receiver, clinical, shutdown, guard, query.ward);
+    // The ward filter and the principal's scope, as one test of a patient.
+    let visible = move |directory: &crate::directory::DirectorySnapshot,
+                        patient: Option<PatientId>|
+          -> bool {
+        let Some(patient) = patient.and_then(|id| directory.patient(id)) else {
+            // Unassigned values: only for an all-ward view without a ward filter.
+            return principal.sees_everyone() && query.ward.is_none();
+        };
+        principal.may_see(patient)
+            && query
+                .ward
+                .as_ref()
+                .is_none_or(|ward| &patient.details.ward == ward)
+    };
+    let state = (receiver, clinical, shutdown, guard, visible);
     let events = futures_util::stream::unfold(
         state,
-        |(mut receiver, mut clinical, mut shutdown, guard, ward)| async move {
+        |(mut receiver, mut clinical, mut shutdown, guard, visible)| async move {
             loop {
                 if *shutdown.borrow() {
                     return None;
@@ -407,10 +424,7 @@ pub(crate) async fn stream(
                     event = clinical.recv() => {
                         let event = match event {
                             Ok(event) => {
-                                let wanted = ward.as_ref().is_none_or(|ward| {
-                                    guard.0.0.directory.read().patient(event.patient)
-                                        .is_some_and(|patient| &patient.details.ward == ward)
-                                });
+                                let wanted = visible(&guard.0.0.directory.read(), Some(event.patient));
                                 if !wanted {
                                     continue;
                                 }
@@ -425,7 +439,7 @@ pub(crate) async fn stream(
                             }
                             Err(RecvError::Closed) => return None,
                         };
-                        return Some((Ok(event), (receiver, clinical, shutdown, guard, ward)));
+                        return Some((Ok(event), (receiver, clinical, shutdown, guard, visible)));
                     }
                     received = receiver.recv() => received,
                 };
@@ -435,13 +449,7 @@ pub(crate) async fn stream(
                             let directory = guard.0.0.directory.read();
                             batch
                                 .iter()
-                                .filter(|measurement| match (&ward, measurement.patient) {
-                                    (None, _) => true,
-                                    (Some(ward), Some(patient)) => directory
-                                        .patient(patient)
-                                        .is_some_and(|patient| &patient.details.ward == ward),
-                                    (Some(_), None) => false,
-                                })
+                                .filter(|measurement| visible(&directory, measurement.patient))
                                 .map(live_json)
                                 .collect()
                         };
@@ -458,7 +466,7 @@ pub(crate) async fn stream(
                     }
                     Err(RecvError::Closed) => return None,
                 };
-                return Some((Ok(event), (receiver, clinical, shutdown, guard, ward)));
+                return Some((Ok(event), (receiver, clinical, shutdown, guard, visible)));
             }
         },
     );

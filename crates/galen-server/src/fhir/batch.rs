@@ -191,6 +191,7 @@ fn error_entry(status: StatusCode, message: &str) -> Value {
 /// `POST /fhir`.
 pub(crate) async fn process(
     State(app): State<App>,
+    auditor: super::registry::Auditor,
     headers: HeaderMap,
     body: Bytes,
 ) -> FhirResult<Response> {
@@ -236,7 +237,7 @@ pub(crate) async fn process(
     .filter_map(|name| headers.get(&name).cloned().map(|value| (name, value)))
     .collect();
     if transaction {
-        return process_transaction(&app, &headers, &credentials, &entries).await;
+        return process_transaction(&app, &auditor, &headers, &credentials, &entries).await;
     }
     let mut answers = Vec::with_capacity(entries.len());
     for (index, entry) in entries.iter().enumerate() {
@@ -336,6 +337,7 @@ async fn plan(
 
 async fn process_transaction(
     app: &App,
+    auditor: &super::registry::Auditor,
     caller: &HeaderMap,
     credentials: &[(header::HeaderName, HeaderValue)],
     entries: &[Value],
@@ -361,7 +363,7 @@ async fn process_transaction(
     }
     let mut answers: Vec<Option<Value>> = vec![None; steps.len()];
     if registry {
-        write_registry(app, caller, &steps, &mut answers).await?;
+        write_registry(app, auditor, caller, &steps, &mut answers).await?;
     }
     if observations {
         write_observations(app, caller, &steps, &mut answers).await?;
@@ -392,6 +394,7 @@ fn written_entry(status: StatusCode, resource: Value, etag: &str, location: &str
 /// Makes every registry write in one commit and answers each registry entry.
 async fn write_registry(
     app: &App,
+    auditor: &super::registry::Auditor,
     caller: &HeaderMap,
     steps: &[Step],
     answers: &mut [Option<Value>],
@@ -408,7 +411,8 @@ async fn write_registry(
             created.push(*new);
         }
     }
-    let written = app.0.store.apply_registry(writes).await?;
+    let audit = auditor.records(app.0.clock.now(), created.clone());
+    let written = app.0.store.apply_registry_audited(writes, audit).await?;
     super::reload(app).await?;
     tracing::info!(records = written.len(), "registry transaction over FHIR");
     let mut written = written.iter().zip(created);

@@ -1,7 +1,7 @@
 //! The FHIR R4 (4.0.1) REST API under `/fhir`: Patient, Device, Observation (vital signs and
 //! early-warning scores), Flag (alarms), Location (wards and beds) and DeviceMetric (read-only,
-//! derived), Subscription (R5 Backport IG), batch and transaction Bundles, and Bulk Data
-//! `$export`.
+//! derived), AuditEvent (the audit trail, read-only), Subscription (R5 Backport IG), batch and
+//! transaction Bundles, and Bulk Data `$export`.
 //!
 //! Resources are built by `galen-fhir` from the registry and the time-series store; nothing is
 //! copied into a document store (a posted Patient or Device is kept beside its registry record,
@@ -16,6 +16,7 @@
 //! version counter), so `If-Match` detects a concurrent change; `If-None-Exist` makes a create
 //! conditional on an identifier search.
 
+mod audit;
 mod batch;
 mod clinical;
 mod device_metric;
@@ -45,6 +46,11 @@ const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
 pub(crate) fn unauthorized() -> FhirError {
     FhirError::unauthorized()
+}
+
+/// The answer to a request the caller's role or scope does not allow.
+pub(crate) fn forbidden(message: &str) -> FhirError {
+    FhirError::new(StatusCode::FORBIDDEN, IssueType::Forbidden, message)
 }
 
 /// Routes that need an authenticated caller.
@@ -83,6 +89,9 @@ pub(crate) fn router() -> Router<App> {
             "/fhir/DeviceMetric/{id}",
             get(device_metric::read_device_metric),
         )
+        // Auditors only: `auth::route_permission` maps both to `Permission::ReadAudit`.
+        .route("/fhir/AuditEvent", get(audit::search_audit_events))
+        .route("/fhir/AuditEvent/{id}", get(audit::read_audit_event))
         .route("/fhir/$export", get(export::system))
         .route("/fhir/Patient/$export", get(export::patients))
         .route("/fhir/Group/{id}/$export", get(export::group))
@@ -415,6 +424,7 @@ async fn metadata(State(app): State<App>, headers: HeaderMap) -> FhirResult<Resp
             .flag(&[Interaction::Read, Interaction::SearchType])
             .location(&[Interaction::Read, Interaction::SearchType])
             .device_metric(&[Interaction::Read, Interaction::SearchType])
+            .audit_event(&[Interaction::Read, Interaction::SearchType])
             .subscription(&[
                 Interaction::Read,
                 Interaction::SearchType,

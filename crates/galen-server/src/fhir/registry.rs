@@ -128,6 +128,7 @@ pub(crate) async fn read_patient(
 
 pub(crate) async fn search_patients(
     State(app): State<App>,
+    principal: crate::access::Principal,
     Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> FhirResult<Response> {
@@ -139,7 +140,7 @@ pub(crate) async fn search_patients(
         let mut matches: Vec<&galen_model::Patient> = directory
             .patients()
             .into_iter()
-            .filter(|patient| query.matches(patient))
+            .filter(|patient| query.matches(patient) && principal.may_see(patient))
             .collect();
         query.sort_patients(&mut matches);
         let total = matches.len() as u64;
@@ -219,17 +220,19 @@ fn update_of_missing(resource_type: &str, create: &str) -> FhirError {
 
 pub(crate) async fn create_patient(
     State(app): State<App>,
+    auditor: Auditor,
     headers: HeaderMap,
     body: Bytes,
 ) -> FhirResult<Response> {
     check_accept(&headers)?;
     check_content_type(&headers)?;
     let planned = plan_create(&app, "Patient", &headers, &body)?;
-    carry_out(&app, &headers, planned).await
+    carry_out(&app, &headers, &auditor, planned).await
 }
 
 pub(crate) async fn update_patient(
     State(app): State<App>,
+    auditor: Auditor,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -237,7 +240,7 @@ pub(crate) async fn update_patient(
     check_accept(&headers)?;
     check_content_type(&headers)?;
     let planned = plan_update(&app, "Patient", &id, &headers, &body)?;
-    carry_out(&app, &headers, planned).await
+    carry_out(&app, &headers, &auditor, planned).await
 }
 
 // --- Planned writes ---------------------------------------------------------------------------
@@ -433,12 +436,90 @@ pub(crate) fn served(
     Ok((json, etag, location))
 }
 
-/// Writes a planned create or update alone and answers it.
-async fn carry_out(app: &App, headers: &HeaderMap, planned: Planned) -> FhirResult<Response> {
+/// Who writes, for the audit records stored in the transaction of the write.
+#[derive(Debug, Clone)]
+pub(crate) struct Auditor {
+    principal: crate::access::Principal,
+    source: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Auditor {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let principal = crate::access::Principal::from_request_parts(parts, state).await?;
+        let source = parts
+            .extensions
+            .get::<crate::auth::RequestSource>()
+            .map_or_else(|| "in-process".to_owned(), |source| source.0.clone());
+        Ok(Auditor { principal, source })
+    }
+}
+
+impl Auditor {
+    /// The audit records of registry writes (`created[i]`: whether write `i` creates), built from
+    /// what the transaction wrote so that a create names its new id.
+    pub(crate) fn records(
+        &self,
+        now: galen_model::Timestamp,
+        created: Vec<bool>,
+    ) -> galen_store::RegistryAudit {
+        let auditor = self.clone();
+        galen_store::RegistryAudit::new(move |written| {
+            written
+                .iter()
+                .zip(created)
+                .map(|(registered, created)| {
+                    let (resource, patient) = match registered {
+                        Registered::Patient(patient) => {
+                            (format!("Patient/{}", patient.id.0), Some(patient.id))
+                        }
+                        Registered::Device(device) => (format!("Device/{}", device.id.0), None),
+                    };
+                    let action = if created {
+                        galen_store::AuditAction::Create
+                    } else {
+                        galen_store::AuditAction::Update
+                    };
+                    crate::audit::request_record(
+                        now,
+                        &auditor.principal.actor,
+                        auditor.principal.role.code(),
+                        action,
+                        &resource,
+                        patient,
+                        galen_store::AuditOutcome::Success,
+                        &auditor.source,
+                        "FHIR registry write, recorded in its transaction".to_owned(),
+                    )
+                })
+                .collect()
+        })
+    }
+}
+
+/// Writes a planned create or update alone, with its audit record in the same transaction, and
+/// answers it.
+async fn carry_out(
+    app: &App,
+    headers: &HeaderMap,
+    auditor: &Auditor,
+    planned: Planned,
+) -> FhirResult<Response> {
+    let mut audited = false;
     let (owner, status) = match planned {
         Planned::Existing(owner) => (owner, StatusCode::OK),
         Planned::Write { write, created } => {
-            let written = app.0.store.apply_registry(vec![write]).await?;
+            let audit = auditor.records(app.0.clock.now(), vec![created]);
+            let written = app
+                .0
+                .store
+                .apply_registry_audited(vec![write], audit)
+                .await?;
+            audited = true;
             super::reload(app).await?;
             let owner = written.first().map(owner_of).ok_or_else(|| {
                 FhirError::new(
@@ -471,7 +552,11 @@ async fn carry_out(app: &App, headers: &HeaderMap, planned: Planned) -> FhirResu
     };
     let (resource, etag, location) = served(app, headers, owner)?;
     let location = (status == StatusCode::CREATED).then_some(location);
-    Ok(answer(status, &resource, &etag, location))
+    let mut response = answer(status, &resource, &etag, location);
+    if audited {
+        response.extensions_mut().insert(crate::auth::Audited);
+    }
+    Ok(response)
 }
 
 // --- Device -----------------------------------------------------------------------------------
@@ -559,17 +644,19 @@ fn check_device_patient(
 
 pub(crate) async fn create_device(
     State(app): State<App>,
+    auditor: Auditor,
     headers: HeaderMap,
     body: Bytes,
 ) -> FhirResult<Response> {
     check_accept(&headers)?;
     check_content_type(&headers)?;
     let planned = plan_create(&app, "Device", &headers, &body)?;
-    carry_out(&app, &headers, planned).await
+    carry_out(&app, &headers, &auditor, planned).await
 }
 
 pub(crate) async fn update_device(
     State(app): State<App>,
+    auditor: Auditor,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -577,5 +664,5 @@ pub(crate) async fn update_device(
     check_accept(&headers)?;
     check_content_type(&headers)?;
     let planned = plan_update(&app, "Device", &id, &headers, &body)?;
-    carry_out(&app, &headers, planned).await
+    carry_out(&app, &headers, &auditor, planned).await
 }

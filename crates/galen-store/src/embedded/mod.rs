@@ -7,6 +7,8 @@
 //! chunk rows of one series plus the memtable. A series is one vital sign of one device; patient
 //! attribution is applied on read from the assignments.
 
+mod access;
+mod audit;
 mod clinical;
 mod memtable;
 mod registry;
@@ -23,6 +25,7 @@ use galen_model::{DeviceId, RejectionReason, Timestamp, VitalSign};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+pub use self::audit::{AuditLogReader, AuditLogState};
 use self::memtable::{MAX_SPAN_MICROS, Memtable};
 use self::writer::{Command, Writer, WriterTuning, newest_in_chunks};
 use crate::MeasurementStore;

@@ -12,12 +12,12 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{Shared, SqliteStore};
-use crate::RegistryStore;
 use crate::error::{Error, Result};
 use crate::types::{
     DeviceCredential, DocumentOwner, Registered, RegistryChange, RegistryDocument, RegistryWrite,
     StoredSubscription,
 };
+use crate::{RegistryAudit, RegistryStore};
 
 const PATIENT_COLUMNS: &str =
     "id, identifier_system, identifier_value, family, given, birth_date, sex, ward, bed";
@@ -446,8 +446,15 @@ impl RegistryStore for SqliteStore {
         .await
     }
 
-    async fn apply_registry(&self, writes: Vec<RegistryWrite>) -> Result<Vec<Registered>> {
+    async fn apply_registry_audited(
+        &self,
+        writes: Vec<RegistryWrite>,
+        audit: RegistryAudit,
+    ) -> Result<Vec<Registered>> {
         self.registry(move |connection| {
+            // One immediate transaction for the changes and their audit records: the audit chain's
+            // head is read under the same write lock, so this append is serialised with every
+            // other one (see `audit::append_in`).
             let transaction =
                 connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut written = Vec::with_capacity(writes.len());
@@ -460,6 +467,7 @@ impl RegistryStore for SqliteStore {
                 put_document(&transaction, owner, write.document.as_deref())?;
                 written.push(registered);
             }
+            super::audit::append_in(&transaction, audit.build(&written))?;
             transaction.commit()?;
             Ok(written)
         })

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// Version of the schema this code writes; stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS wal (
@@ -137,12 +137,71 @@ CREATE TABLE IF NOT EXISTS registry_documents (
     body TEXT NOT NULL,
     PRIMARY KEY (owner_kind, owner_id)
 ) WITHOUT ROWID;
+-- Schema 6: accounts and personal API tokens (only verifiers are stored).
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    wards TEXT NOT NULL,
+    patient_id INTEGER,
+    created INTEGER NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    failed_logins INTEGER NOT NULL DEFAULT 0,
+    locked_until INTEGER
+);
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    label TEXT NOT NULL,
+    secret_sha256 BLOB NOT NULL,
+    created INTEGER NOT NULL,
+    expires INTEGER,
+    revoked INTEGER
+);
 CREATE TABLE IF NOT EXISTS fhir_subscriptions (
     id INTEGER PRIMARY KEY,
     body TEXT NOT NULL,
     status TEXT NOT NULL,
     events INTEGER NOT NULL
 );
+-- Schema 6: the audit trail, a hash chain (see galen_store::audit). Append-only: the triggers
+-- refuse UPDATE and DELETE, and an INSERT that does not extend the chain at its head (which also
+-- stops INSERT OR REPLACE from overwriting a record). Someone who can write the file can drop
+-- them; the hash chain is what detects that.
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq INTEGER PRIMARY KEY,
+    format INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    role TEXT NOT NULL,
+    action TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    patient_id INTEGER,
+    outcome TEXT NOT NULL,
+    source TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    previous_hash BLOB NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_time ON audit_log(ts);
+CREATE INDEX IF NOT EXISTS audit_log_patient ON audit_log(patient_id, seq);
+CREATE INDEX IF NOT EXISTS audit_log_actor ON audit_log(actor, seq);
+CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only: records cannot be changed');
+END;
+CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only: records cannot be deleted');
+END;
+CREATE TRIGGER IF NOT EXISTS audit_log_extend_only BEFORE INSERT ON audit_log
+WHEN NEW.seq IS NOT COALESCE((SELECT MAX(seq) FROM audit_log), 0) + 1
+    OR NEW.previous_hash IS NOT COALESCE(
+        (SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1), zeroblob(32))
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only: a record must extend the chain at its head');
+END;
 ";
 
 /// Pages (4 KiB) of SQLite's write-ahead log between its checkpoints: 40 MiB. The default, 1,000,

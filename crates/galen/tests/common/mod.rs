@@ -85,7 +85,12 @@ fn spawn(data_dir: &Path, level: &str, log: Option<Arc<Mutex<String>>>, extra: &
                 panic!("galen serve exited ({status}) before printing its dashboard address");
             }
         };
-        if let Some(rest) = line.split("http://").nth(1) {
+        // The dashboard line: `http://` or, with a server certificate, `https://`.
+        if let Some(rest) = line
+            .split("http://")
+            .nth(1)
+            .or_else(|| line.split("https://").nth(1))
+        {
             break url_address(rest);
         }
         if let Some((scheme, address)) = listener_line(&line) {
@@ -234,6 +239,69 @@ pub fn exchange(
         status,
         headers,
         body,
+    }
+}
+
+/// One HTTPS request with curl (OpenSSL: a TLS client independent of Galen's rustls), trusting
+/// only the CA certificate `ca`, with the test token unless `token` is `None`. Fails the test,
+/// saying how to install curl, when it is missing; a failed handshake is status 0 with curl's
+/// message as the body.
+pub fn https(
+    address: &str,
+    ca: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> Answer {
+    let mut command = Command::new("curl");
+    command
+        .args(["-sS", "--max-time", "30", "--cacert"])
+        .arg(ca)
+        .args([
+            "-X",
+            method,
+            "-D",
+            "-",
+            "-H",
+            "Content-Type: application/json",
+        ]);
+    if let Some(token) = token {
+        command.args(["-H", &format!("Authorization: Bearer {token}")]);
+    }
+    if let Some(body) = body {
+        command.args(["--data-binary", body]);
+    }
+    let output = command
+        .arg(format!("https://{address}{path}"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("cannot run curl ({error}); install it (Debian: apt-get install curl)")
+        });
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        return Answer {
+            status: 0,
+            headers: Vec::new(),
+            body: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+    }
+    let (head, body) = stdout.split_once("\r\n\r\n").unwrap_or((&stdout, ""));
+    let status = head
+        .get(9..12)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: body.to_owned(),
     }
 }
 

@@ -1,0 +1,275 @@
+//! Who is asking and what they may do: roles, permissions, principals and ward scopes.
+//!
+//! `request -> authenticate (auth.rs: session cookie, personal API token or the service token) ->
+//! Principal -> authorize (route -> Permission, checked against the role's table) -> scope
+//! (patient-level routes: the patient must be in the principal's wards, or be its own patient)`.
+//!
+//! The role table is hand-written and small on purpose: a security reviewer reads it in one
+//! screen ([`Role::permissions`]), and `tests/authz_matrix.rs` checks every role against every
+//! route family.
+
+pub mod accounts;
+
+use std::collections::BTreeSet;
+
+use galen_model::{Patient, PatientId};
+
+/// What a route needs. Patient-level permissions are further limited by the principal's scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Permission {
+    /// Read patient data: the dashboard, patient pages, vital signs, scores, alarms, FHIR reads
+    /// and searches of patient resources. Scoped.
+    ReadPatientData,
+    /// Act on a patient: alarm actions, nurse observations, SpO2 scale, alarm limits. Scoped.
+    RecordCare,
+    /// Send measurements (HTTP ingest, FHIR Observation create).
+    Ingest,
+    /// Read devices and assignments (no patient data).
+    ViewRegistry,
+    /// Register and change patients, devices, assignments and device credentials.
+    ManageRegistry,
+    /// Dead letters, mapping templates, webhook deliveries, metrics.
+    Integrate,
+    /// FHIR Bulk Data export (whole system, patients or wards).
+    Export,
+    /// FHIR Subscriptions.
+    Subscribe,
+    /// The audit trail.
+    ReadAudit,
+    /// Accounts and API tokens of others.
+    ManageUsers,
+}
+
+impl Permission {
+    /// Every permission.
+    pub const ALL: [Permission; 10] = [
+        Permission::ReadPatientData,
+        Permission::RecordCare,
+        Permission::Ingest,
+        Permission::ViewRegistry,
+        Permission::ManageRegistry,
+        Permission::Integrate,
+        Permission::Export,
+        Permission::Subscribe,
+        Permission::ReadAudit,
+        Permission::ManageUsers,
+    ];
+
+    /// Whether the permission is limited by the principal's ward or patient scope.
+    pub fn scoped(self) -> bool {
+        matches!(self, Permission::ReadPatientData | Permission::RecordCare)
+    }
+}
+
+/// A role of the list. The service token has [`Role::Service`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Runs Galen: accounts, registry, integration; reads patient data to administer it.
+    Administrator,
+    /// Physician: reads and acts on the patients of the wards in scope, exports, subscribes.
+    Clinician,
+    /// Ward nurse: reads and acts on the patients of the wards in scope.
+    Nurse,
+    /// Connects devices and systems: ingest, registry, mapping, dead letters, FHIR.
+    IntegrationEngineer,
+    /// Reads the audit trail, nothing else.
+    Auditor,
+    /// De-identified research data only: no identifiable route is open to it yet.
+    Researcher,
+    /// A patient: their own data only.
+    Patient,
+    /// A device or gateway: ingest only.
+    Device,
+    /// The service token of `galen serve` (`<data-dir>/api-token`): every permission, for
+    /// bootstrapping and integrations that predate personal tokens. Its use is audited.
+    Service,
+}
+
+impl Role {
+    /// The roles an account may have (the service role belongs to the service token only).
+    pub const ACCOUNT_ROLES: [Role; 8] = [
+        Role::Administrator,
+        Role::Clinician,
+        Role::Nurse,
+        Role::IntegrationEngineer,
+        Role::Auditor,
+        Role::Researcher,
+        Role::Patient,
+        Role::Device,
+    ];
+
+    /// The stored code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Role::Administrator => "administrator",
+            Role::Clinician => "clinician",
+            Role::Nurse => "nurse",
+            Role::IntegrationEngineer => "integration-engineer",
+            Role::Auditor => "auditor",
+            Role::Researcher => "researcher",
+            Role::Patient => "patient",
+            Role::Device => "device",
+            Role::Service => "service",
+        }
+    }
+
+    /// Parses an account role code.
+    pub fn parse(code: &str) -> Option<Role> {
+        Role::ACCOUNT_ROLES
+            .into_iter()
+            .find(|role| role.code() == code)
+    }
+
+    /// Whether accounts of this role are limited to wards (and need at least one).
+    pub fn ward_bound(self) -> bool {
+        matches!(self, Role::Clinician | Role::Nurse)
+    }
+
+    /// The role table: what each role may do. Least privilege: a nurse cannot register patients
+    /// or export, an auditor sees no patient data, an administrator records no care.
+    pub fn permissions(self) -> &'static [Permission] {
+        use Permission as P;
+        match self {
+            Role::Administrator => &[
+                P::ReadPatientData,
+                P::ViewRegistry,
+                P::ManageRegistry,
+                P::Integrate,
+                P::ManageUsers,
+            ],
+            Role::Clinician => &[
+                P::ReadPatientData,
+                P::RecordCare,
+                P::ViewRegistry,
+                P::Subscribe,
+            ],
+            Role::Nurse => &[P::ReadPatientData, P::RecordCare, P::ViewRegistry],
+            Role::IntegrationEngineer => &[
+                P::ReadPatientData,
+                P::Ingest,
+                P::ViewRegistry,
+                P::ManageRegistry,
+                P::Integrate,
+                P::Export,
+                P::Subscribe,
+            ],
+            Role::Auditor => &[P::ReadAudit],
+            Role::Researcher => &[],
+            Role::Patient => &[P::ReadPatientData],
+            Role::Device => &[P::Ingest],
+            Role::Service => &Permission::ALL,
+        }
+    }
+
+    /// Whether the role has `permission`.
+    pub fn may(self, permission: Permission) -> bool {
+        self.permissions().contains(&permission)
+    }
+}
+
+/// Whose patients a principal may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every patient.
+    All,
+    /// The patients placed on these wards.
+    Wards(BTreeSet<String>),
+    /// One patient (a patient account).
+    Patient(PatientId),
+    /// Nobody (an account whose scope is missing).
+    Nobody,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Who, as recorded in the audit trail: an account name (also when it acts through one of
+    /// its API tokens, which the record's detail names), `service` or `demo`.
+    pub actor: String,
+    /// The account, if the caller is one (directly or through its API token).
+    pub user: Option<i64>,
+    /// The personal API token the account acts through, if any.
+    pub token: Option<i64>,
+    /// The role.
+    pub role: Role,
+    /// Whose patients it may see.
+    pub scope: Scope,
+}
+
+impl Principal {
+    /// The service token's principal.
+    pub fn service() -> Principal {
+        Principal {
+            actor: "service".to_owned(),
+            user: None,
+            token: None,
+            role: Role::Service,
+            scope: Scope::All,
+        }
+    }
+
+    /// `galen demo`: everything, announced on the dashboard.
+    pub fn demo() -> Principal {
+        Principal {
+            actor: "demo".to_owned(),
+            user: None,
+            token: None,
+            role: Role::Service,
+            scope: Scope::All,
+        }
+    }
+
+    /// Whether the principal has `permission` at all.
+    pub fn may(&self, permission: Permission) -> bool {
+        self.role.may(permission)
+    }
+
+    /// Whether `patient` is in scope.
+    pub fn may_see(&self, patient: &Patient) -> bool {
+        match &self.scope {
+            Scope::All => true,
+            Scope::Wards(wards) => wards.contains(&patient.details.ward),
+            Scope::Patient(own) => *own == patient.id,
+            Scope::Nobody => false,
+        }
+    }
+
+    /// Whether the scope is every patient.
+    pub fn sees_everyone(&self) -> bool {
+        self.scope == Scope::All
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_service_is_not_an_account_role() {
+        for role in Role::ACCOUNT_ROLES {
+            assert_eq!(Role::parse(role.code()), Some(role));
+        }
+        assert_eq!(Role::parse("service"), None);
+        assert_eq!(Role::parse("root"), None);
+    }
+
+    #[test]
+    fn least_privilege() {
+        assert!(!Role::Nurse.may(Permission::ManageRegistry));
+        assert!(!Role::Nurse.may(Permission::Export));
+        assert!(!Role::Auditor.may(Permission::ReadPatientData));
+        assert!(!Role::Administrator.may(Permission::RecordCare));
+        assert!(!Role::Administrator.may(Permission::ReadAudit));
+        assert!(
+            Permission::ALL
+                .iter()
+                .all(|permission| !Role::Researcher.may(*permission))
+        );
+        assert_eq!(Role::Device.permissions(), &[Permission::Ingest]);
+        assert!(
+            Permission::ALL
+                .iter()
+                .all(|permission| Role::Service.may(*permission))
+        );
+    }
+}
