@@ -119,12 +119,7 @@ impl AuditEventQuery {
                     restrict(&mut query.ids, group);
                 }
                 "date" => {
-                    let window = occurrence
-                        .dates()?
-                        .iter()
-                        .fold(TimeWindow::empty(), |window, date| {
-                            window.union(&date.instants())
-                        });
+                    let window = occurrence.date_window()?;
                     query.dates = query.dates.intersect(&window);
                 }
                 "patient" => {

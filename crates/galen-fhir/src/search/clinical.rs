@@ -204,12 +204,7 @@ impl ScoreQuery {
                     restrict(&mut query.tables, group);
                 }
                 "date" => {
-                    let window = occurrence
-                        .dates()?
-                        .iter()
-                        .fold(TimeWindow::empty(), |window, date| {
-                            window.union(&date.instants())
-                        });
+                    let window = occurrence.date_window()?;
                     query.window = query.window.intersect(&window);
                 }
                 _ => return Ok(false),

@@ -512,6 +512,16 @@ impl Occurrence<'_> {
             .collect()
     }
 
+    /// The instants a `date` occurrence matches: the union of its comma-separated alternatives.
+    fn date_window(&self) -> Result<TimeWindow> {
+        Ok(self
+            .dates()?
+            .iter()
+            .fold(TimeWindow::empty(), |window, date| {
+                window.union(&date.instants())
+            }))
+    }
+
     /// Numeric ids of `_id` (a valid FHIR id that is not a number matches nothing).
     fn numeric_ids(&self) -> Result<Vec<i64>> {
         self.no_modifier()?;
@@ -1161,12 +1171,7 @@ impl ObservationQuery {
                     restrict(&mut query.codes, group);
                 }
                 "date" => {
-                    let alternatives = occurrence.dates()?;
-                    let window = alternatives
-                        .iter()
-                        .fold(TimeWindow::empty(), |window, date| {
-                            window.union(&date.instants())
-                        });
+                    let window = occurrence.date_window()?;
                     query.window = query.window.intersect(&window);
                 }
                 _ => return Ok(false),
