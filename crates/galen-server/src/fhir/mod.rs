@@ -58,19 +58,19 @@ pub(crate) fn router() -> Router<App> {
     Router::new()
         .route(
             "/fhir/Patient",
-            get(registry::search_patients).post(registry::create_patient),
+            get(registry::search_patients).post(registry::create::<registry::PatientType>),
         )
         .route(
             "/fhir/Patient/{id}",
-            get(registry::read_patient).put(registry::update_patient),
+            get(registry::read_patient).put(registry::update::<registry::PatientType>),
         )
         .route(
             "/fhir/Device",
-            get(registry::search_devices).post(registry::create_device),
+            get(registry::search_devices).post(registry::create::<registry::DeviceType>),
         )
         .route(
             "/fhir/Device/{id}",
-            get(registry::read_device).put(registry::update_device),
+            get(registry::read_device).put(registry::update::<registry::DeviceType>),
         )
         .route(
             "/fhir/Observation",

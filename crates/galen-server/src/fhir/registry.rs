@@ -218,7 +218,30 @@ fn update_of_missing(resource_type: &str, create: &str) -> FhirError {
     )
 }
 
-pub(crate) async fn create_patient(
+/// A registry resource type, for the create and update handlers both types share.
+pub(crate) trait RegistryType {
+    /// `Patient` or `Device`.
+    const NAME: &'static str;
+}
+
+/// Patient, as a [`RegistryType`].
+#[derive(Debug)]
+pub(crate) struct PatientType;
+
+impl RegistryType for PatientType {
+    const NAME: &'static str = "Patient";
+}
+
+/// Device, as a [`RegistryType`].
+#[derive(Debug)]
+pub(crate) struct DeviceType;
+
+impl RegistryType for DeviceType {
+    const NAME: &'static str = "Device";
+}
+
+/// `POST /fhir/Patient` and `POST /fhir/Device`.
+pub(crate) async fn create<T: RegistryType>(
     State(app): State<App>,
     auditor: Auditor,
     headers: HeaderMap,
@@ -226,11 +249,12 @@ pub(crate) async fn create_patient(
 ) -> FhirResult<Response> {
     check_accept(&headers)?;
     check_content_type(&headers)?;
-    let planned = plan_create(&app, "Patient", &headers, &body)?;
+    let planned = plan_create(&app, T::NAME, &headers, &body)?;
     carry_out(&app, &headers, &auditor, planned).await
 }
 
-pub(crate) async fn update_patient(
+/// `PUT /fhir/Patient/{id}` and `PUT /fhir/Device/{id}`.
+pub(crate) async fn update<T: RegistryType>(
     State(app): State<App>,
     auditor: Auditor,
     Path(id): Path<String>,
@@ -239,7 +263,7 @@ pub(crate) async fn update_patient(
 ) -> FhirResult<Response> {
     check_accept(&headers)?;
     check_content_type(&headers)?;
-    let planned = plan_update(&app, "Patient", &id, &headers, &body)?;
+    let planned = plan_update(&app, T::NAME, &id, &headers, &body)?;
     carry_out(&app, &headers, &auditor, planned).await
 }
 
@@ -640,29 +664,4 @@ fn check_device_patient(
         galen_fhir::Problem::Invalid,
         "Galen assigns devices to patients with start and end times through /api/v1/assignments; Device.patient shows the current assignment and cannot change it",
     )))
-}
-
-pub(crate) async fn create_device(
-    State(app): State<App>,
-    auditor: Auditor,
-    headers: HeaderMap,
-    body: Bytes,
-) -> FhirResult<Response> {
-    check_accept(&headers)?;
-    check_content_type(&headers)?;
-    let planned = plan_create(&app, "Device", &headers, &body)?;
-    carry_out(&app, &headers, &auditor, planned).await
-}
-
-pub(crate) async fn update_device(
-    State(app): State<App>,
-    auditor: Auditor,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> FhirResult<Response> {
-    check_accept(&headers)?;
-    check_content_type(&headers)?;
-    let planned = plan_update(&app, "Device", &id, &headers, &body)?;
-    carry_out(&app, &headers, &auditor, planned).await
 }
