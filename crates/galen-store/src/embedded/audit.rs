@@ -17,7 +17,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use galen_model::{PatientId, Timestamp};
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use super::{DATABASE_FILE, SqliteStore};
 use crate::audit::{
@@ -204,18 +204,22 @@ fn select(connection: &Connection, query: &AuditQuery) -> Result<Vec<StoredAudit
 
 #[async_trait]
 impl AuditStore for SqliteStore {
+    /// Goes through the ingest writer: the records join its next group commit (with whatever
+    /// measurements are waiting), so auditing adds no transaction and no fsync of its own under
+    /// load. Records are validated first, so one bad record cannot fail a group.
     async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<Vec<StoredAuditRecord>> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        self.registry(move |connection| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let stored = append_in(&transaction, records)?;
-            transaction.commit()?;
-            Ok(stored)
-        })
-        .await
+        for record in &records {
+            record.validate()?;
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(super::writer::Command::Audit { records, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
     }
 
     async fn audit(&self, query: AuditQuery) -> Result<Vec<StoredAuditRecord>> {

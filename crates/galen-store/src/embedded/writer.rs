@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::memtable::{MAX_SPAN_MICROS, Memtable, Sealed};
 use super::{Counters, series_id};
+use crate::audit::{AuditRecord, StoredAuditRecord};
 use crate::codec::{WalPoint, decode_chunk, decode_wal, encode_chunk, encode_wal};
 use crate::error::{Error, Result};
 use crate::types::{AppendOutcome, IngestBatch, Receipt};
@@ -35,11 +36,22 @@ pub(crate) enum Command {
         batch: IngestBatch,
         reply: oneshot::Sender<Result<Vec<AppendOutcome>>>,
     },
+    /// Audit records (already validated), appended to the chain in the next group commit.
+    Audit {
+        records: Vec<AuditRecord>,
+        reply: oneshot::Sender<Result<Vec<StoredAuditRecord>>>,
+    },
     Tick,
     Close {
         reply: oneshot::Sender<Result<()>>,
     },
 }
+
+/// Audit records waiting for a group commit, and where their stored form goes.
+type AuditRequest = (
+    Vec<AuditRecord>,
+    oneshot::Sender<Result<Vec<StoredAuditRecord>>>,
+);
 
 /// Tuning of the writer.
 #[derive(Debug, Clone, Copy)]
@@ -196,6 +208,7 @@ impl Writer {
     pub(crate) fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
         while let Some(command) = receiver.blocking_recv() {
             let mut ingests = Vec::new();
+            let mut audits: Vec<AuditRequest> = Vec::new();
             let mut close = None;
             let mut tick = false;
             let mut queued = 0usize;
@@ -207,6 +220,10 @@ impl Writer {
                         queued += batch.measurements.len();
                         ingests.push((batch, reply));
                     }
+                    Command::Audit { records, reply } => {
+                        queued += records.len();
+                        audits.push((records, reply));
+                    }
                     Command::Tick => tick = true,
                     Command::Close { reply } => close = Some(reply),
                 }
@@ -214,8 +231,8 @@ impl Writer {
                     next = receiver.try_recv().ok();
                 }
             }
-            if !ingests.is_empty() {
-                self.group_commit(ingests);
+            if !ingests.is_empty() || !audits.is_empty() {
+                self.group_commit(ingests, audits);
             }
             let due = self.points_since_checkpoint >= self.tuning.checkpoint_points
                 || (tick && self.last_checkpoint.elapsed() >= self.tuning.checkpoint_interval);
@@ -228,9 +245,15 @@ impl Writer {
                 receiver.close();
                 // Answer anything that raced the close instead of leaving it hanging.
                 while let Ok(command) = receiver.try_recv() {
-                    if let Command::Ingest { reply, .. } = command {
-                        self.counters.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                        let _ = reply.send(Err(Error::Closed));
+                    match command {
+                        Command::Ingest { reply, .. } => {
+                            self.counters.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                            let _ = reply.send(Err(Error::Closed));
+                        }
+                        Command::Audit { reply, .. } => {
+                            let _ = reply.send(Err(Error::Closed));
+                        }
+                        Command::Tick | Command::Close { .. } => {}
                     }
                 }
                 let _ = reply.send(Ok(()));
@@ -335,10 +358,19 @@ impl Writer {
         }
     }
 
-    fn group_commit(&mut self, ingests: Vec<(IngestBatch, Reply)>) {
+    fn group_commit(&mut self, ingests: Vec<(IngestBatch, Reply)>, audits: Vec<AuditRequest>) {
         let started = Instant::now();
-        match self.write_group(&ingests) {
-            Ok((outcomes, staged)) => {
+        let audit_records: Vec<AuditRecord> = audits
+            .iter()
+            .flat_map(|(records, _)| records.iter().cloned())
+            .collect();
+        match self.write_group(&ingests, audit_records) {
+            Ok((outcomes, staged, mut chained)) => {
+                // Each audit request gets its own records back, in order.
+                for (records, reply) in audits.into_iter().rev() {
+                    let mine = chained.split_off(chained.len() - records.len());
+                    let _ = reply.send(Ok(mine));
+                }
                 self.publish(staged);
                 // Counters first, so that anyone who saw the answer also sees it counted.
                 let batch_size: u64 = outcomes
@@ -353,6 +385,9 @@ impl Writer {
             Err(error) => {
                 tracing::error!(%error, "group commit failed; callers are told nothing was stored");
                 for (_, reply) in ingests {
+                    let _ = reply.send(Err(Error::Backend("group commit failed".into())));
+                }
+                for (_, reply) in audits {
                     let _ = reply.send(Err(Error::Backend("group commit failed".into())));
                 }
             }
@@ -404,7 +439,12 @@ impl Writer {
     fn write_group(
         &mut self,
         ingests: &[(IngestBatch, Reply)],
-    ) -> Result<(Vec<Result<Vec<AppendOutcome>>>, Vec<WalPoint>)> {
+        audit: Vec<AuditRecord>,
+    ) -> Result<(
+        Vec<Result<Vec<AppendOutcome>>>,
+        Vec<WalPoint>,
+        Vec<StoredAuditRecord>,
+    )> {
         let answered = self.answered_before(ingests)?;
         let fresh = |index: usize| answered.get(index).is_none_or(Option::is_none);
         let mut group_keys = FastSet::default();
@@ -498,6 +538,9 @@ impl Writer {
                 }
             }
         }
+        // The audit records of the group extend the chain in the same commit: one fsync for the
+        // measurements and the records of the requests that are being answered.
+        let chained = super::audit::append_in(&transaction, audit)?;
         transaction.commit()?;
         drain_sealing(&self.memtable, sealing_count);
         self.counters
@@ -509,7 +552,7 @@ impl Writer {
         self.counters
             .dead_letters
             .fetch_add(letters, Ordering::Relaxed);
-        Ok((outcomes, staged))
+        Ok((outcomes, staged, chained))
     }
 
     /// Persists sealed and dirty open chunks and empties the write-ahead log, atomically.
