@@ -574,3 +574,57 @@ async fn a_fhir_registry_write_and_its_audit_record_commit_together() {
     assert_eq!(records[0]["patient"], id);
     assert_eq!(records[0]["outcome"], "success");
 }
+
+#[tokio::test]
+async fn a_device_account_sends_only_its_own_measurements() {
+    let fixture = Fixture::new().await;
+    two_wards(&fixture).await;
+    // The device account's name is its serial.
+    let monitor = fixture.account("MON-ICU", "device", json!({})).await;
+    let own = json!([{ "device": "MON-ICU", "code": "hr", "value": 81, "unit": "/min", "time": "2026-11-24T07:59:30Z" }]);
+    let (status, answer) = fixture
+        .call(&monitor, Method::POST, "/api/v1/measurements", Some(own))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    let other = json!([{ "device": "MON-CAR", "code": "hr", "value": 150, "unit": "/min", "time": "2026-11-24T07:59:30Z" }]);
+    let (status, answer) = fixture
+        .call(&monitor, Method::POST, "/api/v1/measurements", Some(other))
+        .await;
+    assert_eq!(answer["accepted"], 0, "{status} {answer}");
+    assert_eq!(answer["rejected"], 1, "{answer}");
+    assert!(answer.to_string().contains("forbidden"), "{answer}");
+    // Over FHIR too: naming another device's serial is refused.
+    let observation = |serial: &str| {
+        json!({
+            "resourceType": "Observation",
+            "status": "final",
+            "category": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs" }] }],
+            "code": { "coding": [{ "system": "http://loinc.org", "code": "8867-4" }] },
+            "device": { "identifier": { "system": "https://galen.invalid/fhir/sid/device-serial", "value": serial } },
+            "effectiveDateTime": "2026-11-24T07:59:45Z",
+            "valueQuantity": { "value": 82, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min" }
+        })
+    };
+    let post = |body: Value| {
+        Request::post("/fhir/Observation")
+            .header(header::AUTHORIZATION, format!("Bearer {monitor}"))
+            .header(header::CONTENT_TYPE, "application/fhir+json")
+            .body(Body::from(body.to_string()))
+            .expect("request")
+    };
+    let response = fixture
+        .app
+        .router()
+        .oneshot(post(observation("MON-CAR")))
+        .await
+        .expect("router");
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = fixture
+        .app
+        .router()
+        .oneshot(post(observation("MON-ICU")))
+        .await
+        .expect("router");
+    assert_eq!(response.status(), StatusCode::CREATED);
+}

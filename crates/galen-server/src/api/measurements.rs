@@ -53,6 +53,7 @@ pub(crate) struct ReportQuery {
 
 pub(crate) async fn post_measurements(
     State(app): State<App>,
+    principal: crate::access::Principal,
     Query(query): Query<ReportQuery>,
     headers: HeaderMap,
     body: Body,
@@ -124,6 +125,20 @@ pub(crate) async fn post_measurements(
                     device: None,
                     raw,
                 }),
+                // A device account sends for itself only: its name is its serial.
+                Parsed::Item { wire, .. }
+                    if principal.role == crate::access::Role::Device
+                        && wire.device.as_deref() != Some(principal.actor.as_str()) =>
+                {
+                    Err(Unreadable {
+                        rejection: Rejection::new(
+                            RejectionReason::Forbidden,
+                            "a device account may send only its own measurements (device = its account name)",
+                        ),
+                        device: wire.device.as_deref(),
+                        raw,
+                    })
+                }
                 Parsed::Item { wire, time, id } => Ok(Incoming {
                     device: wire.device.as_deref().unwrap_or_default(),
                     code: &wire.code,

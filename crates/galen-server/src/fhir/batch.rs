@@ -307,6 +307,7 @@ fn entry_headers(caller: &HeaderMap, request: &EntryRequest) -> HeaderMap {
 /// Plans one entry of a transaction.
 async fn plan(
     app: &App,
+    auditor: &super::registry::Auditor,
     caller: &HeaderMap,
     index: usize,
     request: EntryRequest,
@@ -323,9 +324,11 @@ async fn plan(
         (Method::PUT, [kind @ ("Patient" | "Device"), id]) => {
             plan_update(app, kind, id, &headers, body.as_bytes()).map(Step::Registry)
         }
-        (Method::POST, ["Observation"]) => observation::prepare(app, Bytes::from(body))
-            .await
-            .map(|prepared| Step::Observation(Box::new(prepared))),
+        (Method::POST, ["Observation"]) => {
+            observation::prepare(app, &auditor.principal, Bytes::from(body))
+                .await
+                .map(|prepared| Step::Observation(Box::new(prepared)))
+        }
         (method, _) => Err(invalid(
             format!("Bundle.entry[{index}].request"),
             format!(
@@ -345,7 +348,7 @@ async fn process_transaction(
     let mut steps = Vec::with_capacity(entries.len());
     for (index, entry) in entries.iter().enumerate() {
         let request = read_entry(index, entry)?;
-        let step = plan(app, caller, index, request)
+        let step = plan(app, auditor, caller, index, request)
             .await
             .map_err(|error| in_entry(index, error))?;
         steps.push(step);

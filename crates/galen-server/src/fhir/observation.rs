@@ -464,7 +464,11 @@ impl Prepared {
 
 /// Reads a posted Observation and resolves its device; a body refused here is kept as a dead
 /// letter and answered with its problem.
-pub(crate) async fn prepare(app: &App, body: Bytes) -> FhirResult<Prepared> {
+pub(crate) async fn prepare(
+    app: &App,
+    principal: &crate::access::Principal,
+    body: Bytes,
+) -> FhirResult<Prepared> {
     let posted: Observation = match parse_resource(&body) {
         Ok(posted) => posted,
         Err(error) => return Err(refuse_body(app, error, &body).await),
@@ -502,6 +506,28 @@ pub(crate) async fn prepare(app: &App, body: Bytes) -> FhirResult<Prepared> {
         app.0.pipeline.ingest(SOURCE, vec![item]).await?;
         return Err(FhirError::from(error));
     };
+    // A device account sends for itself only: its name is its serial.
+    if principal.role == crate::access::Role::Device && principal.actor != serial {
+        let message = "Observation.device: a device account may send only its own measurements";
+        let rejection = Rejection::new(RejectionReason::Forbidden, message);
+        let item = Err(Unreadable {
+            rejection,
+            device: Some(serial.as_str()),
+            raw: &body,
+        });
+        app.0.pipeline.ingest(SOURCE, vec![item]).await?;
+        return Err(FhirError {
+            status: StatusCode::FORBIDDEN,
+            outcome: OutcomeBuilder::new()
+                .issue(
+                    IssueSeverity::Error,
+                    IssueType::Forbidden,
+                    message,
+                    Some("Observation.device"),
+                )
+                .build(),
+        });
+    }
     // A subject other than the device's assigned patient is refused, as for HL7's PID-3.
     if let Some(subject) = posted.patient {
         let assigned = app.0.directory.read().patient_at(device, posted.time);
@@ -571,12 +597,13 @@ pub(crate) async fn created(
 
 pub(crate) async fn create(
     State(app): State<App>,
+    principal: crate::access::Principal,
     headers: HeaderMap,
     body: Bytes,
 ) -> FhirResult<Response> {
     check_accept(&headers)?;
     check_content_type(&headers)?;
-    let prepared = prepare(&app, body).await?;
+    let prepared = prepare(&app, &principal, body).await?;
     let posted = &prepared.posted;
     let items = prepared.items();
     let (results, summary) = app.0.pipeline.ingest(SOURCE, items).await?;

@@ -463,7 +463,7 @@ pub(crate) fn served(
 /// Who writes, for the audit records stored in the transaction of the write.
 #[derive(Debug, Clone)]
 pub(crate) struct Auditor {
-    principal: crate::access::Principal,
+    pub(crate) principal: crate::access::Principal,
     source: String,
 }
 
