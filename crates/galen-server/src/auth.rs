@@ -301,13 +301,14 @@ fn source_of(request: &Request) -> String {
 }
 
 /// Why a principal may not make a request, or `None`.
+/// `named` is what [`named_patient`] found for the request's path.
 fn refusal(
     app: &App,
     principal: &Principal,
     request: &Request,
     route: &str,
+    named: Option<Option<PatientId>>,
 ) -> Option<&'static str> {
-    let path = request.uri().path();
     if !open_to_every_principal(route) {
         let allowed = match route_permission(request.method(), route) {
             Some(permission) => principal.may(permission),
@@ -320,7 +321,7 @@ fn refusal(
     if principal.sees_everyone() {
         return None;
     }
-    if let Some(patient) = named_patient(app, route, path) {
+    if let Some(patient) = named {
         let visible = patient.is_some_and(|id| {
             app.0
                 .directory
@@ -386,26 +387,33 @@ pub(crate) async fn authenticate(
         return unauthenticated(&path);
     };
     // The patient the record names: the one in the path, else the first one searched for.
-    let patient = named_patient(&app, &route, &path).flatten().or_else(|| {
+    let named = named_patient(&app, &route, &path);
+    let patient = named.flatten().or_else(|| {
         searched_patients(request.uri().query().unwrap_or(""))
             .into_iter()
             .flatten()
             .next()
     });
-    if let Some(reason) = refusal(&app, &principal, &request, &route) {
-        tracing::info!(actor = %principal.actor, role = principal.role.code(), %route, reason, "request refused");
-        let record = request_record(
+    // This request's record, by its outcome and detail.
+    let record = |outcome: AuditOutcome, detail: String| {
+        request_record(
             now,
             &principal.actor,
             principal.role.code(),
             action,
             &path,
             patient,
-            AuditOutcome::Denied,
+            outcome,
             &source,
-            reason.to_owned(),
-        );
-        app.0.audit.record(record).await;
+            detail,
+        )
+    };
+    if let Some(reason) = refusal(&app, &principal, &request, &route, named) {
+        tracing::info!(actor = %principal.actor, role = principal.role.code(), %route, reason, "request refused");
+        app.0
+            .audit
+            .record(record(AuditOutcome::Denied, reason.to_owned()))
+            .await;
         return forbidden(&path, reason);
     }
     request.extensions_mut().insert(principal.clone());
@@ -424,25 +432,15 @@ pub(crate) async fn authenticate(
     } else {
         AuditOutcome::Failed
     };
-    let record = request_record(
-        now,
-        &principal.actor,
-        principal.role.code(),
-        action,
-        &path,
-        patient,
-        outcome,
-        &source,
-        format!(
-            "{method} {route} {}{}",
-            status.as_u16(),
-            principal
-                .token
-                .map(|token| format!(" via API token {token}"))
-                .unwrap_or_default()
-        ),
+    let detail = format!(
+        "{method} {route} {}{}",
+        status.as_u16(),
+        principal
+            .token
+            .map(|token| format!(" via API token {token}"))
+            .unwrap_or_default()
     );
-    let durable = app.0.audit.record(record).await;
+    let durable = app.0.audit.record(record(outcome, detail)).await;
     let reads = matches!(method, Method::GET | Method::HEAD);
     if !durable && reads && outcome == AuditOutcome::Success {
         // Nothing is disclosed without its audit record.
