@@ -1943,8 +1943,29 @@ async fn token_protects_api_pages_and_metrics() {
         .send(request(Method::GET, "/api/v1/session", &with_session))
         .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
-    // Five failures in a row lock the account, even against the right password.
-    for _ in 0..4 {
+    // Fifteen minutes without a request end a session (automatic logoff); a request before that
+    // keeps it alive.
+    let reply = app.send(login("ann", PASSWORD)).await;
+    let session = reply
+        .header(header::SET_COOKIE)
+        .and_then(|cookie| cookie.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let with_session = [(header::COOKIE, session)];
+    app.clock.advance_micros(14 * 60 * 1_000_000);
+    let reply = app
+        .send(request(Method::GET, "/api/v1/session", &with_session))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "14 minutes idle");
+    app.clock.advance_micros(15 * 60 * 1_000_000 + 1);
+    let reply = app
+        .send(request(Method::GET, "/api/v1/session", &with_session))
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "15 minutes idle");
+
+    // Five failures in a row (the sign-in above cleared the count) lock the account, even
+    // against the right password.
+    for _ in 0..5 {
         let reply = app.send(login("ann", "guess-guess-guess")).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     }
