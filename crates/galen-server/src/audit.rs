@@ -3,10 +3,14 @@
 //!
 //! `request -> authenticate (auth.rs) -> handler -> AuditLog::record (group-committed append to
 //! the store's hash chain) -> response`. The record is durable before the response leaves: a
-//! read whose record cannot be written is answered `503` and discloses nothing. A write has
-//! already been committed when its record is appended; if the append fails, the failure is logged
-//! and counted, and the answer stands (see ARCHITECTURE.md for the writes whose records share
-//! their transaction).
+//! read whose record cannot be written is answered `503` and discloses nothing.
+//!
+//! **Writes store their record in their own transaction.** The gate hands every handler the
+//! request's success record ([`WriteRecord`]); a handler that writes passes it to the store call
+//! (the `audit` argument of the store's write methods, or [`galen_store::IngestBatch::audit`]), so
+//! the change and its record commit together or not at all, and marks its answer
+//! [`crate::auth::Audited`]. A write that fails stores no record of its own; the gate then records
+//! the failure.
 //!
 //! Records name ids, never content: the resource is the request path (never its query, which can
 //! carry names or identifiers), the patient is an id.
@@ -107,6 +111,44 @@ galen_audit_failures_total {}
             return false;
         }
         answer.await.unwrap_or(false)
+    }
+}
+
+/// The success record of the request in hand, put in the request's extensions by the gate.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingRecord(pub(crate) AuditRecord);
+
+/// Extractor: the request's audit record, for a handler to store in its write's transaction.
+/// Empty outside the gate (in-process calls of the router without authentication).
+#[derive(Debug, Clone)]
+pub(crate) struct WriteRecord(Option<AuditRecord>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for WriteRecord {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(WriteRecord(
+            parts
+                .extensions
+                .get::<PendingRecord>()
+                .map(|pending| pending.0.clone()),
+        ))
+    }
+}
+
+impl WriteRecord {
+    /// The records to store with the write.
+    pub(crate) fn records(&self) -> Vec<AuditRecord> {
+        self.0.iter().cloned().collect()
+    }
+
+    /// Part of the answer of a write that stored [`WriteRecord::records`]: the gate writes no
+    /// second record.
+    pub(crate) fn stored(&self) -> axum::Extension<crate::auth::Audited> {
+        axum::Extension(crate::auth::Audited)
     }
 }
 

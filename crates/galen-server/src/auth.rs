@@ -27,7 +27,7 @@ use serde::Deserialize;
 use crate::App;
 use crate::access::accounts::LoginFailure;
 use crate::access::{Permission, Principal};
-use crate::audit::{action_of, request_record};
+use crate::audit::{PendingRecord, action_of, request_record};
 use crate::error::ApiError;
 use galen_store::{AuditAction, AuditOutcome};
 
@@ -420,6 +420,17 @@ pub(crate) async fn authenticate(
     request
         .extensions_mut()
         .insert(RequestSource(source.clone()));
+    // For a handler that stores the record in its write's own transaction (audit::WriteRecord).
+    let in_transaction = format!(
+        "{method} {route}, stored with the write{}",
+        principal
+            .token
+            .map(|token| format!(" via API token {token}"))
+            .unwrap_or_default()
+    );
+    request
+        .extensions_mut()
+        .insert(PendingRecord(record(AuditOutcome::Success, in_transaction)));
     let response = next.run(request).await;
     if response.extensions().get::<Audited>().is_some() {
         return response;

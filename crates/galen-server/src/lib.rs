@@ -279,7 +279,8 @@ impl App {
         &self.0.directory
     }
 
-    /// Records a staff entry (observation, setting or alarm action) durably, then applies it.
+    /// Records a staff entry (observation, setting or alarm action) durably, with `audit` (the
+    /// request's audit records) in the same transaction, then applies it.
     /// Returns the stored entry's id, or why it was refused (a refused entry stays stored: it
     /// documents the attempt, and a replay refuses it the same way).
     pub async fn record_entry(
@@ -288,6 +289,7 @@ impl App {
         by: &str,
         kind: galen_clinical::EntryKind,
         reason: Option<String>,
+        audit: Vec<galen_store::AuditRecord>,
     ) -> Result<i64, EntryRefused> {
         let entry = clinical::entries::StoredEntry { kind, reason };
         let (code, body) = entry.encode();
@@ -295,14 +297,17 @@ impl App {
         let stored = self
             .0
             .store
-            .add_entry(galen_store::ClinicalEntry {
-                id: 0,
-                patient,
-                time: now,
-                kind: code.to_owned(),
-                author: by.to_owned(),
-                body,
-            })
+            .add_entry(
+                galen_store::ClinicalEntry {
+                    id: 0,
+                    patient,
+                    time: now,
+                    kind: code.to_owned(),
+                    author: by.to_owned(),
+                    body,
+                },
+                audit,
+            )
             .await
             .map_err(EntryRefused::Store)?;
         self.0

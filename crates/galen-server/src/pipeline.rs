@@ -149,6 +149,20 @@ impl Pipeline {
         .await
     }
 
+    /// As [`Pipeline::ingest`], and stores `audit` (the audit records of the request that sent
+    /// the items) in the same commit: both durable together, or neither.
+    pub async fn ingest_audited(
+        &self,
+        source: &str,
+        items: Vec<Result<Incoming<'_>, Unreadable<'_>>>,
+        audit: Vec<galen_store::AuditRecord>,
+    ) -> Result<(Vec<ItemResult>, IngestSummary), galen_store::Error> {
+        let now = self.clock.now();
+        let mut validated = self.validate(source, &items, now);
+        validated.batch.audit = audit;
+        self.commit(source, validated).await
+    }
+
     /// As [`Pipeline::ingest`], and stores the answer to the sender's message in the same commit.
     ///
     /// `receipt` is called after validation, before the commit, with each item's verdict (`None`
@@ -180,11 +194,13 @@ impl Pipeline {
 
     /// As [`Pipeline::ingest`], but all or nothing: when any item is refused, only the refused
     /// items are stored (as dead letters) and the answer is `Ok(Err(...))` with each refused item's
-    /// index and reason; otherwise every item is committed in one store commit.
+    /// index and reason; otherwise every item is committed in one store commit, with `audit`
+    /// (the request's audit records, stored only when the items are).
     pub async fn ingest_all_or_nothing(
         &self,
         source: &str,
         items: Vec<Result<Incoming<'_>, Unreadable<'_>>>,
+        audit: Vec<galen_store::AuditRecord>,
     ) -> Result<Result<(Vec<ItemResult>, IngestSummary), Vec<(usize, Rejection)>>, galen_store::Error>
     {
         let now = self.clock.now();
@@ -199,6 +215,7 @@ impl Pipeline {
             })
             .collect();
         if refused.is_empty() {
+            validated.batch.audit = audit;
             return self.commit(source, validated).await.map(Ok);
         }
         // Keep the dead letters; drop the measurements and their results.

@@ -89,39 +89,48 @@ impl Harness {
     async fn admit(&self, index: usize, serial: &str) -> PatientId {
         let store = self.app.store();
         let patient = store
-            .create_patient(NewPatient {
-                identifier: Identifier {
-                    system: "urn:oid:1.2.3.4".into(),
-                    value: format!("MRN-{index}"),
+            .create_patient(
+                NewPatient {
+                    identifier: Identifier {
+                        system: "urn:oid:1.2.3.4".into(),
+                        value: format!("MRN-{index}"),
+                    },
+                    name: HumanName {
+                        family: format!("Family{index}"),
+                        given: "Test".into(),
+                    },
+                    birth_date: NewPatient::parse_birth_date("1950-01-01").expect("date"),
+                    sex: Sex::Female,
+                    ward: "A".into(),
+                    bed: format!("A-{index:02}"),
                 },
-                name: HumanName {
-                    family: format!("Family{index}"),
-                    given: "Test".into(),
-                },
-                birth_date: NewPatient::parse_birth_date("1950-01-01").expect("date"),
-                sex: Sex::Female,
-                ward: "A".into(),
-                bed: format!("A-{index:02}"),
-            })
+                Vec::new(),
+            )
             .await
             .expect("patient");
         let device = store
-            .create_device(NewDevice {
-                serial: serial.into(),
-                manufacturer: "Test".into(),
-                model: "MON".into(),
-                kind: DeviceKind::Monitor,
-                status: DeviceStatus::Active,
-            })
+            .create_device(
+                NewDevice {
+                    serial: serial.into(),
+                    manufacturer: "Test".into(),
+                    model: "MON".into(),
+                    kind: DeviceKind::Monitor,
+                    status: DeviceStatus::Active,
+                },
+                Vec::new(),
+            )
             .await
             .expect("device");
         store
-            .create_assignment(NewAssignment {
-                device: device.id,
-                patient: patient.id,
-                start: Timestamp::from_micros(T0 - 3600 * SECOND),
-                end: None,
-            })
+            .create_assignment(
+                NewAssignment {
+                    device: device.id,
+                    patient: patient.id,
+                    start: Timestamp::from_micros(T0 - 3600 * SECOND),
+                    end: None,
+                },
+                Vec::new(),
+            )
             .await
             .expect("assignment");
         self.app
@@ -216,7 +225,7 @@ async fn simulated_ward_scores_alarms_actions_and_replay() {
             EntryKind::Oxygen(Oxygen::Air),
         ] {
             h.app
-                .record_entry(*patient, "nurse.admit", kind, None)
+                .record_entry(*patient, "nurse.admit", kind, None, Vec::new())
                 .await
                 .expect("entry");
         }
@@ -795,6 +804,7 @@ async fn open_alarms_and_settings_survive_a_restart() {
             "dr.house",
             EntryKind::Spo2Scale(galen_clinical::Spo2Scale::Scale2),
             Some("COPD".into()),
+            Vec::new(),
         )
         .await
         .expect("scale");

@@ -65,17 +65,23 @@ async fn harness(settings: MllpSettings) -> Harness {
     let now = Timestamp::parse_rfc3339(NOW).expect("now");
     for (mrn, bed, serial) in [("MRN-1", "1", MONITOR), ("MRN-2", "2", OTHER_MONITOR)] {
         let patient = store
-            .create_patient(patient(mrn, bed))
+            .create_patient(patient(mrn, bed), Vec::new())
             .await
             .expect("patient");
-        let device = store.create_device(monitor(serial)).await.expect("device");
+        let device = store
+            .create_device(monitor(serial), Vec::new())
+            .await
+            .expect("device");
         store
-            .create_assignment(NewAssignment {
-                device: device.id,
-                patient: patient.id,
-                start: now.add_seconds(-3600),
-                end: None,
-            })
+            .create_assignment(
+                NewAssignment {
+                    device: device.id,
+                    patient: patient.id,
+                    start: now.add_seconds(-3600),
+                    end: None,
+                },
+                Vec::new(),
+            )
             .await
             .expect("assignment");
     }

@@ -38,19 +38,22 @@ async fn harness(settings: MqttSettings) -> Harness {
     let now = Timestamp::parse_rfc3339(NOW).expect("now");
     for serial in ["DEV-A", "DEV-B"] {
         let device = store
-            .create_device(NewDevice {
-                serial: serial.into(),
-                manufacturer: "Acme".into(),
-                model: "Hub".into(),
-                kind: DeviceKind::Monitor,
-                status: DeviceStatus::Active,
-            })
+            .create_device(
+                NewDevice {
+                    serial: serial.into(),
+                    manufacturer: "Acme".into(),
+                    model: "Hub".into(),
+                    kind: DeviceKind::Monitor,
+                    status: DeviceStatus::Active,
+                },
+                Vec::new(),
+            )
             .await
             .expect("device");
         if serial == "DEV-A" {
             let hash: [u8; 32] = sha2::Sha256::digest(SECRET_A.as_bytes()).into();
             store
-                .add_device_credential(device.id, hash, now)
+                .add_device_credential(device.id, hash, now, Vec::new())
                 .await
                 .expect("credential");
         }

@@ -129,38 +129,53 @@ async fn harness() -> Harness {
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).expect("store"));
     let now = Timestamp::parse_rfc3339(NOW).expect("now");
-    let device_a = store.create_device(device("DEV-A")).await.expect("device");
+    let device_a = store
+        .create_device(device("DEV-A"), Vec::new())
+        .await
+        .expect("device");
     let hash: [u8; 32] = sha2::Sha256::digest(SECRET_A.as_bytes()).into();
     store
-        .add_device_credential(device_a.id, hash, now)
+        .add_device_credential(device_a.id, hash, now, Vec::new())
         .await
         .expect("credential");
-    store.create_device(device("DEV-B")).await.expect("device");
-    let monitor = store.create_device(device(MONITOR)).await.expect("monitor");
+    store
+        .create_device(device("DEV-B"), Vec::new())
+        .await
+        .expect("device");
+    let monitor = store
+        .create_device(device(MONITOR), Vec::new())
+        .await
+        .expect("monitor");
     let patient = store
-        .create_patient(NewPatient {
-            identifier: Identifier {
-                system: "HOSP".into(),
-                value: "MRN-1".into(),
+        .create_patient(
+            NewPatient {
+                identifier: Identifier {
+                    system: "HOSP".into(),
+                    value: "MRN-1".into(),
+                },
+                name: HumanName {
+                    family: "Test".into(),
+                    given: "Pat".into(),
+                },
+                birth_date: NewPatient::parse_birth_date("1950-01-01").expect("date"),
+                sex: Sex::Female,
+                ward: "ICU".into(),
+                bed: "1".into(),
             },
-            name: HumanName {
-                family: "Test".into(),
-                given: "Pat".into(),
-            },
-            birth_date: NewPatient::parse_birth_date("1950-01-01").expect("date"),
-            sex: Sex::Female,
-            ward: "ICU".into(),
-            bed: "1".into(),
-        })
+            Vec::new(),
+        )
         .await
         .expect("patient");
     store
-        .create_assignment(NewAssignment {
-            device: monitor.id,
-            patient: patient.id,
-            start: now.add_seconds(-3600),
-            end: None,
-        })
+        .create_assignment(
+            NewAssignment {
+                device: monitor.id,
+                patient: patient.id,
+                start: now.add_seconds(-3600),
+                end: None,
+            },
+            Vec::new(),
+        )
         .await
         .expect("assignment");
 

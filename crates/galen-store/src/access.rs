@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use galen_model::{PatientId, Timestamp};
 
+use crate::audit::AuditRecord;
 use crate::error::Result;
 
 /// An account to create.
@@ -77,12 +78,21 @@ pub struct ApiToken {
 }
 
 /// Accounts and API tokens. Every mutating method is durable when it returns `Ok`.
+///
+/// The `audit` records of a change (see [`crate::AuditStore`]) are appended to the audit chain in
+/// the change's own transaction: both are durable together, or neither is (also when a record is
+/// invalid).
 #[async_trait]
 pub trait AccessStore: Send + Sync + std::fmt::Debug {
     /// Creates an account. [`crate::Error::Conflict`] if the name is taken.
-    async fn create_user(&self, user: NewUser) -> Result<User>;
+    async fn create_user(&self, user: NewUser, audit: Vec<AuditRecord>) -> Result<User>;
     /// Changes an account. [`crate::Error::NotFound`] if there is none.
-    async fn update_user(&self, id: i64, change: UserChange) -> Result<User>;
+    async fn update_user(
+        &self,
+        id: i64,
+        change: UserChange,
+        audit: Vec<AuditRecord>,
+    ) -> Result<User>;
     /// Every account, by id.
     async fn users(&self) -> Result<Vec<User>>;
     /// Records a login attempt of account `id`: a success clears the failure count and the lock;
@@ -102,10 +112,16 @@ pub trait AccessStore: Send + Sync + std::fmt::Debug {
         secret_sha256: [u8; 32],
         created: Timestamp,
         expires: Option<Timestamp>,
+        audit: Vec<AuditRecord>,
     ) -> Result<ApiToken>;
     /// Revokes token `id` at `at`. [`crate::Error::NotFound`] if there is none,
     /// [`crate::Error::Conflict`] if it is already revoked.
-    async fn revoke_api_token(&self, id: i64, at: Timestamp) -> Result<ApiToken>;
+    async fn revoke_api_token(
+        &self,
+        id: i64,
+        at: Timestamp,
+        audit: Vec<AuditRecord>,
+    ) -> Result<ApiToken>;
     /// Every API token, revoked ones included, by id.
     async fn api_tokens(&self) -> Result<Vec<ApiToken>>;
 }

@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use galen_model::{PatientId, Timestamp};
 
+use crate::audit::AuditRecord;
 use crate::error::Result;
 
 /// A clinical entry: an observation made by staff (ACVPU, air or oxygen), a per-patient setting
@@ -126,8 +127,13 @@ pub struct DeliveryRecord {
 /// `Ok`.
 #[async_trait]
 pub trait ClinicalStore: Send + Sync + std::fmt::Debug {
-    /// Stores a clinical entry and returns it with its id.
-    async fn add_entry(&self, entry: ClinicalEntry) -> Result<ClinicalEntry>;
+    /// Stores a clinical entry and returns it with its id; `audit` is appended to the audit chain
+    /// in the same transaction (both durable, or neither).
+    async fn add_entry(
+        &self,
+        entry: ClinicalEntry,
+        audit: Vec<AuditRecord>,
+    ) -> Result<ClinicalEntry>;
     /// Entries in `[from, to)`, all patients or one, ordered by time then id.
     async fn entries(
         &self,

@@ -43,6 +43,7 @@ pub async fn run_all(fresh: &(dyn Fn() -> Box<dyn Backend> + Sync)) {
     registry_transactions(fresh().as_ref()).await;
     accounts_and_api_tokens(fresh().as_ref()).await;
     audit_trail(fresh().as_ref()).await;
+    writes_commit_their_audit_records(fresh().as_ref()).await;
 }
 
 /// A fixed instant the checks build on: 2026-11-23T00:00:00Z.
@@ -96,6 +97,7 @@ async fn ingest(store: &dyn Store, measurements: Vec<Measurement>) -> Vec<Append
             measurements,
             dead_letters: Vec::new(),
             receipt: None,
+            audit: Vec::new(),
         })
         .await
         .expect("ingest")
@@ -111,20 +113,22 @@ async fn all_points(store: &dyn Store, device: DeviceId, vital: VitalSign) -> Ve
 async fn registry_round_trip(backend: &dyn Backend) {
     let store = backend.open().await;
     let first = store
-        .create_patient(patient("1", "B", "B-02"))
+        .create_patient(patient("1", "B", "B-02"), Vec::new())
         .await
         .expect("create patient");
     let second = store
-        .create_patient(patient("2", "A", "A-01"))
+        .create_patient(patient("2", "A", "A-01"), Vec::new())
         .await
         .expect("create patient");
     let third = store
-        .create_patient(patient("3", "B", "B-01"))
+        .create_patient(patient("3", "B", "B-01"), Vec::new())
         .await
         .expect("create patient");
     assert!(
         matches!(
-            store.create_patient(patient("1", "C", "C-01")).await,
+            store
+                .create_patient(patient("1", "C", "C-01"), Vec::new())
+                .await,
             Err(Error::Conflict(_))
         ),
         "a second patient with the same identifier must be a conflict"
@@ -152,7 +156,7 @@ async fn registry_round_trip(backend: &dyn Backend) {
     let mut moved = patient("1", "A", "A-09");
     moved.name.given = "Renamed".into();
     store
-        .update_patient(first.id, moved.clone())
+        .update_patient(first.id, moved.clone(), Vec::new())
         .await
         .expect("update");
     assert_eq!(
@@ -165,24 +169,24 @@ async fn registry_round_trip(backend: &dyn Backend) {
     );
     assert!(matches!(
         store
-            .update_patient(PatientId(999), patient("9", "A", "A"))
+            .update_patient(PatientId(999), patient("9", "A", "A"), Vec::new())
             .await,
         Err(Error::NotFound(_))
     ));
     assert_eq!(store.patient(PatientId(999)).await.expect("read"), None);
 
     let monitor = store
-        .create_device(device("SN-1"))
+        .create_device(device("SN-1"), Vec::new())
         .await
         .expect("create device");
     assert!(matches!(
-        store.create_device(device("SN-1")).await,
+        store.create_device(device("SN-1"), Vec::new()).await,
         Err(Error::Conflict(_))
     ));
     let mut retired = device("SN-1");
     retired.status = DeviceStatus::Inactive;
     store
-        .update_device(monitor.id, retired.clone())
+        .update_device(monitor.id, retired.clone(), Vec::new())
         .await
         .expect("update device");
     assert_eq!(
@@ -213,14 +217,17 @@ async fn registry_round_trip(backend: &dyn Backend) {
 async fn assignment_rules(backend: &dyn Backend) {
     let store = backend.open().await;
     let ada = store
-        .create_patient(patient("1", "A", "A-01"))
+        .create_patient(patient("1", "A", "A-01"), Vec::new())
         .await
         .expect("patient");
     let bob = store
-        .create_patient(patient("2", "A", "A-02"))
+        .create_patient(patient("2", "A", "A-02"), Vec::new())
         .await
         .expect("patient");
-    let monitor = store.create_device(device("SN-1")).await.expect("device");
+    let monitor = store
+        .create_device(device("SN-1"), Vec::new())
+        .await
+        .expect("device");
     let assign = |patient: PatientId, start: i64, end: Option<i64>| NewAssignment {
         device: monitor.id,
         patient,
@@ -228,28 +235,32 @@ async fn assignment_rules(backend: &dyn Backend) {
         end: end.map(at),
     };
     let first = store
-        .create_assignment(assign(ada.id, 0, Some(100)))
+        .create_assignment(assign(ada.id, 0, Some(100)), Vec::new())
         .await
         .expect("first assignment");
     assert!(
         matches!(
-            store.create_assignment(assign(bob.id, 50, None)).await,
+            store
+                .create_assignment(assign(bob.id, 50, None), Vec::new())
+                .await,
             Err(Error::Conflict(_))
         ),
         "overlapping assignments of one device must conflict"
     );
     let second = store
-        .create_assignment(assign(bob.id, 100, None))
+        .create_assignment(assign(bob.id, 100, None), Vec::new())
         .await
         .expect("touching interval is fine");
     assert!(matches!(
         store
-            .create_assignment(assign(ada.id, 500, Some(600)))
+            .create_assignment(assign(ada.id, 500, Some(600)), Vec::new())
             .await,
         Err(Error::Conflict(_))
     ));
     assert!(matches!(
-        store.create_assignment(assign(ada.id, 10, Some(10))).await,
+        store
+            .create_assignment(assign(ada.id, 10, Some(10)), Vec::new())
+            .await,
         Err(Error::Invalid(_))
     ));
     let missing = NewAssignment {
@@ -259,7 +270,7 @@ async fn assignment_rules(backend: &dyn Backend) {
         end: None,
     };
     assert!(matches!(
-        store.create_assignment(missing).await,
+        store.create_assignment(missing, Vec::new()).await,
         Err(Error::NotFound(_))
     ));
     let missing = NewAssignment {
@@ -269,32 +280,37 @@ async fn assignment_rules(backend: &dyn Backend) {
         end: None,
     };
     assert!(matches!(
-        store.create_assignment(missing).await,
+        store.create_assignment(missing, Vec::new()).await,
         Err(Error::NotFound(_))
     ));
 
     assert!(
         matches!(
-            store.end_assignment(first.id, at(200)).await,
+            store.end_assignment(first.id, at(200), Vec::new()).await,
             Err(Error::Conflict(_))
         ),
         "already ended"
     );
     assert!(
         matches!(
-            store.end_assignment(second.id, at(100)).await,
+            store.end_assignment(second.id, at(100), Vec::new()).await,
             Err(Error::Conflict(_))
         ),
         "end after start"
     );
-    let ended = store.end_assignment(second.id, at(300)).await.expect("end");
+    let ended = store
+        .end_assignment(second.id, at(300), Vec::new())
+        .await
+        .expect("end");
     assert_eq!(ended.details.end, Some(at(300)));
     assert!(matches!(
-        store.end_assignment(AssignmentId(999), at(300)).await,
+        store
+            .end_assignment(AssignmentId(999), at(300), Vec::new())
+            .await,
         Err(Error::NotFound(_))
     ));
     store
-        .create_assignment(assign(ada.id, 300, None))
+        .create_assignment(assign(ada.id, 300, None), Vec::new())
         .await
         .expect("after the end, the device is free");
     store.close().await.expect("close");
@@ -312,7 +328,7 @@ async fn assignment_rules(backend: &dyn Backend) {
 async fn ingest_range_and_reopen(backend: &dyn Backend) {
     let store = backend.open().await;
     let monitor = store
-        .create_device(device("SN-1"))
+        .create_device(device("SN-1"), Vec::new())
         .await
         .expect("device")
         .id;
@@ -395,12 +411,12 @@ async fn ingest_range_and_reopen(backend: &dyn Backend) {
 async fn duplicates_are_recognised(backend: &dyn Backend) {
     let store = backend.open().await;
     let monitor = store
-        .create_device(device("SN-1"))
+        .create_device(device("SN-1"), Vec::new())
         .await
         .expect("device")
         .id;
     let other = store
-        .create_device(device("SN-2"))
+        .create_device(device("SN-2"), Vec::new())
         .await
         .expect("device")
         .id;
@@ -494,7 +510,7 @@ async fn out_of_order_and_volume(backend: &dyn Backend) {
     for index in 0..8 {
         devices.push(
             store
-                .create_device(device(&format!("SN-{index}")))
+                .create_device(device(&format!("SN-{index}")), Vec::new())
                 .await
                 .expect("device")
                 .id,
@@ -584,7 +600,7 @@ async fn out_of_order_and_volume(backend: &dyn Backend) {
 async fn aggregates_match_points(backend: &dyn Backend) {
     let store = backend.open().await;
     let monitor = store
-        .create_device(device("SN-1"))
+        .create_device(device("SN-1"), Vec::new())
         .await
         .expect("device")
         .id;
@@ -657,7 +673,7 @@ async fn earliest(store: &dyn Store, device: DeviceId, vital: VitalSign) -> Opti
 async fn latest_and_earliest_per_vital(backend: &dyn Backend) {
     let store = backend.open().await;
     let monitor = store
-        .create_device(device("SN-1"))
+        .create_device(device("SN-1"), Vec::new())
         .await
         .expect("device")
         .id;
@@ -739,6 +755,7 @@ async fn dead_letters_are_kept(backend: &dyn Backend) {
             measurements: Vec::new(),
             dead_letters: (0..5).map(letter).collect(),
             receipt: None,
+            audit: Vec::new(),
         })
         .await
         .expect("dead letters");
@@ -795,15 +812,15 @@ async fn clinical_records(backend: &dyn Backend) {
         body: "{\"level\":\"A\"}".into(),
     };
     let late = store
-        .add_entry(entry(1, 20, "consciousness"))
+        .add_entry(entry(1, 20, "consciousness"), Vec::new())
         .await
         .expect("entry");
     let early = store
-        .add_entry(entry(1, 10, "oxygen"))
+        .add_entry(entry(1, 10, "oxygen"), Vec::new())
         .await
         .expect("entry");
     store
-        .add_entry(entry(2, 15, "acknowledge"))
+        .add_entry(entry(2, 15, "acknowledge"), Vec::new())
         .await
         .expect("entry");
     assert!(
@@ -979,7 +996,7 @@ async fn clinical_records(backend: &dyn Backend) {
 async fn receipts_are_kept_with_their_content(backend: &dyn Backend) {
     let store = backend.open().await;
     let device = store
-        .create_device(device("SN-R1"))
+        .create_device(device("SN-R1"), Vec::new())
         .await
         .expect("device")
         .id;
@@ -1001,6 +1018,7 @@ async fn receipts_are_kept_with_their_content(backend: &dyn Backend) {
             measurements: vec![measurement(device, VitalSign::HeartRate, 5, 72.0)],
             dead_letters: Vec::new(),
             receipt: Some(receipt("first answer")),
+            audit: Vec::new(),
         })
         .await
         .expect("ingest with receipt");
@@ -1016,6 +1034,7 @@ async fn receipts_are_kept_with_their_content(backend: &dyn Backend) {
                 payload: b"OBX|9".to_vec(),
             }],
             receipt: Some(receipt("second answer")),
+            audit: Vec::new(),
         })
         .await
         .map(|_| ())
@@ -1105,39 +1124,39 @@ async fn receipts_are_kept_with_their_content(backend: &dyn Backend) {
 async fn device_credentials(backend: &dyn Backend) {
     let store = backend.open().await;
     let device = store
-        .create_device(device("SN-C1"))
+        .create_device(device("SN-C1"), Vec::new())
         .await
         .expect("device")
         .id;
     assert!(matches!(
         store
-            .add_device_credential(DeviceId(9_999), [1; 32], at(0))
+            .add_device_credential(DeviceId(9_999), [1; 32], at(0), Vec::new())
             .await,
         Err(Error::NotFound(_))
     ));
     let first = store
-        .add_device_credential(device, [7; 32], at(1))
+        .add_device_credential(device, [7; 32], at(1), Vec::new())
         .await
         .expect("credential");
     let second = store
-        .add_device_credential(device, [8; 32], at(2))
+        .add_device_credential(device, [8; 32], at(2), Vec::new())
         .await
         .expect("rotation");
     assert_ne!(first.id, second.id);
     let revoked = store
-        .revoke_device_credential(device, first.id, at(3))
+        .revoke_device_credential(device, first.id, at(3), Vec::new())
         .await
         .expect("revoke");
     assert_eq!(revoked.revoked, Some(at(3)));
     assert!(matches!(
         store
-            .revoke_device_credential(device, first.id, at(4))
+            .revoke_device_credential(device, first.id, at(4), Vec::new())
             .await,
         Err(Error::Conflict(_))
     ));
     assert!(matches!(
         store
-            .revoke_device_credential(DeviceId(device.0 + 1), second.id, at(4))
+            .revoke_device_credential(DeviceId(device.0 + 1), second.id, at(4), Vec::new())
             .await,
         Err(Error::NotFound(_))
     ));
@@ -1160,28 +1179,40 @@ async fn fhir_subscriptions(backend: &dyn Backend) {
         .create_subscription(
             r#"{"resourceType":"Subscription"}"#.into(),
             "requested".into(),
+            Vec::new(),
         )
         .await
         .expect("create");
     let second = store
-        .create_subscription("{}".into(), "requested".into())
+        .create_subscription("{}".into(), "requested".into(), Vec::new())
         .await
         .expect("create");
     assert_ne!(first, second);
     store
-        .update_subscription(first, r#"{"changed":true}"#.into(), "active".into(), 42)
+        .update_subscription(
+            first,
+            r#"{"changed":true}"#.into(),
+            "active".into(),
+            42,
+            Vec::new(),
+        )
         .await
         .expect("update");
     assert!(matches!(
         store
-            .update_subscription(second + 100, "{}".into(), "active".into(), 0)
+            .update_subscription(second + 100, "{}".into(), "active".into(), 0, Vec::new())
             .await,
         Err(Error::NotFound(_))
     ));
-    assert!(store.delete_subscription(second).await.expect("delete"));
+    assert!(
+        store
+            .delete_subscription(second, Vec::new())
+            .await
+            .expect("delete")
+    );
     assert!(
         !store
-            .delete_subscription(second)
+            .delete_subscription(second, Vec::new())
             .await
             .expect("delete again")
     );
@@ -1210,7 +1241,7 @@ fn write(change: RegistryChange, document: Option<&str>) -> RegistryWrite {
 async fn registry_transactions(backend: &dyn Backend) {
     let store = backend.open().await;
     let existing = store
-        .create_patient(patient("T-0", "A", "1"))
+        .create_patient(patient("T-0", "A", "1"), Vec::new())
         .await
         .expect("create");
     // All or nothing: a conflict in the third write leaves no trace of the first two.
@@ -1339,11 +1370,14 @@ async fn accounts_and_api_tokens(backend: &dyn Backend) {
         patient: None,
         created: at(0),
     };
-    let created = store.create_user(nurse.clone()).await.expect("create");
+    let created = store
+        .create_user(nurse.clone(), Vec::new())
+        .await
+        .expect("create");
     assert_eq!(created.details, nurse);
     assert!(!created.disabled && created.failed_logins == 0 && created.locked_until.is_none());
     assert!(matches!(
-        store.create_user(nurse.clone()).await,
+        store.create_user(nurse.clone(), Vec::new()).await,
         Err(Error::Conflict(_))
     ));
     let failed = store
@@ -1374,6 +1408,7 @@ async fn accounts_and_api_tokens(backend: &dyn Backend) {
                 patient: None,
                 disabled: true,
             },
+            Vec::new(),
         )
         .await
         .expect("update");
@@ -1393,7 +1428,8 @@ async fn accounts_and_api_tokens(backend: &dyn Backend) {
                     wards: Vec::new(),
                     patient: None,
                     disabled: false,
-                }
+                },
+                Vec::new()
             )
             .await,
         Err(Error::NotFound(_))
@@ -1406,6 +1442,7 @@ async fn accounts_and_api_tokens(backend: &dyn Backend) {
             [7; 32],
             at(1),
             Some(at(86_400)),
+            Vec::new(),
         )
         .await
         .expect("token");
@@ -1415,17 +1452,17 @@ async fn accounts_and_api_tokens(backend: &dyn Backend) {
     );
     assert!(matches!(
         store
-            .create_api_token(9_999, "x".into(), [1; 32], at(1), None)
+            .create_api_token(9_999, "x".into(), [1; 32], at(1), None, Vec::new())
             .await,
         Err(Error::NotFound(_))
     ));
     let revoked = store
-        .revoke_api_token(token.id, at(5))
+        .revoke_api_token(token.id, at(5), Vec::new())
         .await
         .expect("revoke");
     assert_eq!(revoked.revoked, Some(at(5)));
     assert!(matches!(
-        store.revoke_api_token(token.id, at(6)).await,
+        store.revoke_api_token(token.id, at(6), Vec::new()).await,
         Err(Error::Conflict(_))
     ));
     store.close().await.expect("close");
@@ -1624,7 +1661,7 @@ async fn audit_trail(backend: &dyn Backend) {
 
     // With a registry transaction: both or neither.
     let existing = store
-        .create_patient(patient("AU-1", "A", "1"))
+        .create_patient(patient("AU-1", "A", "1"), Vec::new())
         .await
         .expect("patient");
     let failed = store
@@ -1759,4 +1796,240 @@ where
         outputs.push(handle.await.expect("task"));
     }
     outputs
+}
+
+/// Every audited write stores its records in its own transaction: a write that succeeds stores
+/// them, one that fails stores none, and a record that cannot be stored stops the write.
+async fn writes_commit_their_audit_records(backend: &dyn Backend) {
+    use crate::{AuditAction as Action, AuditOutcome as Outcome};
+    let store = backend.open().await;
+    let record = |seconds: i64, action: Action| {
+        vec![audit_record(
+            seconds,
+            "admin",
+            action,
+            None,
+            Outcome::Success,
+        )]
+    };
+    let invalid = || vec![audit_record(0, "", Action::Create, None, Outcome::Success)];
+    let chain_length =
+        |store: Arc<dyn Store>| async move { whole_chain(store.as_ref()).await.len() };
+    let ada = store
+        .create_patient(patient("AW-1", "A", "1"), Vec::new())
+        .await
+        .expect("patient");
+    let monitor = store
+        .create_device(device("SN-AW1"), Vec::new())
+        .await
+        .expect("device");
+
+    // Ingest: the batch's records commit with its measurements.
+    let stored = store
+        .ingest(IngestBatch {
+            measurements: vec![measurement(monitor.id, VitalSign::HeartRate, 1, 70.0)],
+            audit: record(1, Action::Ingest),
+            ..IngestBatch::default()
+        })
+        .await
+        .expect("ingest");
+    assert_eq!(stored, vec![AppendOutcome::Accepted]);
+    assert_eq!(chain_length(store.clone()).await, 1, "the ingest's record");
+    let refused = store
+        .ingest(IngestBatch {
+            measurements: vec![measurement(monitor.id, VitalSign::HeartRate, 2, 71.0)],
+            audit: invalid(),
+            ..IngestBatch::default()
+        })
+        .await;
+    assert!(matches!(refused, Err(Error::Invalid(_))), "{refused:?}");
+    assert_eq!(
+        store
+            .latest(monitor.id)
+            .await
+            .expect("latest")
+            .first()
+            .map(|(_, point)| point.value),
+        Some(70.0),
+        "a batch whose record cannot be stored stores nothing"
+    );
+    let receipt = Receipt {
+        source: "mllp".into(),
+        key: "AW|1".into(),
+        received: at(3),
+        response: b"ACK".to_vec(),
+    };
+    store
+        .ingest(IngestBatch {
+            receipt: Some(receipt.clone()),
+            audit: record(3, Action::Ingest),
+            ..IngestBatch::default()
+        })
+        .await
+        .expect("first copy");
+    let again = store
+        .ingest(IngestBatch {
+            receipt: Some(receipt),
+            audit: record(4, Action::Ingest),
+            ..IngestBatch::default()
+        })
+        .await;
+    assert!(matches!(again, Err(Error::AlreadyAnswered(_))), "{again:?}");
+    assert_eq!(
+        chain_length(store.clone()).await,
+        2,
+        "a message answered before stores no record"
+    );
+
+    // Registry writes.
+    let assignment = store
+        .create_assignment(
+            NewAssignment {
+                device: monitor.id,
+                patient: ada.id,
+                start: at(0),
+                end: None,
+            },
+            record(5, Action::Create),
+        )
+        .await
+        .expect("assign");
+    let overlapping = store
+        .create_assignment(
+            NewAssignment {
+                device: monitor.id,
+                patient: ada.id,
+                start: at(10),
+                end: None,
+            },
+            record(6, Action::Create),
+        )
+        .await;
+    assert!(matches!(overlapping, Err(Error::Conflict(_))));
+    assert!(matches!(
+        store.end_assignment(assignment.id, at(20), invalid()).await,
+        Err(Error::Invalid(_))
+    ));
+    assert_eq!(
+        store.assignments().await.expect("assignments")[0]
+            .details
+            .end,
+        None,
+        "an end whose record cannot be stored does not happen"
+    );
+    store
+        .end_assignment(assignment.id, at(20), record(7, Action::Update))
+        .await
+        .expect("end");
+    assert!(matches!(
+        store
+            .add_device_credential(DeviceId(999), [1; 32], at(8), record(8, Action::Create))
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    let credential = store
+        .add_device_credential(monitor.id, [1; 32], at(8), record(8, Action::Create))
+        .await
+        .expect("credential");
+    store
+        .revoke_device_credential(monitor.id, credential.id, at(9), record(9, Action::Delete))
+        .await
+        .expect("revoke");
+    assert_eq!(
+        chain_length(store.clone()).await,
+        6,
+        "ingest x2, assign, end, add, revoke"
+    );
+
+    // Staff entries, accounts and subscriptions.
+    let entry = ClinicalEntry {
+        id: 0,
+        patient: ada.id,
+        time: at(10),
+        kind: "observation".into(),
+        author: "nurse.jones".into(),
+        body: "{}".into(),
+    };
+    assert!(matches!(
+        store.add_entry(entry.clone(), invalid()).await,
+        Err(Error::Invalid(_))
+    ));
+    store
+        .add_entry(entry, record(10, Action::Create))
+        .await
+        .expect("entry");
+    assert_eq!(
+        store
+            .entries(None, at(0), at(100))
+            .await
+            .expect("entries")
+            .len(),
+        1,
+        "only the entry whose record was stored"
+    );
+    let account = crate::NewUser {
+        name: "auditor.audrey".into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        role: "auditor".into(),
+        wards: Vec::new(),
+        patient: None,
+        created: at(11),
+    };
+    let user = store
+        .create_user(account.clone(), record(11, Action::ConfigChange))
+        .await
+        .expect("user");
+    assert!(matches!(
+        store
+            .create_user(account, record(11, Action::ConfigChange))
+            .await,
+        Err(Error::Conflict(_))
+    ));
+    let token = store
+        .create_api_token(
+            user.id,
+            "EHR".into(),
+            [2; 32],
+            at(12),
+            None,
+            record(12, Action::ConfigChange),
+        )
+        .await
+        .expect("token");
+    store
+        .revoke_api_token(token.id, at(13), record(13, Action::ConfigChange))
+        .await
+        .expect("revoke token");
+    let subscription = store
+        .create_subscription("{}".into(), "active".into(), record(14, Action::Create))
+        .await
+        .expect("subscription");
+    store
+        .update_subscription(
+            subscription,
+            "{}".into(),
+            "off".into(),
+            0,
+            record(15, Action::Update),
+        )
+        .await
+        .expect("update subscription");
+    assert!(
+        store
+            .delete_subscription(subscription, record(16, Action::Delete))
+            .await
+            .expect("delete subscription")
+    );
+    let chain = whole_chain(store.as_ref()).await;
+    let times: Vec<Timestamp> = chain.iter().map(|stored| stored.record.time).collect();
+    assert_eq!(
+        times,
+        [1, 3, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
+            .map(at)
+            .to_vec(),
+        "one record per write that happened, in commit order"
+    );
+    store.close().await.expect("close");
+    let reopened = backend.open().await;
+    assert_eq!(whole_chain(reopened.as_ref()).await, chain, "durable");
 }

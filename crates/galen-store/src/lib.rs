@@ -106,21 +106,36 @@ pub trait MeasurementStore: Send + Sync + Debug {
 }
 
 /// Patients, devices and assignments. Every mutating method is durable when it returns `Ok`.
+///
+/// The `audit` argument of a write: audit records (see [`AuditStore`]) appended to the chain in
+/// the write's own transaction, so that the change and its records are durable together or not at
+/// all (also when a record is invalid). Pass an empty vector for a write no one asked for.
 #[async_trait]
 pub trait RegistryStore: Send + Sync + Debug {
     /// Registers a patient. [`Error::Conflict`] if the identifier is already registered.
-    async fn create_patient(&self, patient: NewPatient) -> Result<Patient>;
+    async fn create_patient(&self, patient: NewPatient, audit: Vec<AuditRecord>)
+    -> Result<Patient>;
     /// Replaces a patient's details. [`Error::NotFound`] or [`Error::Conflict`] as for create.
-    async fn update_patient(&self, id: PatientId, patient: NewPatient) -> Result<Patient>;
+    async fn update_patient(
+        &self,
+        id: PatientId,
+        patient: NewPatient,
+        audit: Vec<AuditRecord>,
+    ) -> Result<Patient>;
     /// One patient.
     async fn patient(&self, id: PatientId) -> Result<Option<Patient>>;
     /// All patients, or those of one ward, sorted by ward then bed.
     async fn patients(&self, ward: Option<String>) -> Result<Vec<Patient>>;
 
     /// Registers a device. [`Error::Conflict`] if the serial is already registered.
-    async fn create_device(&self, device: NewDevice) -> Result<Device>;
+    async fn create_device(&self, device: NewDevice, audit: Vec<AuditRecord>) -> Result<Device>;
     /// Replaces a device's details.
-    async fn update_device(&self, id: DeviceId, device: NewDevice) -> Result<Device>;
+    async fn update_device(
+        &self,
+        id: DeviceId,
+        device: NewDevice,
+        audit: Vec<AuditRecord>,
+    ) -> Result<Device>;
     /// One device.
     async fn device(&self, id: DeviceId) -> Result<Option<Device>>;
     /// All devices, by id.
@@ -128,10 +143,19 @@ pub trait RegistryStore: Send + Sync + Debug {
 
     /// Assigns a device to a patient. [`Error::NotFound`] if either does not exist;
     /// [`Error::Conflict`] if the device already has an assignment overlapping the interval.
-    async fn create_assignment(&self, assignment: NewAssignment) -> Result<Assignment>;
+    async fn create_assignment(
+        &self,
+        assignment: NewAssignment,
+        audit: Vec<AuditRecord>,
+    ) -> Result<Assignment>;
     /// Closes an open assignment at `end`. [`Error::Conflict`] if it is already closed or `end`
     /// is not after its start.
-    async fn end_assignment(&self, id: AssignmentId, end: Timestamp) -> Result<Assignment>;
+    async fn end_assignment(
+        &self,
+        id: AssignmentId,
+        end: Timestamp,
+        audit: Vec<AuditRecord>,
+    ) -> Result<Assignment>;
     /// Every assignment, by id.
     async fn assignments(&self) -> Result<Vec<Assignment>>;
 
@@ -164,6 +188,7 @@ pub trait RegistryStore: Send + Sync + Debug {
         device: DeviceId,
         secret_sha256: [u8; 32],
         created: Timestamp,
+        audit: Vec<AuditRecord>,
     ) -> Result<DeviceCredential>;
     /// Revokes credential `id` of `device` at `at`. [`Error::NotFound`] if the device has no such
     /// credential; [`Error::Conflict`] if it is already revoked.
@@ -172,12 +197,18 @@ pub trait RegistryStore: Send + Sync + Debug {
         device: DeviceId,
         id: i64,
         at: Timestamp,
+        audit: Vec<AuditRecord>,
     ) -> Result<DeviceCredential>;
     /// Every credential of every device, revoked ones included, by id.
     async fn device_credentials(&self) -> Result<Vec<DeviceCredential>>;
 
     /// Stores a new FHIR subscription with status `status` and no events yet; returns its id.
-    async fn create_subscription(&self, body: String, status: String) -> Result<i64>;
+    async fn create_subscription(
+        &self,
+        body: String,
+        status: String,
+        audit: Vec<AuditRecord>,
+    ) -> Result<i64>;
     /// Replaces a subscription's resource, status and event count. [`Error::NotFound`] if it
     /// does not exist.
     async fn update_subscription(
@@ -186,9 +217,10 @@ pub trait RegistryStore: Send + Sync + Debug {
         body: String,
         status: String,
         events: u64,
+        audit: Vec<AuditRecord>,
     ) -> Result<()>;
     /// Deletes a subscription; `false` if there was none.
-    async fn delete_subscription(&self, id: i64) -> Result<bool>;
+    async fn delete_subscription(&self, id: i64, audit: Vec<AuditRecord>) -> Result<bool>;
     /// Every subscription, by id.
     async fn subscriptions(&self) -> Result<Vec<StoredSubscription>>;
 }

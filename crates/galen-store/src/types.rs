@@ -79,6 +79,10 @@ pub struct IngestBatch {
     /// answer: a repeated message gets the same answer and stores nothing twice, even when the
     /// copies arrive at once on two connections.
     pub receipt: Option<Receipt>,
+    /// Audit records of the request that sent the batch (see [`crate::AuditStore`]), appended to
+    /// the audit chain in the same commit as the batch's content: both are durable together, or
+    /// neither. A batch refused as [`crate::Error::AlreadyAnswered`] stores none of them.
+    pub audit: Vec<crate::AuditRecord>,
 }
 
 /// A stored answer to a protocol message. See [`crate::MeasurementStore::receipt`].

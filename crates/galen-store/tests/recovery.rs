@@ -25,7 +25,11 @@ async fn store_with_device(directory: &Path, options: SqliteOptions) -> (SqliteS
         kind: DeviceKind::Monitor,
         status: DeviceStatus::Active,
     };
-    let id = store.create_device(device).await.expect("device").id;
+    let id = store
+        .create_device(device, Vec::new())
+        .await
+        .expect("device")
+        .id;
     (store, id)
 }
 

@@ -174,22 +174,30 @@ pub(crate) async fn register(
     let mut ids = Vec::with_capacity(count);
     for index in 0..count {
         let device = store
-            .create_device(NewDevice {
-                serial: Simulator::device_serial(index),
-                manufacturer: "Galen Simulator".into(),
-                model: "SIM-MON".into(),
-                kind: DeviceKind::Monitor,
-                status: DeviceStatus::Active,
-            })
+            .create_device(
+                NewDevice {
+                    serial: Simulator::device_serial(index),
+                    manufacturer: "Galen Simulator".into(),
+                    model: "SIM-MON".into(),
+                    kind: DeviceKind::Monitor,
+                    status: DeviceStatus::Active,
+                },
+                Vec::new(),
+            )
             .await?;
-        let patient = store.create_patient(demo_patient(index, count)).await?;
+        let patient = store
+            .create_patient(demo_patient(index, count), Vec::new())
+            .await?;
         store
-            .create_assignment(NewAssignment {
-                device: device.id,
-                patient: patient.id,
-                start: since,
-                end: None,
-            })
+            .create_assignment(
+                NewAssignment {
+                    device: device.id,
+                    patient: patient.id,
+                    start: since,
+                    end: None,
+                },
+                Vec::new(),
+            )
             .await?;
         ids.push((device.id, patient.id));
     }

@@ -164,29 +164,40 @@ async fn register(
     let mut ids = Vec::with_capacity(logins.len());
     for (index, login) in logins.iter().enumerate() {
         let device = store
-            .create_device(NewDevice {
-                serial: login.serial.clone(),
-                manufacturer: "Galen bench".into(),
-                model: "MQTT".into(),
-                kind: DeviceKind::Monitor,
-                status: DeviceStatus::Active,
-            })
+            .create_device(
+                NewDevice {
+                    serial: login.serial.clone(),
+                    manufacturer: "Galen bench".into(),
+                    model: "MQTT".into(),
+                    kind: DeviceKind::Monitor,
+                    status: DeviceStatus::Active,
+                },
+                Vec::new(),
+            )
             .await?;
         let secret = login.secret.as_deref().unwrap_or_default();
         store
-            .add_device_credential(device.id, sha2::Sha256::digest(secret).into(), since)
+            .add_device_credential(
+                device.id,
+                sha2::Sha256::digest(secret).into(),
+                since,
+                Vec::new(),
+            )
             .await?;
         if patients {
             let patient = store
-                .create_patient(crate::demo::demo_patient(index, logins.len()))
+                .create_patient(crate::demo::demo_patient(index, logins.len()), Vec::new())
                 .await?;
             store
-                .create_assignment(NewAssignment {
-                    device: device.id,
-                    patient: patient.id,
-                    start: since,
-                    end: None,
-                })
+                .create_assignment(
+                    NewAssignment {
+                        device: device.id,
+                        patient: patient.id,
+                        start: since,
+                        end: None,
+                    },
+                    Vec::new(),
+                )
                 .await?;
         }
         ids.push(device.id);

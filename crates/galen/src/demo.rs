@@ -132,7 +132,7 @@ pub(crate) async fn register_demo(
             .find(|patient| patient.details.identifier == wanted.identifier)
         {
             Some(patient) => patient.clone(),
-            None => store.create_patient(wanted).await?,
+            None => store.create_patient(wanted, Vec::new()).await?,
         };
         let serial = Simulator::device_serial(index);
         let device = match known_devices
@@ -142,13 +142,16 @@ pub(crate) async fn register_demo(
             Some(device) => device.clone(),
             None => {
                 store
-                    .create_device(NewDevice {
-                        serial,
-                        manufacturer: "Galen Simulator".into(),
-                        model: "SIM-MON".into(),
-                        kind: DeviceKind::Monitor,
-                        status: DeviceStatus::Active,
-                    })
+                    .create_device(
+                        NewDevice {
+                            serial,
+                            manufacturer: "Galen Simulator".into(),
+                            model: "SIM-MON".into(),
+                            kind: DeviceKind::Monitor,
+                            status: DeviceStatus::Active,
+                        },
+                        Vec::new(),
+                    )
                     .await?
             }
         };
@@ -162,7 +165,7 @@ pub(crate) async fn register_demo(
                 start: now.add_seconds(-(HISTORY_HOURS + 1) * 3600),
                 end: None,
             };
-            match store.create_assignment(assignment).await {
+            match store.create_assignment(assignment, Vec::new()).await {
                 // An earlier assignment of this device reaches into the history window: keep it.
                 Ok(_) | Err(galen_store::Error::Conflict(_)) => {}
                 Err(other) => return Err(other.into()),
@@ -284,7 +287,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
             EntryKind::Consciousness(Consciousness::Alert),
             EntryKind::Oxygen(Oxygen::Air),
         ] {
-            app.record_entry(patient, "demo nurse", kind, None)
+            app.record_entry(patient, "demo nurse", kind, None, Vec::new())
                 .await
                 .context("entering the demo observations")?;
         }

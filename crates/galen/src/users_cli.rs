@@ -105,14 +105,17 @@ async fn add(
         bail!("patient {id} is not registered");
     }
     let created = store
-        .create_user(NewUser {
-            name: name.trim().to_owned(),
-            password_hash,
-            role,
-            wards,
-            patient: patient.map(PatientId),
-            created: SystemClock.now(),
-        })
+        .create_user(
+            NewUser {
+                name: name.trim().to_owned(),
+                password_hash,
+                role,
+                wards,
+                patient: patient.map(PatientId),
+                created: SystemClock.now(),
+            },
+            Vec::new(),
+        )
         .await;
     store.close().await?;
     let user = created.context("creating the account")?;

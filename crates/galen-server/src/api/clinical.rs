@@ -6,10 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
 use galen_clinical::{
     AlarmId, AlarmView, Consciousness, EntryError, EntryKind, Oxygen, Parameter, PatientView,
     RuleKind, Spo2Scale,
@@ -20,6 +20,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{parse_json, parse_time};
+use crate::audit::WriteRecord;
+use crate::auth::Audited;
 use crate::clinical::encode::{
     describe, override_json, parameter_unit, rule_parameter, score_json, source_json, tiers_json,
     value_json,
@@ -138,9 +140,10 @@ async fn record_and_apply(
     patient: PatientId,
     by: String,
     entry: StoredEntry,
+    audit: Vec<galen_store::AuditRecord>,
 ) -> ApiResult<i64> {
     match app
-        .record_entry(patient, &by, entry.kind, entry.reason)
+        .record_entry(patient, &by, entry.kind, entry.reason, audit)
         .await
     {
         Ok(id) => Ok(id),
@@ -167,11 +170,12 @@ fn parse_alarm(text: &str) -> ApiResult<AlarmId> {
 /// `POST /api/v1/alarms/{id}/{action}` with `acknowledge`, `silence` or `resolve`.
 pub(crate) async fn alarm_action(
     State(app): State<App>,
+    record: WriteRecord,
     principal: crate::access::Principal,
     Path((id, action)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<(Extension<Audited>, Json<Value>)> {
     let alarm = parse_alarm(&id)?;
     let in_scope = app
         .0
@@ -205,16 +209,20 @@ pub(crate) async fn alarm_action(
             kind,
             reason: wire.reason,
         },
+        record.records(),
     )
     .await?;
     tracing::info!(alarm = %alarm, action = %action, entry = entry_id, "alarm action");
     let open = app.0.clinical.open_alarms().await.map_err(|_| stopped())?;
     let current = open.iter().find(|open| open.id == alarm);
-    Ok(Json(json!({
-        "alarm": alarm.to_string(),
-        "entry": entry_id,
-        "open": current.map(|alarm| alarm_view_json(&app, alarm)),
-    })))
+    Ok((
+        record.stored(),
+        Json(json!({
+            "alarm": alarm.to_string(),
+            "entry": entry_id,
+            "open": current.map(|alarm| alarm_view_json(&app, alarm)),
+        })),
+    ))
 }
 
 fn check_patient(app: &App, id: i64) -> ApiResult<PatientId> {
@@ -369,11 +377,12 @@ pub(crate) struct WireObservation {
 /// `POST /api/v1/patients/{id}/observations`: ACVPU and/or air-or-oxygen, observed now.
 pub(crate) async fn post_observation(
     State(app): State<App>,
+    record: WriteRecord,
     principal: crate::access::Principal,
     Path(id): Path<i64>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<(Extension<Audited>, Json<Value>)> {
     let patient = check_patient(&app, id)?;
     let wire: WireObservation = parse_json(&headers, &body)?;
     let by = actor(&principal, wire.by.as_deref())?;
@@ -399,11 +408,25 @@ pub(crate) async fn post_observation(
             kind,
             reason: wire.reason.clone(),
         };
-        entries.push(record_and_apply(&app, patient, by.clone(), entry).await?);
+        entries.push(
+            record_and_apply(
+                &app,
+                patient,
+                by.clone(),
+                entry,
+                if entries.is_empty() {
+                    record.records()
+                } else {
+                    Vec::new()
+                },
+            )
+            .await?,
+        );
     }
     let view = app.0.clinical.view(patient).await.map_err(|_| stopped())?;
-    Ok(Json(
-        json!({ "entries": entries, "clinical": view_json(&app, patient, view.as_ref()) }),
+    Ok((
+        record.stored(),
+        Json(json!({ "entries": entries, "clinical": view_json(&app, patient, view.as_ref()) })),
     ))
 }
 
@@ -419,11 +442,12 @@ pub(crate) struct WireScale {
 /// reason.
 pub(crate) async fn put_spo2_scale(
     State(app): State<App>,
+    record: WriteRecord,
     principal: crate::access::Principal,
     Path(id): Path<i64>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<(Extension<Audited>, Json<Value>)> {
     let patient = check_patient(&app, id)?;
     let wire: WireScale = parse_json(&headers, &body)?;
     let by = actor(&principal, wire.by.as_deref())?;
@@ -440,10 +464,13 @@ pub(crate) async fn put_spo2_scale(
         kind: EntryKind::Spo2Scale(scale),
         reason: Some(reason),
     };
-    let entry_id = record_and_apply(&app, patient, by, entry).await?;
+    let entry_id = record_and_apply(&app, patient, by, entry, record.records()).await?;
     tracing::info!(patient = %patient, entry = entry_id, scale = wire.scale, "SpO2 scale set");
     let view = app.0.clinical.view(patient).await.map_err(|_| stopped())?;
-    Ok(Json(view_json(&app, patient, view.as_ref())))
+    Ok((
+        record.stored(),
+        Json(view_json(&app, patient, view.as_ref())),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -459,11 +486,12 @@ pub(crate) struct WireOverride {
 /// turns the limit off); `DELETE` returns to the default. Both need `by` and `reason`.
 pub(crate) async fn put_limit(
     State(app): State<App>,
+    record: WriteRecord,
     principal: crate::access::Principal,
     Path((id, rule)): Path<(i64, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<(Extension<Audited>, Json<Value>)> {
     let patient = check_patient(&app, id)?;
     let wire: WireOverride = parse_json(&headers, &body)?;
     let by = actor(&principal, wire.by.as_deref())?;
@@ -478,20 +506,24 @@ pub(crate) async fn put_limit(
         },
         reason: wire.reason,
     };
-    let entry_id = record_and_apply(&app, patient, by, entry).await?;
+    let entry_id = record_and_apply(&app, patient, by, entry, record.records()).await?;
     tracing::info!(patient = %patient, entry = entry_id, rule = %rule, "limit override set");
     let view = app.0.clinical.view(patient).await.map_err(|_| stopped())?;
-    Ok(Json(view_json(&app, patient, view.as_ref())))
+    Ok((
+        record.stored(),
+        Json(view_json(&app, patient, view.as_ref())),
+    ))
 }
 
 /// `DELETE /api/v1/patients/{id}/limits/{rule}`.
 pub(crate) async fn delete_limit(
     State(app): State<App>,
+    record: WriteRecord,
     principal: crate::access::Principal,
     Path((id, rule)): Path<(i64, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<(Extension<Audited>, Json<Value>)> {
     let patient = check_patient(&app, id)?;
     let wire: WireAction = parse_json(&headers, &body)?;
     let by = actor(&principal, wire.by.as_deref())?;
@@ -499,9 +531,12 @@ pub(crate) async fn delete_limit(
         kind: EntryKind::ClearOverride { rule },
         reason: wire.reason,
     };
-    record_and_apply(&app, patient, by, entry).await?;
+    record_and_apply(&app, patient, by, entry, record.records()).await?;
     let view = app.0.clinical.view(patient).await.map_err(|_| stopped())?;
-    Ok(Json(view_json(&app, patient, view.as_ref())))
+    Ok((
+        record.stored(),
+        Json(view_json(&app, patient, view.as_ref())),
+    ))
 }
 
 /// `GET /api/v1/clinical/config`: the rules and tables in force.

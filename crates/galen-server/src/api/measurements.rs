@@ -53,6 +53,7 @@ pub(crate) struct ReportQuery {
 
 pub(crate) async fn post_measurements(
     State(app): State<App>,
+    record: crate::audit::WriteRecord,
     principal: crate::access::Principal,
     Query(query): Query<ReportQuery>,
     headers: HeaderMap,
@@ -157,7 +158,12 @@ pub(crate) async fn post_measurements(
         })
         .collect();
 
-    let (results, summary) = match app.0.pipeline.ingest(SOURCE, items).await {
+    let (results, summary) = match app
+        .0
+        .pipeline
+        .ingest_audited(SOURCE, items, record.records())
+        .await
+    {
         Ok(done) => done,
         Err(error) => return ApiError::from(error).into_response(),
     };
@@ -192,5 +198,5 @@ pub(crate) async fn post_measurements(
         "unassigned": summary.unassigned,
         "results": results,
     });
-    (status, Json(body)).into_response()
+    (status, record.stored(), Json(body)).into_response()
 }

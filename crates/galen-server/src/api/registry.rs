@@ -1,10 +1,10 @@
 //! Patients, devices and assignments over JSON. After every change the registry cache is
 //! reloaded so that ingest attributes the next measurement with the new facts.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
 use galen_model::{
     Assignment, AssignmentId, Device, DeviceId, DeviceKind, DeviceStatus, HumanName, Identifier,
     NewAssignment, NewDevice, NewPatient, Patient, PatientId, Sex, Timestamp,
@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 
 use super::parse_json;
 use crate::App;
+use crate::audit::WriteRecord;
+use crate::auth::Audited;
 use crate::error::{ApiError, ApiResult};
 
 #[derive(Deserialize)]
@@ -94,35 +96,45 @@ async fn reload(app: &App) -> ApiResult<()> {
 
 pub(crate) async fn create_patient(
     State(app): State<App>,
+    record: WriteRecord,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Extension<Audited>, Json<Value>)> {
     let wire: WirePatient = parse_json(&headers, &body)?;
     let patient = app
         .0
         .store
-        .create_patient(wire.into_model(today(&app))?)
+        .create_patient(wire.into_model(today(&app))?, record.records())
         .await?;
     reload(&app).await?;
     tracing::info!(patient = %patient.id, "patient registered");
-    Ok((StatusCode::CREATED, Json(patient_json(&patient))))
+    Ok((
+        StatusCode::CREATED,
+        record.stored(),
+        Json(patient_json(&patient)),
+    ))
 }
 
 pub(crate) async fn update_patient(
     State(app): State<App>,
+    record: WriteRecord,
     Path(id): Path<i64>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<(Extension<Audited>, Json<Value>)> {
     let wire: WirePatient = parse_json(&headers, &body)?;
     let patient = app
         .0
         .store
-        .update_patient(PatientId(id), wire.into_model(today(&app))?)
+        .update_patient(
+            PatientId(id),
+            wire.into_model(today(&app))?,
+            record.records(),
+        )
         .await?;
     reload(&app).await?;
     tracing::info!(patient = %patient.id, "patient updated");
-    Ok(Json(patient_json(&patient)))
+    Ok((record.stored(), Json(patient_json(&patient))))
 }
 
 pub(crate) async fn patient(State(app): State<App>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
@@ -202,31 +214,41 @@ fn device_json(device: &Device) -> Value {
 
 pub(crate) async fn create_device(
     State(app): State<App>,
+    record: WriteRecord,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let wire: WireDevice = parse_json(&headers, &body)?;
-    let device = app.0.store.create_device(wire.into_model()?).await?;
-    reload(&app).await?;
-    tracing::info!(device = %device.id, "device registered");
-    Ok((StatusCode::CREATED, Json(device_json(&device))))
-}
-
-pub(crate) async fn update_device(
-    State(app): State<App>,
-    Path(id): Path<i64>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<(StatusCode, Extension<Audited>, Json<Value>)> {
     let wire: WireDevice = parse_json(&headers, &body)?;
     let device = app
         .0
         .store
-        .update_device(DeviceId(id), wire.into_model()?)
+        .create_device(wire.into_model()?, record.records())
+        .await?;
+    reload(&app).await?;
+    tracing::info!(device = %device.id, "device registered");
+    Ok((
+        StatusCode::CREATED,
+        record.stored(),
+        Json(device_json(&device)),
+    ))
+}
+
+pub(crate) async fn update_device(
+    State(app): State<App>,
+    record: WriteRecord,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(Extension<Audited>, Json<Value>)> {
+    let wire: WireDevice = parse_json(&headers, &body)?;
+    let device = app
+        .0
+        .store
+        .update_device(DeviceId(id), wire.into_model()?, record.records())
         .await?;
     reload(&app).await?;
     tracing::info!(device = %device.id, status = device.details.status.code(), "device updated");
-    Ok(Json(device_json(&device)))
+    Ok((record.stored(), Json(device_json(&device))))
 }
 
 pub(crate) async fn device(State(app): State<App>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
@@ -267,9 +289,10 @@ fn assignment_json(assignment: &Assignment) -> Value {
 
 pub(crate) async fn create_assignment(
     State(app): State<App>,
+    record: WriteRecord,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Extension<Audited>, Json<Value>)> {
     let wire: WireAssignment = parse_json(&headers, &body)?;
     let start =
         super::parse_time("start", wire.start.as_deref())?.unwrap_or_else(|| app.0.clock.now());
@@ -281,10 +304,18 @@ pub(crate) async fn create_assignment(
         end,
     };
     assignment.validate()?;
-    let assignment = app.0.store.create_assignment(assignment).await?;
+    let assignment = app
+        .0
+        .store
+        .create_assignment(assignment, record.records())
+        .await?;
     reload(&app).await?;
     tracing::info!(assignment = %assignment, "device assigned");
-    Ok((StatusCode::CREATED, Json(assignment_json(&assignment))))
+    Ok((
+        StatusCode::CREATED,
+        record.stored(),
+        Json(assignment_json(&assignment)),
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -295,17 +326,22 @@ pub(crate) struct WireEnd {
 
 pub(crate) async fn end_assignment(
     State(app): State<App>,
+    record: WriteRecord,
     Path(id): Path<i64>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<(Extension<Audited>, Json<Value>)> {
     let wire: WireEnd = if body.is_empty() {
         WireEnd::default()
     } else {
         parse_json(&headers, &body)?
     };
     let end = super::parse_time("end", wire.end.as_deref())?.unwrap_or_else(|| app.0.clock.now());
-    let assignment = app.0.store.end_assignment(AssignmentId(id), end).await?;
+    let assignment = app
+        .0
+        .store
+        .end_assignment(AssignmentId(id), end, record.records())
+        .await?;
     reload(&app).await?;
     // The device no longer belongs to this patient: its technical alarms end, silence is expected.
     let released = galen_clinical::Input::DeviceReleased {
@@ -317,7 +353,7 @@ pub(crate) async fn end_assignment(
         tracing::warn!("clinical engine stopped; device release not applied");
     }
     tracing::info!(assignment = %assignment, "assignment ended");
-    Ok(Json(assignment_json(&assignment)))
+    Ok((record.stored(), Json(assignment_json(&assignment))))
 }
 
 #[derive(Deserialize)]
@@ -362,8 +398,9 @@ fn credential_json(credential: &galen_store::DeviceCredential) -> Value {
 /// to a new secret without a gap.
 pub(crate) async fn create_credential(
     State(app): State<App>,
+    record: WriteRecord,
     Path(id): Path<i64>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Extension<Audited>, Json<Value>)> {
     let mut random = [0u8; 32];
     getrandom::fill(&mut random)
         .map_err(|_| ApiError::internal("the system random generator failed"))?;
@@ -378,7 +415,7 @@ pub(crate) async fn create_credential(
     let credential = app
         .0
         .store
-        .add_device_credential(DeviceId(id), hash, now)
+        .add_device_credential(DeviceId(id), hash, now, record.records())
         .await?;
     reload(&app).await?;
     tracing::info!(
@@ -388,7 +425,7 @@ pub(crate) async fn create_credential(
     );
     let mut body = credential_json(&credential);
     body["secret"] = json!(secret);
-    Ok((StatusCode::CREATED, Json(body)))
+    Ok((StatusCode::CREATED, record.stored(), Json(body)))
 }
 
 /// The device's credentials, without secrets.
@@ -413,15 +450,16 @@ pub(crate) async fn list_credentials(
 /// Revokes one credential: connections can no longer be opened with it.
 pub(crate) async fn revoke_credential(
     State(app): State<App>,
+    record: WriteRecord,
     Path((id, credential)): Path<(i64, i64)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<(Extension<Audited>, Json<Value>)> {
     let now = app.0.clock.now();
     let revoked = app
         .0
         .store
-        .revoke_device_credential(DeviceId(id), credential, now)
+        .revoke_device_credential(DeviceId(id), credential, now, record.records())
         .await?;
     reload(&app).await?;
     tracing::info!(device = id, credential, "device credential revoked");
-    Ok(Json(credential_json(&revoked)))
+    Ok((record.stored(), Json(credential_json(&revoked))))
 }

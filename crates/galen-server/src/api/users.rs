@@ -4,10 +4,10 @@
 //! Passwords are hashed with Argon2id before they reach the store and are never echoed; a new API
 //! token's secret is in the creation answer only.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
 use galen_model::{PatientId, Timestamp};
 use galen_store::{ApiToken, NewUser, User, UserChange};
 use serde::Deserialize;
@@ -17,6 +17,8 @@ use super::parse_json;
 use crate::App;
 use crate::access::accounts::{Accounts, hash_password};
 use crate::access::{Principal, Role, Scope};
+use crate::audit::WriteRecord;
+use crate::auth::Audited;
 use crate::error::{ApiError, ApiResult};
 
 fn user_json(user: &User) -> Value {
@@ -113,10 +115,11 @@ pub(crate) async fn list(State(app): State<App>) -> Json<Value> {
 /// `POST /api/v1/users`.
 pub(crate) async fn create(
     State(app): State<App>,
+    record: WriteRecord,
     principal: Principal,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Extension<Audited>, Json<Value>)> {
     let wire: WireNewUser = parse_json(&headers, &body)?;
     check_text("name", &wire.name)?;
     check_scope(&app, &wire.role, &wire.wards, wire.patient)?;
@@ -124,18 +127,21 @@ pub(crate) async fn create(
     let user = app
         .0
         .store
-        .create_user(NewUser {
-            name: wire.name.trim().to_owned(),
-            password_hash,
-            role: wire.role,
-            wards: wire.wards,
-            patient: wire.patient.map(PatientId),
-            created: app.0.clock.now(),
-        })
+        .create_user(
+            NewUser {
+                name: wire.name.trim().to_owned(),
+                password_hash,
+                role: wire.role,
+                wards: wire.wards,
+                patient: wire.patient.map(PatientId),
+                created: app.0.clock.now(),
+            },
+            record.records(),
+        )
         .await?;
     reload(&app).await?;
     tracing::info!(actor = %principal.actor, account = user.id, role = %user.details.role, "account created");
-    Ok((StatusCode::CREATED, Json(user_json(&user))))
+    Ok((StatusCode::CREATED, record.stored(), Json(user_json(&user))))
 }
 
 #[derive(Deserialize)]
@@ -154,11 +160,12 @@ pub(crate) struct WireUserChange {
 /// the account's sessions.
 pub(crate) async fn update(
     State(app): State<App>,
+    record: WriteRecord,
     principal: Principal,
     Path(id): Path<i64>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<(Extension<Audited>, Json<Value>)> {
     let wire: WireUserChange = parse_json(&headers, &body)?;
     check_scope(&app, &wire.role, &wire.wards, wire.patient)?;
     if principal.user == Some(id) && (wire.disabled || wire.role != Role::Administrator.code()) {
@@ -180,6 +187,7 @@ pub(crate) async fn update(
                 patient: wire.patient.map(PatientId),
                 disabled: wire.disabled,
             },
+            record.records(),
         )
         .await?;
     if user.disabled || new_password {
@@ -187,7 +195,7 @@ pub(crate) async fn update(
     }
     reload(&app).await?;
     tracing::info!(actor = %principal.actor, account = id, "account changed");
-    Ok(Json(user_json(&user)))
+    Ok((record.stored(), Json(user_json(&user))))
 }
 
 #[derive(Deserialize)]
@@ -202,11 +210,12 @@ pub(crate) struct WireToken {
 /// in this answer only.
 pub(crate) async fn create_token(
     State(app): State<App>,
+    record: WriteRecord,
     principal: Principal,
     Path(id): Path<i64>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Extension<Audited>, Json<Value>)> {
     let wire: WireToken = parse_json(&headers, &body)?;
     check_text("label", &wire.label)?;
     let days = wire.expires_in_days.unwrap_or(90);
@@ -220,13 +229,13 @@ pub(crate) async fn create_token(
     let token = app
         .0
         .store
-        .create_api_token(id, wire.label, hash, now, Some(expires))
+        .create_api_token(id, wire.label, hash, now, Some(expires), record.records())
         .await?;
     reload(&app).await?;
     tracing::info!(actor = %principal.actor, account = id, token = token.id, "API token issued");
     let mut answer = token_json(&token);
     answer["token"] = json!(secret);
-    Ok((StatusCode::CREATED, Json(answer)))
+    Ok((StatusCode::CREATED, record.stored(), Json(answer)))
 }
 
 /// `GET /api/v1/users/{id}/tokens`.
@@ -249,13 +258,18 @@ pub(crate) async fn list_tokens(
 /// `DELETE /api/v1/tokens/{id}`: revokes a token at once.
 pub(crate) async fn revoke_token(
     State(app): State<App>,
+    record: WriteRecord,
     principal: Principal,
     Path(id): Path<i64>,
-) -> ApiResult<Json<Value>> {
-    let token = app.0.store.revoke_api_token(id, app.0.clock.now()).await?;
+) -> ApiResult<(Extension<Audited>, Json<Value>)> {
+    let token = app
+        .0
+        .store
+        .revoke_api_token(id, app.0.clock.now(), record.records())
+        .await?;
     reload(&app).await?;
     tracing::info!(actor = %principal.actor, token = id, "API token revoked");
-    Ok(Json(token_json(&token)))
+    Ok((record.stored(), Json(token_json(&token))))
 }
 
 /// `GET /api/v1/session`: the caller's identity, role, permissions and scope.

@@ -369,7 +369,7 @@ async fn process_transaction(
         write_registry(app, auditor, caller, &steps, &mut answers).await?;
     }
     if observations {
-        write_observations(app, caller, &steps, &mut answers).await?;
+        write_observations(app, auditor, caller, &steps, &mut answers).await?;
     }
     for (step, answer) in steps.into_iter().zip(&mut answers) {
         if let Step::Read(request) = step {
@@ -444,15 +444,26 @@ async fn write_registry(
 /// Ingests every Observation entry in one all-or-nothing commit and answers each.
 async fn write_observations(
     app: &App,
+    auditor: &super::registry::Auditor,
     caller: &HeaderMap,
     steps: &[Step],
     answers: &mut [Option<Value>],
 ) -> FhirResult<()> {
-    // Each item remembers its entry, to name it when it is refused.
+    // Each item remembers its entry, to name it when it is refused. Each entry's audit record
+    // commits with the items.
     let mut items = Vec::new();
     let mut origins = Vec::new();
+    let mut audit = Vec::new();
+    let now = app.0.clock.now();
     for (index, step) in steps.iter().enumerate() {
         if let Step::Observation(prepared) = step {
+            audit.push(auditor.record(
+                now,
+                galen_store::AuditAction::Ingest,
+                &format!("Bundle.entry[{index}] Observation"),
+                None,
+                "FHIR transaction entry, recorded with its values",
+            ));
             for (value, item) in prepared.items().into_iter().enumerate() {
                 items.push(item);
                 origins.push((index, value));
@@ -462,7 +473,7 @@ async fn write_observations(
     let verdict = app
         .0
         .pipeline
-        .ingest_all_or_nothing(observation::SOURCE, items)
+        .ingest_all_or_nothing(observation::SOURCE, items, audit)
         .await?;
     let (results, _) = match verdict {
         Ok(stored) => stored,

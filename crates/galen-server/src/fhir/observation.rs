@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use galen_fhir::bundle::SearchsetBuilder;
 use galen_fhir::observation::{
     DeviceHandle, ObservationCode, ObservationKey, PostedObservation, Reading, VitalReading,
@@ -597,6 +597,7 @@ pub(crate) async fn created(
 
 pub(crate) async fn create(
     State(app): State<App>,
+    record: crate::audit::WriteRecord,
     principal: crate::access::Principal,
     headers: HeaderMap,
     body: Bytes,
@@ -606,7 +607,11 @@ pub(crate) async fn create(
     let prepared = prepare(&app, &principal, body).await?;
     let posted = &prepared.posted;
     let items = prepared.items();
-    let (results, summary) = app.0.pipeline.ingest(SOURCE, items).await?;
+    let (results, summary) = app
+        .0
+        .pipeline
+        .ingest_audited(SOURCE, items, record.records())
+        .await?;
     if summary.rejected > 0 {
         let mut outcome = OutcomeBuilder::new();
         for (value, result) in posted.values.iter().zip(&results) {
@@ -648,9 +653,13 @@ pub(crate) async fn create(
     } else {
         StatusCode::OK
     };
-    Ok(fhir_response(
-        status,
-        &observation,
-        resource_headers(&etag, Some(location)),
-    ))
+    Ok((
+        record.stored(),
+        fhir_response(
+            status,
+            &observation,
+            resource_headers(&etag, Some(location)),
+        ),
+    )
+        .into_response())
 }

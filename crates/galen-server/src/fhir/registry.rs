@@ -484,6 +484,28 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Auditor {
 }
 
 impl Auditor {
+    /// A success record of one write by this caller.
+    pub(crate) fn record(
+        &self,
+        now: galen_model::Timestamp,
+        action: galen_store::AuditAction,
+        resource: &str,
+        patient: Option<galen_model::PatientId>,
+        detail: &str,
+    ) -> galen_store::AuditRecord {
+        crate::audit::request_record(
+            now,
+            &self.principal.actor,
+            self.principal.role.code(),
+            action,
+            resource,
+            patient,
+            galen_store::AuditOutcome::Success,
+            &self.source,
+            detail.to_owned(),
+        )
+    }
+
     /// The audit records of registry writes (`created[i]`: whether write `i` creates), built from
     /// what the transaction wrote so that a create names its new id.
     pub(crate) fn records(
@@ -508,16 +530,12 @@ impl Auditor {
                     } else {
                         galen_store::AuditAction::Update
                     };
-                    crate::audit::request_record(
+                    auditor.record(
                         now,
-                        &auditor.principal.actor,
-                        auditor.principal.role.code(),
                         action,
                         &resource,
                         patient,
-                        galen_store::AuditOutcome::Success,
-                        &auditor.source,
-                        "FHIR registry write, recorded in its transaction".to_owned(),
+                        "FHIR registry write, recorded in its transaction",
                     )
                 })
                 .collect()

@@ -752,7 +752,7 @@ async fn persist(app: &App, live: &Live) {
     if let Err(error) = app
         .0
         .store
-        .update_subscription(live.id, body, status, events)
+        .update_subscription(live.id, body, status, events, Vec::new())
         .await
     {
         tracing::error!(subscription = live.id, %error, "could not store a subscription's state");
@@ -1065,6 +1065,7 @@ fn find(app: &App, id: &str) -> FhirResult<Arc<Live>> {
 
 pub(crate) async fn create(
     State(app): State<App>,
+    record: crate::audit::WriteRecord,
     headers: HeaderMap,
     body: Bytes,
 ) -> FhirResult<Response> {
@@ -1085,7 +1086,11 @@ pub(crate) async fn create(
     let id = app
         .0
         .store
-        .create_subscription(stored_body(&base, &resource), "requested".into())
+        .create_subscription(
+            stored_body(&base, &resource),
+            "requested".into(),
+            record.records(),
+        )
         .await?;
     let live = activate(&app, id, base, resource, "requested".into(), 0)?;
     tracing::info!(subscription = id, "FHIR subscription created");
@@ -1093,7 +1098,11 @@ pub(crate) async fn create(
     if let Ok(location) = format!("{}/Subscription/{id}", base_url(&headers)).parse() {
         answer.insert(axum::http::header::LOCATION, location);
     }
-    Ok(fhir_response(StatusCode::CREATED, &served(&live), answer))
+    Ok((
+        record.stored(),
+        fhir_response(StatusCode::CREATED, &served(&live), answer),
+    )
+        .into_response())
 }
 
 pub(crate) async fn read(
@@ -1143,7 +1152,11 @@ pub(crate) async fn search(State(app): State<App>, headers: HeaderMap) -> FhirRe
     Ok(fhir_response(StatusCode::OK, &bundle, HeaderMap::new()))
 }
 
-pub(crate) async fn delete(State(app): State<App>, Path(id): Path<String>) -> FhirResult<Response> {
+pub(crate) async fn delete(
+    State(app): State<App>,
+    record: crate::audit::WriteRecord,
+    Path(id): Path<String>,
+) -> FhirResult<Response> {
     let live = find(&app, &id)?;
     app.0
         .subscriptions
@@ -1152,9 +1165,12 @@ pub(crate) async fn delete(State(app): State<App>, Path(id): Path<String>) -> Fh
         .unwrap_or_else(|poison| poison.into_inner())
         .remove(&live.id);
     unbind_sockets(&live);
-    app.0.store.delete_subscription(live.id).await?;
+    app.0
+        .store
+        .delete_subscription(live.id, record.records())
+        .await?;
     tracing::info!(subscription = live.id, "FHIR subscription deleted");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok((record.stored(), StatusCode::NO_CONTENT).into_response())
 }
 
 pub(crate) async fn status(

@@ -5,7 +5,9 @@ use galen_model::{PatientId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::SqliteStore;
+use super::audit::with_records;
 use crate::access::{AccessStore, ApiToken, NewUser, User, UserChange};
+use crate::audit::AuditRecord;
 use crate::error::{Error, Result};
 
 const USER_COLUMNS: &str = "id, name, password_hash, role, wards, patient_id, created, disabled, failed_logins, locked_until";
@@ -79,59 +81,62 @@ fn load_token(connection: &Connection, id: i64) -> Result<Option<ApiToken>> {
 
 #[async_trait]
 impl AccessStore for SqliteStore {
-    async fn create_user(&self, user: NewUser) -> Result<User> {
+    async fn create_user(&self, user: NewUser, audit: Vec<AuditRecord>) -> Result<User> {
         self.registry(move |connection| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let inserted = transaction.execute(
-                "INSERT INTO users (name, password_hash, role, wards, patient_id, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    user.name,
-                    user.password_hash,
-                    user.role,
-                    join_wards(&user.wards),
-                    user.patient.map(|patient| patient.0),
-                    user.created.micros()
-                ],
-            );
-            match inserted {
-                Err(rusqlite::Error::SqliteFailure(failure, _))
-                    if failure.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    return Err(Error::Conflict("an account with this name exists".into()));
-                }
-                other => other?,
-            };
-            let id = transaction.last_insert_rowid();
-            let created = load_user(&transaction, id)?.ok_or(Error::NotFound("user"))?;
-            transaction.commit()?;
-            Ok(created)
+            with_records(connection, audit, |transaction| {
+                let inserted = transaction.execute(
+                    "INSERT INTO users (name, password_hash, role, wards, patient_id, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        user.name,
+                        user.password_hash,
+                        user.role,
+                        join_wards(&user.wards),
+                        user.patient.map(|patient| patient.0),
+                        user.created.micros()
+                    ],
+                );
+                match inserted {
+                    Err(rusqlite::Error::SqliteFailure(failure, _))
+                        if failure.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        return Err(Error::Conflict("an account with this name exists".into()));
+                    }
+                    other => other?,
+                };
+                let id = transaction.last_insert_rowid();
+                let created = load_user(transaction, id)?.ok_or(Error::NotFound("user"))?;
+                Ok(created)
+            })
         })
         .await
     }
 
-    async fn update_user(&self, id: i64, change: UserChange) -> Result<User> {
+    async fn update_user(
+        &self,
+        id: i64,
+        change: UserChange,
+        audit: Vec<AuditRecord>,
+    ) -> Result<User> {
         self.registry(move |connection| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let changed = transaction.execute(
-                "UPDATE users SET password_hash = COALESCE(?1, password_hash), role = ?2, wards = ?3,
-                 patient_id = ?4, disabled = ?5 WHERE id = ?6",
-                params![
-                    change.password_hash,
-                    change.role,
-                    join_wards(&change.wards),
-                    change.patient.map(|patient| patient.0),
-                    i64::from(change.disabled),
-                    id
-                ],
-            )?;
-            if changed == 0 {
-                return Err(Error::NotFound("user"));
-            }
-            let updated = load_user(&transaction, id)?.ok_or(Error::NotFound("user"))?;
-            transaction.commit()?;
-            Ok(updated)
+            with_records(connection, audit, |transaction| {
+                let changed = transaction.execute(
+                    "UPDATE users SET password_hash = COALESCE(?1, password_hash), role = ?2, wards = ?3,
+                     patient_id = ?4, disabled = ?5 WHERE id = ?6",
+                    params![
+                        change.password_hash,
+                        change.role,
+                        join_wards(&change.wards),
+                        change.patient.map(|patient| patient.0),
+                        i64::from(change.disabled),
+                        id
+                    ],
+                )?;
+                if changed == 0 {
+                    return Err(Error::NotFound("user"));
+                }
+                let updated = load_user(transaction, id)?.ok_or(Error::NotFound("user"))?;
+                Ok(updated)
+            })
         })
         .await
     }
@@ -186,40 +191,44 @@ impl AccessStore for SqliteStore {
         secret_sha256: [u8; 32],
         created: Timestamp,
         expires: Option<Timestamp>,
+        audit: Vec<AuditRecord>,
     ) -> Result<ApiToken> {
         self.registry(move |connection| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if load_user(&transaction, user)?.is_none() {
-                return Err(Error::NotFound("user"));
-            }
-            transaction.execute(
-                "INSERT INTO api_tokens (user_id, label, secret_sha256, created, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![user, label, secret_sha256.as_slice(), created.micros(), expires.map(Timestamp::micros)],
-            )?;
-            let id = transaction.last_insert_rowid();
-            let token = load_token(&transaction, id)?.ok_or(Error::NotFound("api token"))?;
-            transaction.commit()?;
-            Ok(token)
+            with_records(connection, audit, |transaction| {
+                if load_user(transaction, user)?.is_none() {
+                    return Err(Error::NotFound("user"));
+                }
+                transaction.execute(
+                    "INSERT INTO api_tokens (user_id, label, secret_sha256, created, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![user, label, secret_sha256.as_slice(), created.micros(), expires.map(Timestamp::micros)],
+                )?;
+                let id = transaction.last_insert_rowid();
+                let token = load_token(transaction, id)?.ok_or(Error::NotFound("api token"))?;
+                Ok(token)
+            })
         })
         .await
     }
 
-    async fn revoke_api_token(&self, id: i64, at: Timestamp) -> Result<ApiToken> {
+    async fn revoke_api_token(
+        &self,
+        id: i64,
+        at: Timestamp,
+        audit: Vec<AuditRecord>,
+    ) -> Result<ApiToken> {
         self.registry(move |connection| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let token = load_token(&transaction, id)?.ok_or(Error::NotFound("api token"))?;
-            if token.revoked.is_some() {
-                return Err(Error::Conflict("the token is already revoked".into()));
-            }
-            transaction.execute(
-                "UPDATE api_tokens SET revoked = ?1 WHERE id = ?2",
-                params![at.micros(), id],
-            )?;
-            let token = load_token(&transaction, id)?.ok_or(Error::NotFound("api token"))?;
-            transaction.commit()?;
-            Ok(token)
+            with_records(connection, audit, |transaction| {
+                let token = load_token(transaction, id)?.ok_or(Error::NotFound("api token"))?;
+                if token.revoked.is_some() {
+                    return Err(Error::Conflict("the token is already revoked".into()));
+                }
+                transaction.execute(
+                    "UPDATE api_tokens SET revoked = ?1 WHERE id = ?2",
+                    params![at.micros(), id],
+                )?;
+                let token = load_token(transaction, id)?.ok_or(Error::NotFound("api token"))?;
+                Ok(token)
+            })
         })
         .await
     }

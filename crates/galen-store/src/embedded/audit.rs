@@ -17,7 +17,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use galen_model::{PatientId, Timestamp};
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{DATABASE_FILE, SqliteStore};
 use crate::audit::{
@@ -138,6 +138,24 @@ pub(super) fn append_in(
         stored.push(chained);
     }
     Ok(stored)
+}
+
+/// Runs `work` and appends `records` to the chain in one `BEGIN IMMEDIATE` transaction on
+/// `connection`: the write and its audit records commit together, or neither does. Records are
+/// validated before anything is written.
+pub(super) fn with_records<T>(
+    connection: &mut Connection,
+    records: Vec<AuditRecord>,
+    work: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
+    for record in &records {
+        record.validate()?;
+    }
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let value = work(&transaction)?;
+    append_in(&transaction, records)?;
+    transaction.commit()?;
+    Ok(value)
 }
 
 /// SQLite takes a signed 64-bit limit.

@@ -8,6 +8,8 @@ use galen_model::{PatientId, Timestamp};
 use rusqlite::{Row, TransactionBehavior, params};
 
 use super::SqliteStore;
+use super::audit::with_records;
+use crate::audit::AuditRecord;
 use crate::clinical::{
     AlarmQuery, AlarmRecord, ClinicalEntry, ClinicalStore, DeliveryRecord, FilteredRecord,
     ScoreRecord,
@@ -61,16 +63,20 @@ fn sql_limit(limit: usize) -> i64 {
 
 #[async_trait]
 impl ClinicalStore for SqliteStore {
-    async fn add_entry(&self, mut entry: ClinicalEntry) -> Result<ClinicalEntry> {
+    async fn add_entry(
+        &self,
+        mut entry: ClinicalEntry,
+        audit: Vec<AuditRecord>,
+    ) -> Result<ClinicalEntry> {
         self.registry(move |connection| {
-            let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            transaction.execute(
-                "INSERT INTO clinical_entries (patient_id, ts, kind, author, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![entry.patient.0, entry.time.micros(), entry.kind, entry.author, entry.body],
-            )?;
-            entry.id = transaction.last_insert_rowid();
-            transaction.commit()?;
-            Ok(entry)
+            with_records(connection, audit, |transaction| {
+                transaction.execute(
+                    "INSERT INTO clinical_entries (patient_id, ts, kind, author, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![entry.patient.0, entry.time.micros(), entry.kind, entry.author, entry.body],
+                )?;
+                entry.id = transaction.last_insert_rowid();
+                Ok(entry)
+            })
         })
         .await
     }

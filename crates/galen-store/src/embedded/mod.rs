@@ -270,9 +270,16 @@ fn range_points(shared: &Shared, series: i64, from: i64, to: i64) -> Result<Vec<
 #[async_trait]
 impl MeasurementStore for SqliteStore {
     async fn ingest(&self, batch: IngestBatch) -> Result<Vec<AppendOutcome>> {
-        if batch.measurements.is_empty() && batch.dead_letters.is_empty() && batch.receipt.is_none()
+        if batch.measurements.is_empty()
+            && batch.dead_letters.is_empty()
+            && batch.receipt.is_none()
+            && batch.audit.is_empty()
         {
             return Ok(Vec::new());
+        }
+        // Validated here, so that one bad record cannot fail the whole group commit.
+        for record in &batch.audit {
+            record.validate()?;
         }
         let (reply, answer) = oneshot::channel();
         self.shared

@@ -11,13 +11,14 @@ use galen_model::{
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
+use super::audit::with_records;
 use super::{Shared, SqliteStore};
 use crate::error::{Error, Result};
 use crate::types::{
     DeviceCredential, DocumentOwner, Registered, RegistryChange, RegistryDocument, RegistryWrite,
     StoredSubscription,
 };
-use crate::{RegistryAudit, RegistryStore};
+use crate::{AuditRecord, RegistryAudit, RegistryStore};
 
 const PATIENT_COLUMNS: &str =
     "id, identifier_system, identifier_value, family, given, birth_date, sex, ward, bed";
@@ -230,14 +231,6 @@ fn put_document(connection: &Connection, owner: DocumentOwner, body: Option<&str
     Ok(())
 }
 
-/// Applies one change in its own immediate transaction.
-fn apply_alone(connection: &mut Connection, change: RegistryChange) -> Result<Registered> {
-    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let registered = apply_change(&transaction, change)?;
-    transaction.commit()?;
-    Ok(registered)
-}
-
 const PATIENT_CONFLICT: &str = "a patient with this identifier is already registered";
 const DEVICE_CONFLICT: &str = "a device with this serial is already registered";
 
@@ -269,10 +262,18 @@ fn load_assignment(connection: &Connection, id: i64) -> Result<Option<Assignment
 }
 
 impl SqliteStore {
-    /// Applies one patient change alone.
-    async fn write_patient(&self, change: RegistryChange) -> Result<Patient> {
+    /// Applies one patient change alone, with its audit records.
+    async fn write_patient(
+        &self,
+        change: RegistryChange,
+        audit: Vec<AuditRecord>,
+    ) -> Result<Patient> {
         match self
-            .registry(move |connection| apply_alone(connection, change))
+            .registry(move |connection| {
+                with_records(connection, audit, |transaction| {
+                    apply_change(transaction, change)
+                })
+            })
             .await?
         {
             Registered::Patient(patient) => Ok(patient),
@@ -280,10 +281,18 @@ impl SqliteStore {
         }
     }
 
-    /// Applies one device change alone.
-    async fn write_device(&self, change: RegistryChange) -> Result<Device> {
+    /// Applies one device change alone, with its audit records.
+    async fn write_device(
+        &self,
+        change: RegistryChange,
+        audit: Vec<AuditRecord>,
+    ) -> Result<Device> {
         match self
-            .registry(move |connection| apply_alone(connection, change))
+            .registry(move |connection| {
+                with_records(connection, audit, |transaction| {
+                    apply_change(transaction, change)
+                })
+            })
             .await?
         {
             Registered::Device(device) => Ok(device),
@@ -309,13 +318,22 @@ impl SqliteStore {
 
 #[async_trait]
 impl RegistryStore for SqliteStore {
-    async fn create_patient(&self, patient: NewPatient) -> Result<Patient> {
-        self.write_patient(RegistryChange::CreatePatient(patient))
+    async fn create_patient(
+        &self,
+        patient: NewPatient,
+        audit: Vec<AuditRecord>,
+    ) -> Result<Patient> {
+        self.write_patient(RegistryChange::CreatePatient(patient), audit)
             .await
     }
 
-    async fn update_patient(&self, id: PatientId, patient: NewPatient) -> Result<Patient> {
-        self.write_patient(RegistryChange::UpdatePatient(id, patient))
+    async fn update_patient(
+        &self,
+        id: PatientId,
+        patient: NewPatient,
+        audit: Vec<AuditRecord>,
+    ) -> Result<Patient> {
+        self.write_patient(RegistryChange::UpdatePatient(id, patient), audit)
             .await
     }
 
@@ -341,13 +359,18 @@ impl RegistryStore for SqliteStore {
         .await
     }
 
-    async fn create_device(&self, device: NewDevice) -> Result<Device> {
-        self.write_device(RegistryChange::CreateDevice(device))
+    async fn create_device(&self, device: NewDevice, audit: Vec<AuditRecord>) -> Result<Device> {
+        self.write_device(RegistryChange::CreateDevice(device), audit)
             .await
     }
 
-    async fn update_device(&self, id: DeviceId, device: NewDevice) -> Result<Device> {
-        self.write_device(RegistryChange::UpdateDevice(id, device))
+    async fn update_device(
+        &self,
+        id: DeviceId,
+        device: NewDevice,
+        audit: Vec<AuditRecord>,
+    ) -> Result<Device> {
+        self.write_device(RegistryChange::UpdateDevice(id, device), audit)
             .await
     }
 
@@ -372,63 +395,71 @@ impl RegistryStore for SqliteStore {
         .await
     }
 
-    async fn create_assignment(&self, assignment: NewAssignment) -> Result<Assignment> {
+    async fn create_assignment(
+        &self,
+        assignment: NewAssignment,
+        audit: Vec<AuditRecord>,
+    ) -> Result<Assignment> {
         assignment
             .validate()
             .map_err(|error| Error::Invalid(error.to_string()))?;
         self.registry(move |connection| {
-            let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if load_device(&transaction, assignment.device.0)?.is_none() {
-                return Err(Error::NotFound("device"));
-            }
-            if load_patient(&transaction, assignment.patient.0)?.is_none() {
-                return Err(Error::NotFound("patient"));
-            }
-            // Half-open intervals [start, end) overlap when each starts before the other ends.
-            let overlapping: Option<i64> = transaction
-                .query_row(
-                    "SELECT id FROM assignments WHERE device_id = ?1 AND start_ts < ?3 AND (end_ts IS NULL OR end_ts > ?2) LIMIT 1",
-                    params![assignment.device.0, assignment.start.micros(), assignment.end.unwrap_or(Timestamp::MAX).micros()],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            if let Some(existing) = overlapping {
-                return Err(Error::Conflict(format!(
-                    "the device is already assigned during this interval (assignment {existing})"
-                )));
-            }
-            transaction.execute(
-                "INSERT INTO assignments (device_id, patient_id, start_ts, end_ts) VALUES (?1, ?2, ?3, ?4)",
-                params![assignment.device.0, assignment.patient.0, assignment.start.micros(), assignment.end.map(Timestamp::micros)],
-            )?;
-            let id = transaction.last_insert_rowid();
-            transaction.commit()?;
-            Ok(Assignment { id: AssignmentId(id), details: assignment })
+            with_records(connection, audit, |transaction| {
+                if load_device(transaction, assignment.device.0)?.is_none() {
+                    return Err(Error::NotFound("device"));
+                }
+                if load_patient(transaction, assignment.patient.0)?.is_none() {
+                    return Err(Error::NotFound("patient"));
+                }
+                // Half-open intervals [start, end) overlap when each starts before the other ends.
+                let overlapping: Option<i64> = transaction
+                    .query_row(
+                        "SELECT id FROM assignments WHERE device_id = ?1 AND start_ts < ?3 AND (end_ts IS NULL OR end_ts > ?2) LIMIT 1",
+                        params![assignment.device.0, assignment.start.micros(), assignment.end.unwrap_or(Timestamp::MAX).micros()],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                if let Some(existing) = overlapping {
+                    return Err(Error::Conflict(format!(
+                        "the device is already assigned during this interval (assignment {existing})"
+                    )));
+                }
+                transaction.execute(
+                    "INSERT INTO assignments (device_id, patient_id, start_ts, end_ts) VALUES (?1, ?2, ?3, ?4)",
+                    params![assignment.device.0, assignment.patient.0, assignment.start.micros(), assignment.end.map(Timestamp::micros)],
+                )?;
+                let id = transaction.last_insert_rowid();
+                Ok(Assignment { id: AssignmentId(id), details: assignment })
+            })
         })
         .await
     }
 
-    async fn end_assignment(&self, id: AssignmentId, end: Timestamp) -> Result<Assignment> {
+    async fn end_assignment(
+        &self,
+        id: AssignmentId,
+        end: Timestamp,
+        audit: Vec<AuditRecord>,
+    ) -> Result<Assignment> {
         self.registry(move |connection| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut assignment =
-                load_assignment(&transaction, id.0)?.ok_or(Error::NotFound("assignment"))?;
-            if assignment.details.end.is_some() {
-                return Err(Error::Conflict("the assignment has already ended".into()));
-            }
-            if end <= assignment.details.start {
-                return Err(Error::Conflict(
-                    "an assignment must end after it starts".into(),
-                ));
-            }
-            transaction.execute(
-                "UPDATE assignments SET end_ts = ?2 WHERE id = ?1",
-                params![id.0, end.micros()],
-            )?;
-            transaction.commit()?;
-            assignment.details.end = Some(end);
-            Ok(assignment)
+            with_records(connection, audit, |transaction| {
+                let mut assignment =
+                    load_assignment(transaction, id.0)?.ok_or(Error::NotFound("assignment"))?;
+                if assignment.details.end.is_some() {
+                    return Err(Error::Conflict("the assignment has already ended".into()));
+                }
+                if end <= assignment.details.start {
+                    return Err(Error::Conflict(
+                        "an assignment must end after it starts".into(),
+                    ));
+                }
+                transaction.execute(
+                    "UPDATE assignments SET end_ts = ?2 WHERE id = ?1",
+                    params![id.0, end.micros()],
+                )?;
+                assignment.details.end = Some(end);
+                Ok(assignment)
+            })
         })
         .await
     }
@@ -504,20 +535,20 @@ impl RegistryStore for SqliteStore {
         device: DeviceId,
         secret_sha256: [u8; 32],
         created: Timestamp,
+        audit: Vec<AuditRecord>,
     ) -> Result<DeviceCredential> {
         self.registry(move |connection| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if load_device(&transaction, device.0)?.is_none() {
-                return Err(Error::NotFound("device"));
-            }
-            transaction.execute(
-                "INSERT INTO device_credentials (device_id, secret_sha256, created) VALUES (?1, ?2, ?3)",
-                params![device.0, secret_sha256.as_slice(), created.micros()],
-            )?;
-            let id = transaction.last_insert_rowid();
-            transaction.commit()?;
-            Ok(DeviceCredential { id, device, secret_sha256, created, revoked: None })
+            with_records(connection, audit, |transaction| {
+                if load_device(transaction, device.0)?.is_none() {
+                    return Err(Error::NotFound("device"));
+                }
+                transaction.execute(
+                    "INSERT INTO device_credentials (device_id, secret_sha256, created) VALUES (?1, ?2, ?3)",
+                    params![device.0, secret_sha256.as_slice(), created.micros()],
+                )?;
+                let id = transaction.last_insert_rowid();
+                Ok(DeviceCredential { id, device, secret_sha256, created, revoked: None })
+            })
         })
         .await
     }
@@ -527,40 +558,47 @@ impl RegistryStore for SqliteStore {
         device: DeviceId,
         id: i64,
         at: Timestamp,
+        audit: Vec<AuditRecord>,
     ) -> Result<DeviceCredential> {
         self.registry(move |connection| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut credential = transaction
-                .query_row(
-                    &format!("SELECT {CREDENTIAL_COLUMNS} FROM device_credentials WHERE id = ?1 AND device_id = ?2"),
-                    params![id, device.0],
-                    credential_from_row,
-                )
-                .optional()?
-                .ok_or(Error::NotFound("credential"))?;
-            if credential.revoked.is_some() {
-                return Err(Error::Conflict("the credential is already revoked".into()));
-            }
-            transaction.execute(
-                "UPDATE device_credentials SET revoked = ?2 WHERE id = ?1",
-                params![id, at.micros()],
-            )?;
-            transaction.commit()?;
-            credential.revoked = Some(at);
-            Ok(credential)
+            with_records(connection, audit, |transaction| {
+                let mut credential = transaction
+                    .query_row(
+                        &format!("SELECT {CREDENTIAL_COLUMNS} FROM device_credentials WHERE id = ?1 AND device_id = ?2"),
+                        params![id, device.0],
+                        credential_from_row,
+                    )
+                    .optional()?
+                    .ok_or(Error::NotFound("credential"))?;
+                if credential.revoked.is_some() {
+                    return Err(Error::Conflict("the credential is already revoked".into()));
+                }
+                transaction.execute(
+                    "UPDATE device_credentials SET revoked = ?2 WHERE id = ?1",
+                    params![id, at.micros()],
+                )?;
+                credential.revoked = Some(at);
+                Ok(credential)
+            })
         })
         .await
     }
 
-    async fn create_subscription(&self, body: String, status: String) -> Result<i64> {
+    async fn create_subscription(
+        &self,
+        body: String,
+        status: String,
+        audit: Vec<AuditRecord>,
+    ) -> Result<i64> {
         self.registry(move |connection| {
-            connection
-                .prepare_cached(
-                    "INSERT INTO fhir_subscriptions (body, status, events) VALUES (?1, ?2, 0)",
-                )?
-                .execute(params![body, status])?;
-            Ok(connection.last_insert_rowid())
+            with_records(connection, audit, |transaction| {
+                transaction
+                    .prepare_cached(
+                        "INSERT INTO fhir_subscriptions (body, status, events) VALUES (?1, ?2, 0)",
+                    )?
+                    .execute(params![body, status])?;
+                Ok(transaction.last_insert_rowid())
+            })
         })
         .await
     }
@@ -571,28 +609,33 @@ impl RegistryStore for SqliteStore {
         body: String,
         status: String,
         events: u64,
+        audit: Vec<AuditRecord>,
     ) -> Result<()> {
         let events = i64::try_from(events).map_err(|_| Error::Invalid("event count".into()))?;
         self.registry(move |connection| {
-            let changed = connection
-                .prepare_cached(
-                    "UPDATE fhir_subscriptions SET body = ?2, status = ?3, events = ?4 WHERE id = ?1",
-                )?
-                .execute(params![id, body, status, events])?;
-            if changed == 0 {
-                return Err(Error::NotFound("subscription"));
-            }
-            Ok(())
+            with_records(connection, audit, |transaction| {
+                let changed = transaction
+                    .prepare_cached(
+                        "UPDATE fhir_subscriptions SET body = ?2, status = ?3, events = ?4 WHERE id = ?1",
+                    )?
+                    .execute(params![id, body, status, events])?;
+                if changed == 0 {
+                    return Err(Error::NotFound("subscription"));
+                }
+                Ok(())
+            })
         })
         .await
     }
 
-    async fn delete_subscription(&self, id: i64) -> Result<bool> {
+    async fn delete_subscription(&self, id: i64, audit: Vec<AuditRecord>) -> Result<bool> {
         self.registry(move |connection| {
-            Ok(connection
-                .prepare_cached("DELETE FROM fhir_subscriptions WHERE id = ?1")?
-                .execute([id])?
-                > 0)
+            with_records(connection, audit, |transaction| {
+                Ok(transaction
+                    .prepare_cached("DELETE FROM fhir_subscriptions WHERE id = ?1")?
+                    .execute([id])?
+                    > 0)
+            })
         })
         .await
     }

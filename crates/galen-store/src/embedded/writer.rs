@@ -539,8 +539,16 @@ impl Writer {
             }
         }
         // The audit records of the group extend the chain in the same commit: one fsync for the
-        // measurements and the records of the requests that are being answered.
+        // measurements and the records of the requests that are being answered. The records that
+        // came alone are chained first (their callers get them back), then each stored batch's.
+        let batches_records: Vec<AuditRecord> = ingests
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| fresh(*index))
+            .flat_map(|(_, (batch, _))| batch.audit.iter().cloned())
+            .collect();
         let chained = super::audit::append_in(&transaction, audit)?;
+        super::audit::append_in(&transaction, batches_records)?;
         transaction.commit()?;
         drain_sealing(&self.memtable, sealing_count);
         self.counters
