@@ -160,6 +160,7 @@ pub(crate) fn action_of(method: &Method, route: &str) -> AuditAction {
         Method::GET | Method::HEAD if collection && route != "/" => AuditAction::Search,
         Method::GET | Method::HEAD => AuditAction::Read,
         Method::POST if route.starts_with("/api/v1/alarms/") => AuditAction::AlarmAction,
+        Method::POST if route == "/api/v1/break-glass" => AuditAction::BreakGlass,
         Method::POST if route == "/api/v1/measurements" || route == "/fhir/Observation" => {
             AuditAction::Ingest
         }

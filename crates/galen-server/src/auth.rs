@@ -156,6 +156,15 @@ pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Permissio
         | "/fhir/Subscription/{id}/$status"
         | "/fhir/Subscription/{id}/$get-ws-binding-token" => P::Subscribe,
         "/api/v1/audit" | "/fhir/AuditEvent" | "/fhir/AuditEvent/{id}" => P::ReadAudit,
+        // Auditors review grants; clinicians and nurses break the glass and end their grants.
+        "/api/v1/break-glass" => {
+            if read {
+                P::ReadAudit
+            } else {
+                P::BreakGlass
+            }
+        }
+        "/api/v1/break-glass/{id}" => P::BreakGlass,
         "/api/v1/users"
         | "/api/v1/users/{id}"
         | "/api/v1/users/{id}/tokens"
@@ -371,7 +380,7 @@ pub(crate) async fn authenticate(
     let source = source_of(&request);
     let now = app.0.clock.now();
     let action = action_of(&method, &route);
-    let Some(principal) = principal_of(&app, request.headers()) else {
+    let Some(mut principal) = principal_of(&app, request.headers()) else {
         let record = request_record(
             now,
             "unauthenticated",
@@ -386,6 +395,7 @@ pub(crate) async fn authenticate(
         app.0.audit.record(record).await;
         return unauthenticated(&path);
     };
+    app.0.accounts.with_emergency(&mut principal, now);
     // The patient the record names: the one in the path, else the first one searched for.
     let named = named_patient(&app, &route, &path);
     let patient = named.flatten().or_else(|| {
@@ -394,6 +404,8 @@ pub(crate) async fn authenticate(
             .flatten()
             .next()
     });
+    // A request about a patient opened by a break-glass grant says so in its record.
+    let emergency = patient.is_some_and(|id| principal.emergency.contains(&id));
     // This request's record, by its outcome and detail.
     let record = |outcome: AuditOutcome, detail: String| {
         request_record(
@@ -405,7 +417,11 @@ pub(crate) async fn authenticate(
             patient,
             outcome,
             &source,
-            detail,
+            if emergency {
+                format!("{detail} [break-glass]")
+            } else {
+                detail
+            },
         )
     };
     if let Some(reason) = refusal(&app, &principal, &request, &route, named) {

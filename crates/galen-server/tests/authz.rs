@@ -628,3 +628,200 @@ async fn a_device_account_sends_only_its_own_measurements() {
         .expect("router");
     assert_eq!(response.status(), StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn break_glass_opens_one_patient_for_a_while_with_a_reason_and_is_audited() {
+    let fixture = Fixture::new().await;
+    let (icu_patient, _, cardio_patient, _) = two_wards(&fixture).await;
+    let nurse = fixture
+        .account("ann", "nurse", json!({ "wards": ["ICU"] }))
+        .await;
+    let admin = fixture.account("root", "administrator", json!({})).await;
+    let auditor = fixture.account("aud", "auditor", json!({})).await;
+    let vitals = format!("/api/v1/patients/{cardio_patient}/clinical");
+    let (status, _) = fixture.call(&nurse, Method::GET, &vitals, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "outside her ward");
+
+    // Refused: no reason, a reason of one word, too long, her own ward, an unknown patient, a
+    // role without the permission.
+    for (body, expected) in [
+        (
+            json!({ "patient": cardio_patient }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({ "patient": cardio_patient, "reason": "urgent" }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({ "patient": cardio_patient, "reason": "cardiac arrest call", "minutes": 61 }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({ "patient": icu_patient, "reason": "cardiac arrest call" }),
+            StatusCode::CONFLICT,
+        ),
+        (
+            json!({ "patient": 999, "reason": "cardiac arrest call" }),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let (status, answer) = fixture
+            .call(
+                &nurse,
+                Method::POST,
+                "/api/v1/break-glass",
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(status, expected, "{body}: {answer}");
+    }
+    let (status, _) = fixture
+        .call(
+            &admin,
+            Method::POST,
+            "/api/v1/break-glass",
+            Some(json!({ "patient": cardio_patient, "reason": "cardiac arrest call" })),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "administrators record no care"
+    );
+
+    let (status, grant) = fixture
+        .call(
+            &nurse,
+            Method::POST,
+            "/api/v1/break-glass",
+            Some(json!({ "patient": cardio_patient, "reason": "cardiac arrest call, covering CARDIO", "minutes": 20 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{grant}");
+    assert_eq!(grant["active"], true);
+    let (status, _) = fixture.call(&nurse, Method::GET, &vitals, None).await;
+    assert_eq!(status, StatusCode::OK, "opened by the grant");
+    let (status, _) = fixture
+        .call(
+            &nurse,
+            Method::POST,
+            &format!("/api/v1/patients/{cardio_patient}/observations"),
+            Some(json!({ "consciousness": "V" })),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "care may be recorded under the grant"
+    );
+    let (_, dashboard) = fixture
+        .call(&nurse, Method::GET, "/api/v1/dashboard", None)
+        .await;
+    assert_eq!(
+        dashboard["patients"].as_array().map(Vec::len),
+        Some(2),
+        "the patient joins her lists while the grant lasts"
+    );
+
+    // Alerted: counted in the metrics; reviewed by auditors with the reason.
+    let (status, list) = fixture
+        .call(&auditor, Method::GET, "/api/v1/break-glass", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        list["items"][0]["reason"],
+        "cardiac arrest call, covering CARDIO"
+    );
+    assert_eq!(list["items"][0]["actor"], "ann");
+    let (status, _) = fixture
+        .call(&nurse, Method::GET, "/api/v1/break-glass", None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "grants are reviewed by auditors"
+    );
+    let metrics = fixture
+        .app
+        .router()
+        .oneshot(
+            Request::builder()
+                .uri("/metrics")
+                .header(header::AUTHORIZATION, format!("Bearer {SERVICE}"))
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("router")
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("galen_break_glass_grants_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("galen_break_glass_active 1\n"),
+        "{metrics}"
+    );
+
+    // Time-limited: 20 minutes later the patient is out of scope again.
+    fixture.clock.advance_micros(20 * 60 * 1_000_000);
+    let (status, _) = fixture.call(&nurse, Method::GET, &vitals, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the grant lapsed");
+
+    // Ended early: a second grant ends when she says so, by her only.
+    let (_, second) = fixture
+        .call(
+            &nurse,
+            Method::POST,
+            "/api/v1/break-glass",
+            Some(json!({ "patient": cardio_patient, "reason": "rapid response team call" })),
+        )
+        .await;
+    let end = format!("/api/v1/break-glass/{}", second["id"]);
+    let doctor = fixture
+        .account("doc", "clinician", json!({ "wards": ["CARDIO"] }))
+        .await;
+    let (status, _) = fixture.call(&doctor, Method::DELETE, &end, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "not hers to end");
+    let (status, _) = fixture.call(&nurse, Method::DELETE, &end, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = fixture.call(&nurse, Method::GET, &vitals, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "ended");
+
+    // Audited: the grants, and every request under one, named as such.
+    let (_, trail) = fixture
+        .call(
+            &auditor,
+            Method::GET,
+            &format!("/api/v1/audit?actor=ann&patient={cardio_patient}&limit=1000"),
+            None,
+        )
+        .await;
+    let records = trail["items"].as_array().expect("records").clone();
+    let grants: Vec<&Value> = records
+        .iter()
+        .filter(|record| record["action"] == "break-glass" && record["outcome"] == "success")
+        .collect();
+    assert_eq!(grants.len(), 2, "{trail}");
+    let under: Vec<&str> = records
+        .iter()
+        .filter(|record| {
+            record["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("[break-glass]")
+        })
+        .filter_map(|record| record["resource"].as_str())
+        .collect();
+    assert!(under.contains(&vitals.as_str()), "{trail}");
+    assert!(
+        under.contains(&format!("/api/v1/patients/{cardio_patient}/observations").as_str()),
+        "{trail}"
+    );
+}

@@ -77,6 +77,33 @@ pub struct ApiToken {
     pub revoked: Option<Timestamp>,
 }
 
+/// An emergency ("break-glass") grant: an account's time-limited access to one patient outside
+/// its scope, with the reason it gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakGlassGrant {
+    /// Id of the grant.
+    pub id: i64,
+    /// The account it widens.
+    pub user: i64,
+    /// The patient it opens.
+    pub patient: PatientId,
+    /// Why, in the account's words (free text: may hold clinical detail; shown to auditors).
+    pub reason: String,
+    /// When it was granted.
+    pub started: Timestamp,
+    /// When it lapses on its own.
+    pub expires: Timestamp,
+    /// When the account ended it early.
+    pub ended: Option<Timestamp>,
+}
+
+impl BreakGlassGrant {
+    /// Whether it opens its patient at `now`.
+    pub fn active(&self, now: Timestamp) -> bool {
+        self.started <= now && now < self.expires && self.ended.is_none_or(|ended| now < ended)
+    }
+}
+
 /// Accounts and API tokens. Every mutating method is durable when it returns `Ok`.
 ///
 /// The `audit` records of a change (see [`crate::AuditStore`]) are appended to the audit chain in
@@ -124,4 +151,21 @@ pub trait AccessStore: Send + Sync + std::fmt::Debug {
     ) -> Result<ApiToken>;
     /// Every API token, revoked ones included, by id.
     async fn api_tokens(&self) -> Result<Vec<ApiToken>>;
+    /// Stores a break-glass grant (its `id` and `ended` are ignored).
+    /// [`crate::Error::NotFound`] if the account or the patient does not exist.
+    async fn create_break_glass(
+        &self,
+        grant: BreakGlassGrant,
+        audit: Vec<AuditRecord>,
+    ) -> Result<BreakGlassGrant>;
+    /// Ends grant `id` at `at`. [`crate::Error::NotFound`] if there is none,
+    /// [`crate::Error::Conflict`] if it has already ended or lapsed.
+    async fn end_break_glass(
+        &self,
+        id: i64,
+        at: Timestamp,
+        audit: Vec<AuditRecord>,
+    ) -> Result<BreakGlassGrant>;
+    /// Every grant, ended and lapsed ones included, by id.
+    async fn break_glass_grants(&self) -> Result<Vec<BreakGlassGrant>>;
 }

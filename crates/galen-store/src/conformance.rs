@@ -44,6 +44,7 @@ pub async fn run_all(fresh: &(dyn Fn() -> Box<dyn Backend> + Sync)) {
     accounts_and_api_tokens(fresh().as_ref()).await;
     audit_trail(fresh().as_ref()).await;
     writes_commit_their_audit_records(fresh().as_ref()).await;
+    break_glass_grants(fresh().as_ref()).await;
 }
 
 /// A fixed instant the checks build on: 2026-11-23T00:00:00Z.
@@ -2032,4 +2033,96 @@ async fn writes_commit_their_audit_records(backend: &dyn Backend) {
     store.close().await.expect("close");
     let reopened = backend.open().await;
     assert_eq!(whole_chain(reopened.as_ref()).await, chain, "durable");
+}
+
+async fn break_glass_grants(backend: &dyn Backend) {
+    use crate::{AuditAction as Action, AuditOutcome as Outcome, BreakGlassGrant};
+    let store = backend.open().await;
+    let ada = store
+        .create_patient(patient("BG-1", "ICU", "1"), Vec::new())
+        .await
+        .expect("patient");
+    let nurse = store
+        .create_user(
+            crate::NewUser {
+                name: "nurse.bea".into(),
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+                role: "nurse".into(),
+                wards: vec!["CARDIO".into()],
+                patient: None,
+                created: at(0),
+            },
+            Vec::new(),
+        )
+        .await
+        .expect("user");
+    let grant = BreakGlassGrant {
+        id: 0,
+        user: nurse.id,
+        patient: ada.id,
+        reason: "cardiac arrest call on another ward".into(),
+        started: at(10),
+        expires: at(10 + 30 * 60),
+        ended: None,
+    };
+    assert!(matches!(
+        store
+            .create_break_glass(
+                BreakGlassGrant {
+                    patient: PatientId(999),
+                    ..grant.clone()
+                },
+                Vec::new()
+            )
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    let record = vec![audit_record(
+        10,
+        "nurse.bea",
+        Action::BreakGlass,
+        Some(ada.id.0),
+        Outcome::Success,
+    )];
+    let stored = store
+        .create_break_glass(grant.clone(), record)
+        .await
+        .expect("grant");
+    assert_eq!(
+        BreakGlassGrant {
+            id: stored.id,
+            ..grant
+        },
+        stored
+    );
+    assert!(!stored.active(at(9)), "not before it starts");
+    assert!(stored.active(at(10)));
+    assert!(stored.active(at(10 + 30 * 60 - 1)));
+    assert!(!stored.active(at(10 + 30 * 60)), "lapsed at its expiry");
+    let ended = store
+        .end_break_glass(stored.id, at(100), Vec::new())
+        .await
+        .expect("end");
+    assert_eq!(ended.ended, Some(at(100)));
+    assert!(!ended.active(at(100)) && ended.active(at(99)));
+    assert!(matches!(
+        store.end_break_glass(stored.id, at(101), Vec::new()).await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        store.end_break_glass(999, at(101), Vec::new()).await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(
+        whole_chain(store.as_ref()).await.len(),
+        1,
+        "the grant's record"
+    );
+    store.close().await.expect("close");
+    let reopened = backend.open().await;
+    assert_eq!(
+        reopened.break_glass_grants().await.expect("grants"),
+        vec![ended],
+        "durable"
+    );
 }

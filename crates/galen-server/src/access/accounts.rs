@@ -19,7 +19,7 @@ use std::time::Duration;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use galen_model::Timestamp;
-use galen_store::{ApiToken, Store, User};
+use galen_store::{ApiToken, BreakGlassGrant, Store, User};
 use sha2::Digest;
 
 use super::{Principal, Role, Scope};
@@ -141,6 +141,7 @@ pub(crate) fn principal_of(user: &User, actor: String) -> Principal {
         // An unknown stored role grants nothing.
         role: role.unwrap_or(Role::Researcher),
         scope,
+        emergency: BTreeSet::new(),
     }
 }
 
@@ -150,6 +151,7 @@ pub(crate) struct Accounts {
     users: Arc<RwLock<HashMap<i64, User>>>,
     tokens: Arc<RwLock<HashMap<[u8; 32], ApiToken>>>,
     sessions: Arc<Mutex<HashMap<[u8; 32], Session>>>,
+    grants: Arc<RwLock<Vec<BreakGlassGrant>>>,
     settings: AccessSettings,
     /// Serialises reloads, as the directory does.
     reloading: Arc<tokio::sync::Mutex<()>>,
@@ -201,7 +203,38 @@ impl Accounts {
             .tokens
             .write()
             .unwrap_or_else(|poison| poison.into_inner()) = tokens;
+        let grants = store.break_glass_grants().await?;
+        *self
+            .grants
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = grants;
         Ok(())
+    }
+
+    /// Every break-glass grant, by id.
+    pub(crate) fn grants(&self) -> Vec<BreakGlassGrant> {
+        self.grants
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
+    /// Adds the patients the account's active break-glass grants open at `now`.
+    pub(crate) fn with_emergency(&self, principal: &mut Principal, now: Timestamp) {
+        let Some(user) = principal.user else {
+            return;
+        };
+        if principal.sees_everyone() {
+            return;
+        }
+        principal.emergency = self
+            .grants
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .iter()
+            .filter(|grant| grant.user == user && grant.active(now))
+            .map(|grant| grant.patient)
+            .collect();
     }
 
     /// Every account, by id.

@@ -38,11 +38,14 @@ pub enum Permission {
     ReadAudit,
     /// Accounts and API tokens of others.
     ManageUsers,
+    /// Emergency ("break-glass") access to a patient outside one's scope: time-limited, with a
+    /// mandatory reason, alerted and audited (`api/break_glass.rs`).
+    BreakGlass,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 10] = [
+    pub const ALL: [Permission; 11] = [
         Permission::ReadPatientData,
         Permission::RecordCare,
         Permission::Ingest,
@@ -53,6 +56,7 @@ impl Permission {
         Permission::Subscribe,
         Permission::ReadAudit,
         Permission::ManageUsers,
+        Permission::BreakGlass,
     ];
 
     /// Whether the permission is limited by the principal's ward or patient scope.
@@ -142,8 +146,14 @@ impl Role {
                 P::RecordCare,
                 P::ViewRegistry,
                 P::Subscribe,
+                P::BreakGlass,
             ],
-            Role::Nurse => &[P::ReadPatientData, P::RecordCare, P::ViewRegistry],
+            Role::Nurse => &[
+                P::ReadPatientData,
+                P::RecordCare,
+                P::ViewRegistry,
+                P::BreakGlass,
+            ],
             Role::IntegrationEngineer => &[
                 P::ReadPatientData,
                 P::Ingest,
@@ -194,6 +204,8 @@ pub struct Principal {
     pub role: Role,
     /// Whose patients it may see.
     pub scope: Scope,
+    /// Patients outside the scope it may see for now, by break-glass grants of its account.
+    pub emergency: BTreeSet<PatientId>,
 }
 
 impl Principal {
@@ -205,6 +217,7 @@ impl Principal {
             token: None,
             role: Role::Service,
             scope: Scope::All,
+            emergency: BTreeSet::new(),
         }
     }
 
@@ -216,6 +229,7 @@ impl Principal {
             token: None,
             role: Role::Service,
             scope: Scope::All,
+            emergency: BTreeSet::new(),
         }
     }
 
@@ -224,8 +238,13 @@ impl Principal {
         self.role.may(permission)
     }
 
-    /// Whether `patient` is in scope.
+    /// Whether `patient` is in scope, or opened by a break-glass grant.
     pub fn may_see(&self, patient: &Patient) -> bool {
+        self.in_scope(patient) || self.emergency.contains(&patient.id)
+    }
+
+    /// Whether `patient` is in the principal's own scope (break-glass grants aside).
+    pub fn in_scope(&self, patient: &Patient) -> bool {
         match &self.scope {
             Scope::All => true,
             Scope::Wards(wards) => wards.contains(&patient.details.ward),
@@ -266,6 +285,11 @@ mod tests {
                 .all(|permission| !Role::Researcher.may(*permission))
         );
         assert_eq!(Role::Device.permissions(), &[Permission::Ingest]);
+        assert!(
+            Role::Nurse.may(Permission::BreakGlass) && Role::Clinician.may(Permission::BreakGlass)
+        );
+        assert!(!Role::Administrator.may(Permission::BreakGlass));
+        assert!(!Role::Patient.may(Permission::BreakGlass));
         assert!(
             Permission::ALL
                 .iter()

@@ -2,6 +2,7 @@
 //! and from galen-model types explicitly.
 
 mod audit;
+mod break_glass;
 mod clinical;
 mod measurements;
 mod ops;
@@ -108,6 +109,14 @@ pub(crate) fn router(app: App) -> Router {
             axum::routing::delete(users::revoke_token),
         )
         .route("/api/v1/session", get(users::session))
+        .route(
+            "/api/v1/break-glass",
+            get(break_glass::list).post(break_glass::create),
+        )
+        .route(
+            "/api/v1/break-glass/{id}",
+            axum::routing::delete(break_glass::end),
+        )
         .route("/api/v1/dashboard", get(vitals::dashboard))
         .route("/api/v1/stream", get(vitals::stream))
         .merge(crate::fhir::router())

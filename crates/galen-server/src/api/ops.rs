@@ -33,6 +33,7 @@ pub(crate) async fn metrics(State(app): State<App>) -> impl IntoResponse {
     let mut body = app.0.metrics.render(&app.0.store.stats());
     app.0.clinical.render_metrics(&mut body);
     app.0.audit.render_metrics(&mut body);
+    super::break_glass::render_metrics(&app, &mut body);
     (
         [(
             header::CONTENT_TYPE,

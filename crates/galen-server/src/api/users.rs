@@ -291,5 +291,6 @@ pub(crate) async fn session(principal: Principal) -> Json<Value> {
         "role": principal.role.code(),
         "permissions": permissions,
         "scope": scope,
+        "break_glass_patients": principal.emergency.iter().map(|patient| patient.0).collect::<Vec<_>>(),
     }))
 }

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::SqliteStore;
 use super::audit::with_records;
-use crate::access::{AccessStore, ApiToken, NewUser, User, UserChange};
+use crate::access::{AccessStore, ApiToken, BreakGlassGrant, NewUser, User, UserChange};
 use crate::audit::AuditRecord;
 use crate::error::{Error, Result};
 
@@ -61,6 +61,29 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<ApiToken> {
         expires: row.get::<_, Option<i64>>(5)?.map(Timestamp::from_micros),
         revoked: row.get::<_, Option<i64>>(6)?.map(Timestamp::from_micros),
     })
+}
+
+const GRANT_COLUMNS: &str = "id, user_id, patient_id, reason, started, expires, ended";
+
+fn grant_from_row(row: &Row<'_>) -> rusqlite::Result<BreakGlassGrant> {
+    Ok(BreakGlassGrant {
+        id: row.get(0)?,
+        user: row.get(1)?,
+        patient: PatientId(row.get(2)?),
+        reason: row.get(3)?,
+        started: Timestamp::from_micros(row.get(4)?),
+        expires: Timestamp::from_micros(row.get(5)?),
+        ended: row.get::<_, Option<i64>>(6)?.map(Timestamp::from_micros),
+    })
+}
+
+fn load_grant(connection: &Connection, id: i64) -> Result<Option<BreakGlassGrant>> {
+    Ok(connection
+        .prepare_cached(&format!(
+            "SELECT {GRANT_COLUMNS} FROM break_glass WHERE id = ?1"
+        ))?
+        .query_row([id], grant_from_row)
+        .optional()?)
 }
 
 fn load_user(connection: &Connection, id: i64) -> Result<Option<User>> {
@@ -240,6 +263,71 @@ impl AccessStore for SqliteStore {
                     "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY id"
                 ))?;
                 let rows = statement.query_map([], token_from_row)?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+        })
+        .await
+    }
+
+    async fn create_break_glass(
+        &self,
+        grant: BreakGlassGrant,
+        audit: Vec<AuditRecord>,
+    ) -> Result<BreakGlassGrant> {
+        self.registry(move |connection| {
+            with_records(connection, audit, |transaction| {
+                if load_user(transaction, grant.user)?.is_none() {
+                    return Err(Error::NotFound("user"));
+                }
+                let patient: Option<i64> = transaction
+                    .query_row("SELECT id FROM patients WHERE id = ?1", [grant.patient.0], |row| {
+                        row.get(0)
+                    })
+                    .optional()?;
+                if patient.is_none() {
+                    return Err(Error::NotFound("patient"));
+                }
+                transaction.execute(
+                    "INSERT INTO break_glass (user_id, patient_id, reason, started, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![grant.user, grant.patient.0, grant.reason, grant.started.micros(), grant.expires.micros()],
+                )?;
+                let id = transaction.last_insert_rowid();
+                load_grant(transaction, id)?.ok_or(Error::NotFound("break-glass grant"))
+            })
+        })
+        .await
+    }
+
+    async fn end_break_glass(
+        &self,
+        id: i64,
+        at: Timestamp,
+        audit: Vec<AuditRecord>,
+    ) -> Result<BreakGlassGrant> {
+        self.registry(move |connection| {
+            with_records(connection, audit, |transaction| {
+                let grant =
+                    load_grant(transaction, id)?.ok_or(Error::NotFound("break-glass grant"))?;
+                if !grant.active(at) {
+                    return Err(Error::Conflict("the grant has already ended".into()));
+                }
+                transaction.execute(
+                    "UPDATE break_glass SET ended = ?1 WHERE id = ?2",
+                    params![at.micros(), id],
+                )?;
+                load_grant(transaction, id)?.ok_or(Error::NotFound("break-glass grant"))
+            })
+        })
+        .await
+    }
+
+    async fn break_glass_grants(&self) -> Result<Vec<BreakGlassGrant>> {
+        self.read(move |shared| {
+            shared.readers.with(|connection| {
+                let mut statement = connection.prepare_cached(&format!(
+                    "SELECT {GRANT_COLUMNS} FROM break_glass ORDER BY id"
+                ))?;
+                let rows = statement.query_map([], grant_from_row)?;
                 Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
             })
         })

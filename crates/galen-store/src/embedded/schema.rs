@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// Version of the schema this code writes; stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS wal (
@@ -183,6 +183,15 @@ CREATE TABLE IF NOT EXISTS audit_log (
     detail TEXT NOT NULL,
     previous_hash BLOB NOT NULL,
     hash BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS break_glass (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    patient_id INTEGER NOT NULL REFERENCES patients(id),
+    reason TEXT NOT NULL,
+    started INTEGER NOT NULL,
+    expires INTEGER NOT NULL,
+    ended INTEGER
 );
 CREATE INDEX IF NOT EXISTS audit_log_time ON audit_log(ts);
 CREATE INDEX IF NOT EXISTS audit_log_patient ON audit_log(patient_id, seq);
