@@ -46,6 +46,9 @@ impl ApiError {
     }
 }
 
+/// The answer to a request whose stored data failed its checksum or could not be decoded.
+pub(crate) const CORRUPT_MESSAGE: &str = "stored data failed its integrity check and is not served; the server log names the damaged record, and `galen check` scans the store";
+
 impl From<galen_store::Error> for ApiError {
     fn from(error: galen_store::Error) -> ApiError {
         use galen_store::Error as StoreError;
@@ -60,6 +63,14 @@ impl From<galen_store::Error> for ApiError {
                 "unavailable",
                 "the server is shutting down; retry",
             ),
+            StoreError::Corrupt(what) => {
+                tracing::error!(target: "galen::integrity", %what, "stored data failed its integrity check; not served");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "corrupt",
+                    CORRUPT_MESSAGE,
+                )
+            }
             other => {
                 tracing::error!(error = %other, "storage failure");
                 ApiError::new(

@@ -1,14 +1,60 @@
 //! Binary encodings of the embedded store: write-ahead-log records and series chunks.
 //!
-//! Both start with a format version byte. A chunk holds the strictly increasing timestamps of one
+//! Both start with a format version byte. Version 2 (written since schema 7) ends with a CRC-32
+//! (IEEE 802.3 polynomial, as in zlib and ext4) of everything before it, little-endian: a bit
+//! flipped on disk is reported as [`Error::Corrupt`] instead of being served as a wrong value.
+//! Version 1 records (no checksum) are still read. A chunk holds the strictly increasing timestamps of one
 //! series as varint deltas and its values XOR-ed with their predecessor (vital signs change little
 //! between samples, so the XOR has long runs of trailing zeros): a 1 Hz heart rate costs about
 //! 4 bytes a point instead of 16.
 
 use crate::error::{Error, Result};
 
-const WAL_VERSION: u8 = 1;
-const CHUNK_VERSION: u8 = 1;
+/// The checksummed format written now.
+const SEALED: u8 = 2;
+/// The first format, without a checksum; still read.
+const UNSEALED: u8 = 1;
+/// Bytes of the trailing checksum.
+const CHECKSUM_BYTES: usize = 4;
+
+/// Starts a record of the checksummed format.
+fn start(capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity + 1 + CHECKSUM_BYTES);
+    out.push(SEALED);
+    out
+}
+
+/// Ends a record started by [`start`] with the checksum of its bytes.
+fn seal(mut out: Vec<u8>) -> Vec<u8> {
+    let checksum = crc32fast::hash(&out);
+    out.extend_from_slice(&checksum.to_le_bytes());
+    out
+}
+
+/// The payload of a record after its version byte, its checksum verified (version 2) or absent
+/// (version 1). `what` names the record kind in errors.
+fn unseal<'a>(bytes: &'a [u8], what: &str) -> Result<&'a [u8]> {
+    match bytes.first() {
+        Some(&SEALED) => {
+            let Some(split) = bytes
+                .len()
+                .checked_sub(CHECKSUM_BYTES)
+                .filter(|split| *split >= 1)
+            else {
+                return Err(Error::Corrupt(format!("{what} is truncated")));
+            };
+            let (body, stored) = bytes.split_at(split);
+            let stored = u32::from_le_bytes(stored.try_into().unwrap_or_default());
+            if crc32fast::hash(body) != stored {
+                return Err(Error::Corrupt(format!("{what} fails its checksum")));
+            }
+            Ok(&body[1..])
+        }
+        Some(&UNSEALED) => Ok(&bytes[1..]),
+        Some(_) => Err(Error::Corrupt(format!("unknown {what} version"))),
+        None => Err(Error::Corrupt(format!("{what} is empty"))),
+    }
+}
 
 /// One point as logged in the write-ahead log.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,8 +136,7 @@ impl<'a> Reader<'a> {
 }
 
 pub(crate) fn encode_wal(points: &[WalPoint]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + points.len() * 20);
-    out.push(WAL_VERSION);
+    let mut out = start(points.len() * 20);
     for point in points {
         put_varint(&mut out, zigzag(point.series));
         put_varint(&mut out, zigzag(point.time));
@@ -104,16 +149,11 @@ pub(crate) fn encode_wal(points: &[WalPoint]) -> Vec<u8> {
             }
         }
     }
-    out
+    seal(out)
 }
 
 pub(crate) fn decode_wal(bytes: &[u8]) -> Result<Vec<WalPoint>> {
-    let mut reader = Reader::new(bytes);
-    if reader.byte()? != WAL_VERSION {
-        return Err(Error::Corrupt(
-            "unknown write-ahead log record version".into(),
-        ));
-    }
+    let mut reader = Reader::new(unseal(bytes, "write-ahead log record")?);
     let mut points = Vec::new();
     while !reader.done() {
         let series = unzigzag(reader.varint()?);
@@ -143,8 +183,7 @@ pub(crate) fn decode_wal(bytes: &[u8]) -> Result<Vec<WalPoint>> {
 
 /// Encodes points with strictly increasing times.
 pub(crate) fn encode_chunk(points: &[(i64, f64)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + points.len() * 6);
-    out.push(CHUNK_VERSION);
+    let mut out = start(8 + points.len() * 6);
     put_varint(&mut out, points.len() as u64);
     let mut previous_time = 0i64;
     let mut previous_bits = 0u64;
@@ -166,14 +205,11 @@ pub(crate) fn encode_chunk(points: &[(i64, f64)]) -> Vec<u8> {
             put_varint(&mut out, xor >> trailing);
         }
     }
-    out
+    seal(out)
 }
 
 pub(crate) fn decode_chunk(bytes: &[u8]) -> Result<Vec<(i64, f64)>> {
-    let mut reader = Reader::new(bytes);
-    if reader.byte()? != CHUNK_VERSION {
-        return Err(Error::Corrupt("unknown chunk version".into()));
-    }
+    let mut reader = Reader::new(unseal(bytes, "chunk")?);
     let count =
         usize::try_from(reader.varint()?).map_err(|_| Error::Corrupt("chunk count".into()))?;
     let mut points = Vec::with_capacity(count.min(1 << 16));
@@ -230,6 +266,21 @@ mod tests {
         }
 
         #[test]
+        fn any_flipped_bit_is_reported(points in proptest::collection::vec((1i64..1_000_000, -1e6f64..1e6), 1..50),
+                                      bit in any::<usize>()) {
+            let mut time = 0;
+            let points: Vec<(i64, f64)> = points.iter().map(|(delta, value)| { time += delta; (time, *value) }).collect();
+            let mut encoded = encode_chunk(&points);
+            let bit = bit % (encoded.len() * 8);
+            encoded[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(matches!(decode_chunk(&encoded), Err(Error::Corrupt(_))));
+            let mut wal = encode_wal(&points.iter().map(|(time, value)| WalPoint { series: 7, time: *time, value: *value, external_id: None }).collect::<Vec<_>>());
+            let bit = bit % (wal.len() * 8);
+            wal[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(matches!(decode_wal(&wal), Err(Error::Corrupt(_))));
+        }
+
+        #[test]
         fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode_chunk(&bytes);
             let _ = decode_wal(&bytes);
@@ -263,5 +314,32 @@ mod tests {
             Err(Error::Corrupt(_))
         ));
         assert!(matches!(decode_chunk(&[9]), Err(Error::Corrupt(_))));
+        assert!(matches!(decode_chunk(&[]), Err(Error::Corrupt(_))));
+        assert!(matches!(
+            decode_chunk(&[SEALED, 0, 0, 0]),
+            Err(Error::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn version_1_records_without_a_checksum_are_still_read() {
+        // A version-1 chunk is the version-2 payload without the checksum (schema 6 wrote them).
+        let sealed = encode_chunk(&[(1, 1.0), (2, 2.0)]);
+        let payload = &sealed[1..sealed.len() - CHECKSUM_BYTES];
+        let mut version_1 = vec![UNSEALED];
+        version_1.extend_from_slice(payload);
+        assert_eq!(
+            decode_chunk(&version_1).expect("version 1"),
+            vec![(1, 1.0), (2, 2.0)]
+        );
+        let mut wal = encode_wal(&[WalPoint {
+            series: 3,
+            time: 4,
+            value: 5.0,
+            external_id: None,
+        }]);
+        wal.truncate(wal.len() - CHECKSUM_BYTES);
+        wal[0] = UNSEALED;
+        assert_eq!(decode_wal(&wal).expect("version 1").len(), 1);
     }
 }

@@ -11,6 +11,7 @@ mod bench_mllp;
 mod bench_mqtt;
 mod bridge;
 mod certs;
+mod check_cli;
 mod client;
 mod config;
 mod demo;
@@ -61,6 +62,9 @@ enum Command {
     Mapping(mapping_cli::MappingArgs),
     /// Check the audit trail's hash chain (`galen audit verify`).
     Audit(audit_cli::AuditArgs),
+    /// Check a data directory's integrity: database structure and every stored measurement's
+    /// checksum.
+    Check(check_cli::CheckArgs),
     /// Create a development CA, a server certificate and device certificates for TLS.
     Certs(certs::CertsArgs),
     /// Create and list accounts (first-run setup: `galen users add --role administrator`).
@@ -82,6 +86,7 @@ fn main() -> Result<()> {
             Command::Replay(args) => replay::run(args).await,
             Command::Mapping(args) => mapping_cli::run(args),
             Command::Audit(args) => audit_cli::run(args),
+            Command::Check(args) => check_cli::run(args),
             Command::Certs(args) => certs::run(args),
             Command::Users(args) => users_cli::run(args).await,
         }

@@ -198,6 +198,14 @@ impl From<galen_store::Error> for FhirError {
                 IssueType::Transient,
                 "the server is shutting down; retry",
             ),
+            E::Corrupt(what) => {
+                tracing::error!(target: "galen::integrity", %what, "stored data failed its integrity check; not served");
+                FhirError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    IssueType::Exception,
+                    crate::error::CORRUPT_MESSAGE,
+                )
+            }
             other => {
                 tracing::error!(error = %other, "storage failure in the FHIR API");
                 FhirError::new(

@@ -9,6 +9,7 @@
 
 mod access;
 mod audit;
+mod check;
 mod clinical;
 mod memtable;
 mod registry;
@@ -26,6 +27,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::audit::{AuditLogReader, AuditLogState};
+pub use self::check::{IntegrityReport, check_data_dir};
 use self::memtable::{MAX_SPAN_MICROS, Memtable};
 use self::writer::{Command, Writer, WriterTuning, newest_in_chunks};
 use crate::MeasurementStore;
