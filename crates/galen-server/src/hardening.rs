@@ -99,7 +99,14 @@ pub(crate) struct Peer {
 pub(crate) struct Hardening {
     limiter: Option<RateLimiter>,
     trusted_proxies: Vec<IpAddr>,
+    /// When each client's refusals were last audited, by kind: a flood of refused requests
+    /// writes one audit record per client and kind a minute, not one per request.
+    audited: Mutex<HashMap<(Option<IpAddr>, &'static str), Instant>>,
+    max_clients: usize,
 }
+
+/// How often the refusals of one client are audited, at most.
+const REFUSAL_AUDIT_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Hardening {
     pub(crate) fn new(config: &HardeningConfig) -> Hardening {
@@ -112,6 +119,28 @@ impl Hardening {
                 )
             }),
             trusted_proxies: config.trusted_proxies.clone(),
+            audited: Mutex::new(HashMap::new()),
+            max_clients: config.max_clients.max(1),
+        }
+    }
+
+    /// Whether a refusal of `kind` from `client` is due an audit record at `now`.
+    fn refusal_due(&self, client: Option<IpAddr>, kind: &'static str, now: Instant) -> bool {
+        let mut audited = self
+            .audited
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if audited.len() >= self.max_clients {
+            audited.retain(|_, last| now.duration_since(*last) < REFUSAL_AUDIT_INTERVAL);
+        }
+        match audited.get(&(client, kind)) {
+            Some(last) if now.duration_since(*last) < REFUSAL_AUDIT_INTERVAL => false,
+            _ => {
+                if audited.len() < self.max_clients {
+                    audited.insert((client, kind), now);
+                }
+                true
+            }
         }
     }
 
@@ -169,28 +198,67 @@ struct Client {
 pub(crate) async fn harden(State(app): State<App>, request: Request, next: Next) -> Response {
     let hardening = &app.0.hardening;
     let client = hardening.client(&request);
-    let path = request.uri().path();
+    // Owned: the refusals below are audited across an await, and a request is not `Sync`.
+    let path = request.uri().path().to_owned();
+    let method = request.method().clone();
     let fhir = path == "/fhir" || path.starts_with("/fhir/");
-    let mut response =
-        if let Some(retry_after) = rate_limited(hardening, client.address, path, Instant::now()) {
-            app.0.metrics.http_refused("rate_limited");
-            tracing::debug!("request refused: rate limit");
-            too_many_requests(fhir, retry_after)
-        } else if let Some(reason) =
-            cross_site(request.method(), request.headers(), client.host.as_deref())
-        {
-            app.0.metrics.http_refused("cross_site");
-            tracing::warn!(reason, "cross-site request refused");
-            cross_site_refusal(fhir, reason)
-        } else {
-            let mut response = next.run(request).await;
-            if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                response = explain_too_large(response, fhir, app.0.config.max_body_bytes);
-            }
-            response
-        };
+    let now = Instant::now();
+    let mut response = if let Some(retry_after) =
+        rate_limited(hardening, client.address, &path, now)
+    {
+        app.0.metrics.http_refused("rate_limited");
+        tracing::debug!("request refused: rate limit");
+        if hardening.refusal_due(client.address, "rate_limited", now) {
+            audit_refusal(&app, method, path, client.address, "rate limit exceeded; further refusals of this client within a minute are counted, not recorded").await;
+        }
+        too_many_requests(fhir, retry_after)
+    } else if let Some(reason) = cross_site(&method, request.headers(), client.host.as_deref()) {
+        app.0.metrics.http_refused("cross_site");
+        tracing::warn!(reason, "cross-site request refused");
+        if hardening.refusal_due(client.address, "cross_site", now) {
+            audit_refusal(
+                &app,
+                method,
+                path,
+                client.address,
+                &format!("cross-site request refused: {reason}"),
+            )
+            .await;
+        }
+        cross_site_refusal(fhir, reason)
+    } else {
+        let mut response = next.run(request).await;
+        if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            response = explain_too_large(response, fhir, app.0.config.max_body_bytes);
+        }
+        response
+    };
     security_headers(response.headers_mut(), client.secure);
     response
+}
+
+/// Records a request the hardening layer refused, before anyone was authenticated: by path (never
+/// the query), method and client address.
+async fn audit_refusal(
+    app: &App,
+    method: axum::http::Method,
+    path: String,
+    client: Option<IpAddr>,
+    detail: &str,
+) {
+    let path = path.as_str();
+    let record = crate::audit::request_record(
+        app.0.clock.now(),
+        "unidentified",
+        "none",
+        crate::audit::action_of(&method, path),
+        path,
+        None,
+        galen_store::AuditOutcome::Denied,
+        &client.map_or_else(|| "in-process".to_owned(), |address| address.to_string()),
+        format!("{method} {path}: {detail}"),
+    );
+    app.0.audit.record(record).await;
 }
 
 /// How long `address` must wait, if it is over its rate.

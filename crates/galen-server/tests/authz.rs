@@ -363,6 +363,10 @@ async fn a_nurse_sees_and_acts_on_her_ward_only() {
         .call(&nurse, Method::GET, "/fhir/Patient", None)
         .await;
     assert_eq!(bundle["total"], 1, "{bundle}");
+    let (_, report) = fixture
+        .call(&nurse, Method::GET, "/api/v1/alarm-report", None)
+        .await;
+    assert_eq!(report["patients"], 1, "her ward's alarm report: {report}");
     for path in [
         format!("/api/v1/patients/{cardio_patient}"),
         format!("/api/v1/patients/{cardio_patient}/vitals"),

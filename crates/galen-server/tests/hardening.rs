@@ -37,22 +37,43 @@ impl Reply {
 
 struct TestApp {
     app: App,
+    store: Arc<SqliteStore>,
     _dir: TempDir,
+}
+
+impl TestApp {
+    /// The details of the audit records of requests refused before authentication.
+    async fn refusals(&self) -> Vec<(String, String)> {
+        use galen_store::AuditStore;
+        self.store
+            .audit(galen_store::AuditQuery::default())
+            .await
+            .expect("audit")
+            .into_iter()
+            .filter(|stored| stored.record.actor == "unidentified")
+            .map(|stored| (stored.record.source, stored.record.detail))
+            .collect()
+    }
 }
 
 async fn spawn(hardening: HardeningConfig) -> TestApp {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open store");
+    let store =
+        Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open store"));
     let now = Timestamp::parse_rfc3339("2026-11-23T08:00:00Z").expect("time");
     let config = ServerConfig {
         max_body_bytes: 64 * 1024,
         hardening,
         ..ServerConfig::default()
     };
-    let app = App::new(Arc::new(store), Arc::new(ManualClock::new(now)), config)
+    let app = App::new(store.clone(), Arc::new(ManualClock::new(now)), config)
         .await
         .expect("app starts");
-    TestApp { app, _dir: dir }
+    TestApp {
+        app,
+        store,
+        _dir: dir,
+    }
 }
 
 /// A request as it arrives from `from` (`None`: in-process, no address).
@@ -268,6 +289,22 @@ async fn over_the_rate_is_429_with_retry_after_and_counted() {
             .await,
         3.0
     );
+    // Audited once per client and minute, not once per refused request.
+    let refusals = app.refusals().await;
+    assert_eq!(
+        refusals
+            .iter()
+            .map(|(source, _)| source.as_str())
+            .collect::<Vec<_>>(),
+        ["203.0.113.10", "2001:db8:0:1::2"],
+        "{refusals:?}"
+    );
+    assert!(
+        refusals[0]
+            .1
+            .starts_with("GET /api/v1/patients: rate limit exceeded"),
+        "{refusals:?}"
+    );
 }
 
 #[tokio::test]
@@ -399,6 +436,14 @@ async fn cookie_authenticated_actions_from_another_site_are_refused() {
         ))
         .await;
     assert_eq!(read.status, StatusCode::OK);
+    let refusals = app.refusals().await;
+    assert!(
+        !refusals.is_empty()
+            && refusals
+                .iter()
+                .all(|(_, detail)| detail.contains("cross-site request refused")),
+        "{refusals:?}"
+    );
 }
 
 #[tokio::test]

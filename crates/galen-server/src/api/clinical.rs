@@ -703,6 +703,7 @@ fn percentile(values: &mut [f64], fraction: f64) -> Option<f64> {
 /// period.
 pub(crate) async fn alarm_report(
     State(app): State<App>,
+    principal: crate::access::Principal,
     Query(query): Query<ReportQuery>,
 ) -> ApiResult<Json<Value>> {
     let now = app.0.clock.now();
@@ -716,10 +717,12 @@ pub(crate) async fn alarm_report(
         let mut patients = BTreeSet::new();
         let mut micros: i64 = 0;
         for patient in directory.patients() {
-            if query
-                .ward
-                .as_ref()
-                .is_some_and(|ward| &patient.details.ward != ward)
+            // A ward-bound account's report covers its own patients only.
+            if !principal.may_see(patient)
+                || query
+                    .ward
+                    .as_ref()
+                    .is_some_and(|ward| &patient.details.ward != ward)
             {
                 continue;
             }
