@@ -16,6 +16,7 @@ mod access;
 pub mod audit;
 mod clinical;
 mod codec;
+pub mod crypto;
 pub mod embedded;
 mod error;
 mod types;

@@ -90,3 +90,21 @@ async fn old_receipts_are_forgotten_at_checkpoints() {
     assert!(store.receipt("mllp", "new").await.expect("read").is_some());
     store.close().await.expect("close");
 }
+
+/// The whole suite again with encryption at rest: sealed values behave like plain ones
+/// (uniqueness of identifiers included, through the blind index).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_conforms_encrypted() {
+    let key = galen_store::crypto::MasterKey::generate("test-key").expect("key");
+    let options = SqliteOptions {
+        data_key: Some(galen_store::crypto::MasterKey::parse(&key).expect("parse")),
+        ..SqliteOptions::default()
+    };
+    run_all(&|| {
+        Box::new(Embedded {
+            directory: TempDir::new().expect("temp dir"),
+            options: options.clone(),
+        })
+    })
+    .await;
+}

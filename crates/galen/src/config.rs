@@ -105,6 +105,13 @@ pub(crate) struct ServeArgs {
     /// address other than loopback: only where a TLS proxy or a closed network protects it.
     #[arg(long, env = "GALEN_ALLOW_PLAINTEXT", value_parser = clap::builder::BoolishValueParser::new())]
     allow_plaintext: bool,
+    #[command(flatten)]
+    data_key: crate::keys_cli::DataKeyArgs,
+    /// Start without a master key for encryption at rest: patient names, identifiers, birth
+    /// dates, kept documents and dead-letter payloads are then stored in the clear. Only where
+    /// the volume itself is encrypted.
+    #[arg(long, env = "GALEN_ALLOW_UNENCRYPTED_DATA", value_parser = clap::builder::BoolishValueParser::new())]
+    allow_unencrypted_data: bool,
     /// HTTP requests per second each client address may make on average; 0 turns the limit off
     /// [default: 50]. Loopback clients are not limited.
     #[arg(long, env = "GALEN_RATE_LIMIT")]
@@ -263,6 +270,10 @@ pub(crate) struct Settings {
     pub(crate) outbound_ca: Option<PathBuf>,
     /// Plaintext listeners on non-loopback addresses are allowed.
     pub(crate) allow_plaintext: bool,
+    /// The master key of encryption at rest.
+    pub(crate) data_key: Option<galen_store::crypto::MasterKey>,
+    /// Serving without encryption at rest is allowed.
+    pub(crate) allow_unencrypted_data: bool,
     /// Rate limit and trusted proxies of the HTTP listener.
     pub(crate) hardening: HardeningConfig,
 }
@@ -356,6 +367,8 @@ impl Settings {
             tls,
             outbound_ca: args.outbound_ca.or(file.outbound_ca),
             allow_plaintext: args.allow_plaintext || file.allow_plaintext.unwrap_or(false),
+            data_key: args.data_key.load()?,
+            allow_unencrypted_data: args.allow_unencrypted_data,
             hardening: HardeningConfig {
                 rate_per_second: args
                     .rate_limit
@@ -439,6 +452,29 @@ impl Settings {
              protects them",
             listed.join(", ")
         )
+    }
+}
+
+impl Settings {
+    /// Refuses to serve without a master key for encryption at rest, unless
+    /// `--allow-unencrypted-data` says the volume is encrypted instead.
+    pub(crate) fn check_encryption(&self) -> Result<()> {
+        match (&self.data_key, self.allow_unencrypted_data) {
+            (Some(key), _) => {
+                tracing::info!(
+                    key = key.id(),
+                    "patient-identifying data is encrypted at rest"
+                );
+                Ok(())
+            }
+            (None, true) => {
+                tracing::warn!("no encryption at rest, allowed by --allow-unencrypted-data");
+                Ok(())
+            }
+            (None, false) => bail!(
+                "refusing to start: patient names, identifiers and birth dates would be stored                  unencrypted. Make a master key with `galen keys generate --out FILE --id ID`,                  keep it outside the data directory and give it with --data-key-file                  (GALEN_DATA_KEY_FILE) or GALEN_DATA_KEY; or pass --allow-unencrypted-data                  (GALEN_ALLOW_UNENCRYPTED_DATA=true) if the volume is encrypted"
+            ),
+        }
     }
 }
 

@@ -15,6 +15,7 @@ mod check_cli;
 mod client;
 mod config;
 mod demo;
+mod keys_cli;
 mod mapping_cli;
 mod replay;
 mod simulate;
@@ -65,6 +66,8 @@ enum Command {
     /// Check a data directory's integrity: database structure and every stored measurement's
     /// checksum.
     Check(check_cli::CheckArgs),
+    /// Encryption at rest: make a master key, re-seal a data directory under a new one.
+    Keys(keys_cli::KeysArgs),
     /// Create a development CA, a server certificate and device certificates for TLS.
     Certs(certs::CertsArgs),
     /// Create and list accounts (first-run setup: `galen users add --role administrator`).
@@ -87,6 +90,7 @@ fn main() -> Result<()> {
             Command::Mapping(args) => mapping_cli::run(args),
             Command::Audit(args) => audit_cli::run(args),
             Command::Check(args) => check_cli::run(args),
+            Command::Keys(args) => keys_cli::run(args),
             Command::Certs(args) => certs::run(args),
             Command::Users(args) => users_cli::run(args).await,
         }
@@ -294,10 +298,22 @@ impl<'de> serde::Deserialize<'de> for ListenAddr {
     }
 }
 
-/// Opens the embedded store in `data_dir`.
+/// Opens the embedded store in `data_dir` without encryption at rest (demo, benchmarks).
 pub(crate) async fn open_store(data_dir: PathBuf) -> Result<SqliteStore> {
+    open_store_with(data_dir, None).await
+}
+
+/// Opens the embedded store in `data_dir`, sealing identifying data under `key` when given.
+pub(crate) async fn open_store_with(
+    data_dir: PathBuf,
+    key: Option<galen_store::crypto::MasterKey>,
+) -> Result<SqliteStore> {
     let shown = data_dir.display().to_string();
-    tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir, SqliteOptions::default()))
+    let options = SqliteOptions {
+        data_key: key,
+        ..SqliteOptions::default()
+    };
+    tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir, options))
         .await
         .context("opening the store")?
         .with_context(|| format!("opening the data directory {shown}"))
@@ -354,6 +370,7 @@ async fn serve(args: config::ServeArgs) -> Result<()> {
     let settings = config::Settings::resolve(args)?;
     init_logging(settings.log_format);
     settings.check_transport()?;
+    settings.check_encryption()?;
     // With a server certificate the HTTP listener serves HTTPS (no client certificates there).
     let http_tls = settings
         .tls
@@ -379,7 +396,8 @@ async fn serve(args: config::ServeArgs) -> Result<()> {
             settings.mllp_tls_addr.addr(),
         )
         .await?;
-    let store = Arc::new(open_store(settings.data_dir.clone()).await?);
+    let store =
+        Arc::new(open_store_with(settings.data_dir.clone(), settings.data_key.clone()).await?);
     audit_cli::log_head_periodically(store.clone());
     let server_config = ServerConfig {
         api_token: Some(api_token),

@@ -20,6 +20,8 @@ pub(crate) struct ReplayArgs {
     /// Data directory to read. Use a copy or a backup while a server runs on it.
     #[arg(long)]
     data_dir: PathBuf,
+    #[command(flatten)]
+    key: crate::keys_cli::DataKeyArgs,
     /// Start of the period (RFC 3339).
     #[arg(long)]
     from: String,
@@ -65,7 +67,7 @@ pub(crate) async fn run(args: ReplayArgs) -> Result<()> {
     let settings =
         crate::config::clinical_settings(args.clinical_config.as_deref(), &args.score_table, &[])?;
     let config = settings.config.clone();
-    let store = Arc::new(crate::open_store(args.data_dir.clone()).await?);
+    let store = Arc::new(crate::open_store_with(args.data_dir.clone(), args.key.load()?).await?);
     let outputs = replay(store.as_ref(), config.clone(), from, to).await?;
     let (scores, mut replayed, filtered) = records(&config, &outputs);
     let mut stored: Vec<AlarmRecord> = store

@@ -19,6 +19,8 @@ use galen_store::{AccessStore, MeasurementStore, NewUser, RegistryStore};
 pub(crate) struct UsersArgs {
     #[command(subcommand)]
     command: UsersCommand,
+    #[command(flatten)]
+    key: crate::keys_cli::DataKeyArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,6 +54,7 @@ enum UsersCommand {
 
 /// Runs `galen users`.
 pub(crate) async fn run(args: UsersArgs) -> Result<()> {
+    let key = args.key.load()?;
     match args.command {
         UsersCommand::Add {
             data_dir,
@@ -59,13 +62,14 @@ pub(crate) async fn run(args: UsersArgs) -> Result<()> {
             role,
             wards,
             patient,
-        } => add(data_dir, name, role, wards, patient).await,
-        UsersCommand::List { data_dir } => list(data_dir).await,
+        } => add(data_dir, key, name, role, wards, patient).await,
+        UsersCommand::List { data_dir } => list(data_dir, key).await,
     }
 }
 
 async fn add(
     data_dir: PathBuf,
+    key: Option<galen_store::crypto::MasterKey>,
     name: String,
     role: String,
     wards: Vec<String>,
@@ -97,13 +101,26 @@ async fn add(
         .context("reading the password from standard input")?;
     let password = password.trim_end_matches(['\r', '\n']);
     let password_hash = hash_password(password).map_err(|error| anyhow::anyhow!("{error}"))?;
-    let store = crate::open_store(data_dir).await?;
+    let store = crate::open_store_with(data_dir, key).await?;
     if let Some(id) = patient
         && store.patient(PatientId(id)).await?.is_none()
     {
         store.close().await?;
         bail!("patient {id} is not registered");
     }
+    let now = SystemClock.now();
+    // The account change is audited like one made over the API, in the same transaction.
+    let record = galen_store::AuditRecord {
+        time: now,
+        actor: "galen users add".to_owned(),
+        role: "service".to_owned(),
+        action: galen_store::AuditAction::ConfigChange,
+        resource: "/api/v1/users".to_owned(),
+        patient: None,
+        outcome: galen_store::AuditOutcome::Success,
+        source: "command line".to_owned(),
+        detail: format!("account {} ({role}) created on the server", name.trim()),
+    };
     let created = store
         .create_user(
             NewUser {
@@ -112,9 +129,9 @@ async fn add(
                 role,
                 wards,
                 patient: patient.map(PatientId),
-                created: SystemClock.now(),
+                created: now,
             },
-            Vec::new(),
+            vec![record],
         )
         .await;
     store.close().await?;
@@ -126,8 +143,8 @@ async fn add(
     Ok(())
 }
 
-async fn list(data_dir: PathBuf) -> Result<()> {
-    let store = crate::open_store(data_dir).await?;
+async fn list(data_dir: PathBuf, key: Option<galen_store::crypto::MasterKey>) -> Result<()> {
+    let store = crate::open_store_with(data_dir, key).await?;
     let users = store.users().await;
     store.close().await?;
     for user in users? {

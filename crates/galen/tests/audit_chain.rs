@@ -72,7 +72,13 @@ fn append_directly(data: &Path, patient: i64) {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let store = SqliteStore::open(data, SqliteOptions::default()).expect("open the store");
+        let options = SqliteOptions {
+            data_key: Some(
+                galen_store::crypto::MasterKey::parse(common::DATA_KEY).expect("the test key"),
+            ),
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open(data, options).expect("open the store");
         let record = |action: AuditAction, outcome: AuditOutcome, detail: &str| AuditRecord {
             time: Timestamp::from_micros(1_795_392_000_000_000),
             actor: "nurse.ann".into(),

@@ -23,6 +23,7 @@ fn a_taken_port_names_the_flag_to_change() {
             .args([command, "--http-addr", &address, "--data-dir"])
             .arg(directory.path())
             .env("GALEN_API_TOKEN", TOKEN)
+            .env("GALEN_DATA_KEY", common::DATA_KEY)
             .output()
             .expect("run galen");
         assert!(

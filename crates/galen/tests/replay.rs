@@ -19,6 +19,7 @@ fn replay(data_dir: &std::path::Path, extra: &[&str], from: &str, to: &str) -> V
     let output = Command::new(env!("CARGO_BIN_EXE_galen"))
         .args(["replay", "--json", "--from", from, "--to", to, "--data-dir"])
         .arg(data_dir)
+        .env("GALEN_DATA_KEY", common::DATA_KEY)
         .args(extra)
         .output()
         .expect("run galen replay");

@@ -23,6 +23,7 @@ fn galen(args: &[&str]) -> Command {
     command
         .args(args)
         .env("GALEN_API_TOKEN", TOKEN)
+        .env("GALEN_DATA_KEY", common::DATA_KEY)
         .env("GALEN_LOG", "warn")
         .env_remove("GALEN_ALLOW_PLAINTEXT")
         .stdin(Stdio::null());

@@ -8,6 +8,7 @@ use super::SqliteStore;
 use super::audit::with_records;
 use crate::access::{AccessStore, ApiToken, BreakGlassGrant, NewUser, User, UserChange};
 use crate::audit::AuditRecord;
+use crate::crypto::{self, FieldCipher};
 use crate::error::{Error, Result};
 
 const USER_COLUMNS: &str = "id, name, password_hash, role, wards, patient_id, created, disabled, failed_logins, locked_until";
@@ -77,13 +78,29 @@ fn grant_from_row(row: &Row<'_>) -> rusqlite::Result<BreakGlassGrant> {
     })
 }
 
-fn load_grant(connection: &Connection, id: i64) -> Result<Option<BreakGlassGrant>> {
-    Ok(connection
+/// The sealed column of grants (its values' additional authenticated data): a reason is free text
+/// and may hold clinical detail.
+pub(super) const REASON: &str = "break_glass.reason";
+
+/// A stored grant with its reason opened.
+fn opened(cipher: Option<&FieldCipher>, mut grant: BreakGlassGrant) -> Result<BreakGlassGrant> {
+    grant.reason = crypto::open_text(cipher, REASON, &grant.reason)?;
+    Ok(grant)
+}
+
+fn load_grant(
+    connection: &Connection,
+    cipher: Option<&FieldCipher>,
+    id: i64,
+) -> Result<Option<BreakGlassGrant>> {
+    connection
         .prepare_cached(&format!(
             "SELECT {GRANT_COLUMNS} FROM break_glass WHERE id = ?1"
         ))?
         .query_row([id], grant_from_row)
-        .optional()?)
+        .optional()?
+        .map(|grant| opened(cipher, grant))
+        .transpose()
 }
 
 fn load_user(connection: &Connection, id: i64) -> Result<Option<User>> {
@@ -274,7 +291,7 @@ impl AccessStore for SqliteStore {
         grant: BreakGlassGrant,
         audit: Vec<AuditRecord>,
     ) -> Result<BreakGlassGrant> {
-        self.registry(move |connection| {
+        self.registry_sealed(move |connection, cipher| {
             with_records(connection, audit, |transaction| {
                 if load_user(transaction, grant.user)?.is_none() {
                     return Err(Error::NotFound("user"));
@@ -289,10 +306,10 @@ impl AccessStore for SqliteStore {
                 }
                 transaction.execute(
                     "INSERT INTO break_glass (user_id, patient_id, reason, started, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![grant.user, grant.patient.0, grant.reason, grant.started.micros(), grant.expires.micros()],
+                    params![grant.user, grant.patient.0, crypto::seal_text(cipher, REASON, &grant.reason)?, grant.started.micros(), grant.expires.micros()],
                 )?;
                 let id = transaction.last_insert_rowid();
-                load_grant(transaction, id)?.ok_or(Error::NotFound("break-glass grant"))
+                load_grant(transaction, cipher, id)?.ok_or(Error::NotFound("break-glass grant"))
             })
         })
         .await
@@ -304,10 +321,10 @@ impl AccessStore for SqliteStore {
         at: Timestamp,
         audit: Vec<AuditRecord>,
     ) -> Result<BreakGlassGrant> {
-        self.registry(move |connection| {
+        self.registry_sealed(move |connection, cipher| {
             with_records(connection, audit, |transaction| {
-                let grant =
-                    load_grant(transaction, id)?.ok_or(Error::NotFound("break-glass grant"))?;
+                let grant = load_grant(transaction, cipher, id)?
+                    .ok_or(Error::NotFound("break-glass grant"))?;
                 if !grant.active(at) {
                     return Err(Error::Conflict("the grant has already ended".into()));
                 }
@@ -315,7 +332,7 @@ impl AccessStore for SqliteStore {
                     "UPDATE break_glass SET ended = ?1 WHERE id = ?2",
                     params![at.micros(), id],
                 )?;
-                load_grant(transaction, id)?.ok_or(Error::NotFound("break-glass grant"))
+                load_grant(transaction, cipher, id)?.ok_or(Error::NotFound("break-glass grant"))
             })
         })
         .await
@@ -328,7 +345,8 @@ impl AccessStore for SqliteStore {
                     "SELECT {GRANT_COLUMNS} FROM break_glass ORDER BY id"
                 ))?;
                 let rows = statement.query_map([], grant_from_row)?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+                rows.map(|grant| opened(shared.cipher.as_ref(), grant?))
+                    .collect()
             })
         })
         .await

@@ -11,8 +11,10 @@ mod access;
 mod audit;
 mod check;
 mod clinical;
+mod keys;
 mod memtable;
 mod registry;
+mod rotate;
 mod schema;
 mod writer;
 
@@ -29,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use self::audit::{AuditLogReader, AuditLogState};
 pub use self::check::{IntegrityReport, check_data_dir};
 use self::memtable::{MAX_SPAN_MICROS, Memtable};
+pub use self::rotate::{Rotated, rotate};
 use self::writer::{Command, Writer, WriterTuning, newest_in_chunks};
 use crate::MeasurementStore;
 use crate::codec::decode_chunk;
@@ -36,6 +39,9 @@ use crate::error::{Error, Result};
 use crate::types::{
     AppendOutcome, Bucket, DeadLetter, IngestBatch, Point, Receipt, StoreStats, StoredDeadLetter,
 };
+
+/// The sealed column of dead letters (the additional authenticated data of its values).
+const DEAD_LETTER_PAYLOAD: &str = "dead_letters.payload";
 
 /// Name of the database file inside the data directory.
 pub const DATABASE_FILE: &str = "galen.db";
@@ -58,6 +64,10 @@ pub struct SqliteOptions {
     /// How long protocol receipts (HL7 ACKs by control id) are kept, counted back from the newest
     /// receipt.
     pub receipt_retention: Duration,
+    /// The master key of encryption at rest ([`crate::crypto`]): patient-identifying values are
+    /// sealed with the store's data key, which this key wraps. `None`: no encryption (an
+    /// encrypted store then refuses to open).
+    pub data_key: Option<crate::crypto::MasterKey>,
 }
 
 impl Default for SqliteOptions {
@@ -70,6 +80,7 @@ impl Default for SqliteOptions {
             max_group_measurements: 200_000,
             recent_ids: 1_000_000,
             receipt_retention: Duration::from_secs(24 * 3600),
+            data_key: None,
         }
     }
 }
@@ -155,6 +166,8 @@ impl ReaderPool {
 
 #[derive(Debug)]
 struct Shared {
+    /// Seals and opens patient-identifying values (`None`: not encrypted).
+    cipher: Option<crate::crypto::FieldCipher>,
     readers: ReaderPool,
     registry: Mutex<Connection>,
     memtable: Arc<RwLock<Memtable>>,
@@ -181,6 +194,7 @@ impl SqliteStore {
         let path = data_dir.join(DATABASE_FILE);
         let connection = schema::connect(&path)?;
         schema::migrate(&connection)?;
+        let cipher = keys::open_cipher(&connection, options.data_key.as_ref())?;
         let memtable = Arc::new(RwLock::new(Memtable::default()));
         let counters = Arc::new(Counters::default());
         let tuning = WriterTuning {
@@ -217,6 +231,7 @@ impl SqliteStore {
         let registry = schema::connect(&path)?;
         Ok(SqliteStore {
             shared: Arc::new(Shared {
+                cipher,
                 readers: ReaderPool {
                     path,
                     idle: Mutex::new(Vec::new()),
@@ -282,6 +297,14 @@ impl MeasurementStore for SqliteStore {
         // Validated here, so that one bad record cannot fail the whole group commit.
         for record in &batch.audit {
             record.validate()?;
+        }
+        // A refused payload can carry anything a sender put in it (names, identifiers): sealed
+        // before it reaches the writer.
+        let mut batch = batch;
+        if let Some(cipher) = &self.shared.cipher {
+            for letter in &mut batch.dead_letters {
+                letter.payload = cipher.seal_blob(DEAD_LETTER_PAYLOAD, &letter.payload)?;
+            }
         }
         let (reply, answer) = oneshot::channel();
         self.shared
@@ -440,6 +463,7 @@ impl MeasurementStore for SqliteStore {
                 let mut letters = Vec::new();
                 for row in rows {
                     let (id, received, source, reason, message, device, payload) = row?;
+                    let payload = crate::crypto::open_blob(shared.cipher.as_ref(), DEAD_LETTER_PAYLOAD, &payload)?;
                     let reason = RejectionReason::parse(&reason)
                         .ok_or_else(|| Error::Corrupt(format!("unknown rejection reason in dead letter {id}")))?;
                     letters.push(StoredDeadLetter {

@@ -13,6 +13,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 
 use super::audit::with_records;
 use super::{Shared, SqliteStore};
+use crate::crypto::{self, FieldCipher};
 use crate::error::{Error, Result};
 use crate::types::{
     DeviceCredential, DocumentOwner, Registered, RegistryChange, RegistryDocument, RegistryWrite,
@@ -20,8 +21,7 @@ use crate::types::{
 };
 use crate::{AuditRecord, RegistryAudit, RegistryStore};
 
-const PATIENT_COLUMNS: &str =
-    "id, identifier_system, identifier_value, family, given, birth_date, sex, ward, bed";
+const PATIENT_COLUMNS: &str = "id, identifier_system, identifier_value, family, given, birth_date, sex, ward, bed, identifier_sealed";
 const DEVICE_COLUMNS: &str = "id, serial, manufacturer, model, kind, status";
 const ASSIGNMENT_COLUMNS: &str = "id, device_id, patient_id, start_ts, end_ts";
 const CREDENTIAL_COLUMNS: &str = "id, device_id, secret_sha256, created, revoked";
@@ -30,28 +30,71 @@ fn corrupt(what: &str) -> rusqlite::Error {
     rusqlite::Error::InvalidColumnType(0, what.to_owned(), rusqlite::types::Type::Text)
 }
 
-fn patient_from_row(row: &Row<'_>) -> rusqlite::Result<Patient> {
-    let birth_date: String = row.get(5)?;
-    let sex: String = row.get(6)?;
+/// A patient row as stored: the identifying columns possibly sealed (see [`crate::crypto`]).
+struct RawPatient {
+    id: i64,
+    system: String,
+    value: String,
+    family: String,
+    given: String,
+    birth_date: String,
+    sex: String,
+    ward: String,
+    bed: String,
+    sealed_identifier: Option<String>,
+}
+
+fn patient_from_row(row: &Row<'_>) -> rusqlite::Result<RawPatient> {
+    Ok(RawPatient {
+        id: row.get(0)?,
+        system: row.get(1)?,
+        value: row.get(2)?,
+        family: row.get(3)?,
+        given: row.get(4)?,
+        birth_date: row.get(5)?,
+        sex: row.get(6)?,
+        ward: row.get(7)?,
+        bed: row.get(8)?,
+        sealed_identifier: row.get(9)?,
+    })
+}
+
+/// Opens a stored patient's sealed columns.
+fn decode_patient(cipher: Option<&FieldCipher>, raw: RawPatient) -> Result<Patient> {
+    let open = |column: &str, stored: &str| crypto::open_text(cipher, column, stored);
+    let value = match &raw.sealed_identifier {
+        Some(sealed) => open(SEALED_IDENTIFIER, sealed)?,
+        None => raw.value,
+    };
+    let birth_date = open(BIRTH_DATE, &raw.birth_date)?;
     Ok(Patient {
-        id: PatientId(row.get(0)?),
+        id: PatientId(raw.id),
         details: NewPatient {
             identifier: Identifier {
-                system: row.get(1)?,
-                value: row.get(2)?,
+                system: raw.system,
+                value,
             },
             name: HumanName {
-                family: row.get(3)?,
-                given: row.get(4)?,
+                family: open(FAMILY, &raw.family)?,
+                given: open(GIVEN, &raw.given)?,
             },
             birth_date: NewPatient::parse_birth_date(&birth_date)
-                .map_err(|_| corrupt("birth_date"))?,
-            sex: Sex::parse(&sex).map_err(|_| corrupt("sex"))?,
-            ward: row.get(7)?,
-            bed: row.get(8)?,
+                .map_err(|_| Error::Corrupt(format!("patient {}: birth date", raw.id)))?,
+            sex: Sex::parse(&raw.sex)
+                .map_err(|_| Error::Corrupt(format!("patient {}: sex", raw.id)))?,
+            ward: raw.ward,
+            bed: raw.bed,
         },
     })
 }
+
+/// The sealed columns of `patients` and `registry_documents` (each the additional authenticated
+/// data of its values).
+const SEALED_IDENTIFIER: &str = "patients.identifier_sealed";
+const FAMILY: &str = "patients.family";
+const GIVEN: &str = "patients.given";
+const BIRTH_DATE: &str = "patients.birth_date";
+pub(super) const DOCUMENT: &str = "registry_documents.body";
 
 fn device_from_row(row: &Row<'_>) -> rusqlite::Result<Device> {
     let kind: String = row.get(4)?;
@@ -102,18 +145,30 @@ fn format_date(patient: &NewPatient) -> String {
     )
 }
 
-/// Column values of a patient, in `PATIENT_COLUMNS` order without the id.
-fn patient_values(patient: &NewPatient) -> Vec<SqlValue> {
-    vec![
-        patient.identifier.system.clone().into(),
-        patient.identifier.value.clone().into(),
-        patient.name.family.clone().into(),
-        patient.name.given.clone().into(),
-        format_date(patient).into(),
+/// Column values of a patient, in `PATIENT_COLUMNS` order without the id: with a cipher, the
+/// identifier's blind index in `identifier_value` and its sealed value in `identifier_sealed`,
+/// and the name and birth date sealed.
+fn patient_values(cipher: Option<&FieldCipher>, patient: &NewPatient) -> Result<Vec<SqlValue>> {
+    let seal = |column: &str, plain: &str| crypto::seal_text(cipher, column, plain);
+    let identifier = &patient.identifier;
+    let (value, sealed) = match cipher {
+        Some(cipher) => (
+            cipher.blind_index(&identifier.system, &identifier.value),
+            Some(cipher.seal_text(SEALED_IDENTIFIER, &identifier.value)?),
+        ),
+        None => (identifier.value.clone(), None),
+    };
+    Ok(vec![
+        identifier.system.clone().into(),
+        value.into(),
+        seal(FAMILY, &patient.name.family)?.into(),
+        seal(GIVEN, &patient.name.given)?.into(),
+        seal(BIRTH_DATE, &format_date(patient))?.into(),
         patient.sex.code().to_owned().into(),
         patient.ward.clone().into(),
         patient.bed.clone().into(),
-    ]
+        sealed.into(),
+    ])
 }
 
 /// Column values of a device, in `DEVICE_COLUMNS` order without the id.
@@ -143,23 +198,27 @@ fn write_row(
     Ok((changed, connection.last_insert_rowid()))
 }
 
-const INSERT_PATIENT: &str = "INSERT INTO patients (identifier_system, identifier_value, family, given, birth_date, sex, ward, bed)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+const INSERT_PATIENT: &str = "INSERT INTO patients (identifier_system, identifier_value, family, given, birth_date, sex, ward, bed, identifier_sealed)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 const UPDATE_PATIENT: &str =
     "UPDATE patients SET identifier_system = ?1, identifier_value = ?2, family = ?3, given = ?4,
-    birth_date = ?5, sex = ?6, ward = ?7, bed = ?8 WHERE id = ?9";
+    birth_date = ?5, sex = ?6, ward = ?7, bed = ?8, identifier_sealed = ?9 WHERE id = ?10";
 const INSERT_DEVICE: &str =
     "INSERT INTO devices (serial, manufacturer, model, kind, status) VALUES (?1, ?2, ?3, ?4, ?5)";
 const UPDATE_DEVICE: &str = "UPDATE devices SET serial = ?1, manufacturer = ?2, model = ?3, kind = ?4, status = ?5 WHERE id = ?6";
 
 /// Applies one registry change on `connection` (inside the caller's transaction).
-fn apply_change(connection: &Connection, change: RegistryChange) -> Result<Registered> {
+fn apply_change(
+    connection: &Connection,
+    cipher: Option<&FieldCipher>,
+    change: RegistryChange,
+) -> Result<Registered> {
     match change {
         RegistryChange::CreatePatient(patient) => {
             let (_, id) = write_row(
                 connection,
                 INSERT_PATIENT,
-                patient_values(&patient),
+                patient_values(cipher, &patient)?,
                 PATIENT_CONFLICT,
             )?;
             Ok(Registered::Patient(Patient {
@@ -168,7 +227,7 @@ fn apply_change(connection: &Connection, change: RegistryChange) -> Result<Regis
             }))
         }
         RegistryChange::UpdatePatient(id, patient) => {
-            let mut values = patient_values(&patient);
+            let mut values = patient_values(cipher, &patient)?;
             values.push(id.0.into());
             match write_row(connection, UPDATE_PATIENT, values, PATIENT_CONFLICT)? {
                 (0, _) => Err(Error::NotFound("patient")),
@@ -213,7 +272,12 @@ fn owner_key(owner: DocumentOwner) -> (&'static str, i64) {
 }
 
 /// Replaces (or, for `None`, removes) the document kept for `owner`.
-fn put_document(connection: &Connection, owner: DocumentOwner, body: Option<&str>) -> Result<()> {
+fn put_document(
+    connection: &Connection,
+    cipher: Option<&FieldCipher>,
+    owner: DocumentOwner,
+    body: Option<&str>,
+) -> Result<()> {
     let (kind, id) = owner_key(owner);
     match body {
         Some(body) => connection
@@ -221,7 +285,11 @@ fn put_document(connection: &Connection, owner: DocumentOwner, body: Option<&str
                 "INSERT INTO registry_documents (owner_kind, owner_id, body) VALUES (?1, ?2, ?3)
                  ON CONFLICT (owner_kind, owner_id) DO UPDATE SET body = excluded.body",
             )?
-            .execute(params![kind, id, body])?,
+            .execute(params![
+                kind,
+                id,
+                crypto::seal_text(cipher, DOCUMENT, body)?
+            ])?,
         None => connection
             .prepare_cached(
                 "DELETE FROM registry_documents WHERE owner_kind = ?1 AND owner_id = ?2",
@@ -234,13 +302,27 @@ fn put_document(connection: &Connection, owner: DocumentOwner, body: Option<&str
 const PATIENT_CONFLICT: &str = "a patient with this identifier is already registered";
 const DEVICE_CONFLICT: &str = "a device with this serial is already registered";
 
-fn load_patient(connection: &Connection, id: i64) -> Result<Option<Patient>> {
-    Ok(connection
+fn load_patient(
+    connection: &Connection,
+    cipher: Option<&FieldCipher>,
+    id: i64,
+) -> Result<Option<Patient>> {
+    connection
         .prepare_cached(&format!(
             "SELECT {PATIENT_COLUMNS} FROM patients WHERE id = ?1"
         ))?
         .query_row([id], patient_from_row)
-        .optional()?)
+        .optional()?
+        .map(|raw| decode_patient(cipher, raw))
+        .transpose()
+}
+
+fn patient_exists(connection: &Connection, id: i64) -> Result<bool> {
+    Ok(connection
+        .prepare_cached("SELECT 1 FROM patients WHERE id = ?1")?
+        .query_row([id], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 fn load_device(connection: &Connection, id: i64) -> Result<Option<Device>> {
@@ -269,9 +351,9 @@ impl SqliteStore {
         audit: Vec<AuditRecord>,
     ) -> Result<Patient> {
         match self
-            .registry(move |connection| {
+            .registry_sealed(move |connection, cipher| {
                 with_records(connection, audit, |transaction| {
-                    apply_change(transaction, change)
+                    apply_change(transaction, cipher, change)
                 })
             })
             .await?
@@ -288,9 +370,9 @@ impl SqliteStore {
         audit: Vec<AuditRecord>,
     ) -> Result<Device> {
         match self
-            .registry(move |connection| {
+            .registry_sealed(move |connection, cipher| {
                 with_records(connection, audit, |transaction| {
-                    apply_change(transaction, change)
+                    apply_change(transaction, cipher, change)
                 })
             })
             .await?
@@ -298,6 +380,21 @@ impl SqliteStore {
             Registered::Device(device) => Ok(device),
             Registered::Patient(_) => Err(Error::Invalid("a device change wrote a patient".into())),
         }
+    }
+
+    /// Runs registry work on the registry connection with the store's cipher.
+    pub(super) async fn registry_sealed<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection, Option<&FieldCipher>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.read(move |shared: &Shared| {
+            let mut connection = shared
+                .registry
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            work(&mut connection, shared.cipher.as_ref())
+        })
+        .await
     }
 
     /// Runs registry work on the registry connection, on the blocking pool.
@@ -341,7 +438,7 @@ impl RegistryStore for SqliteStore {
         self.read(move |shared| {
             shared
                 .readers
-                .with(|connection| load_patient(connection, id.0))
+                .with(|connection| load_patient(connection, shared.cipher.as_ref(), id.0))
         })
         .await
     }
@@ -353,7 +450,8 @@ impl RegistryStore for SqliteStore {
                     "SELECT {PATIENT_COLUMNS} FROM patients WHERE ?1 IS NULL OR ward = ?1 ORDER BY ward, bed, id"
                 ))?;
                 let rows = statement.query_map([ward], patient_from_row)?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+                rows.map(|raw| decode_patient(shared.cipher.as_ref(), raw?))
+                    .collect()
             })
         })
         .await
@@ -408,7 +506,7 @@ impl RegistryStore for SqliteStore {
                 if load_device(transaction, assignment.device.0)?.is_none() {
                     return Err(Error::NotFound("device"));
                 }
-                if load_patient(transaction, assignment.patient.0)?.is_none() {
+                if !patient_exists(transaction, assignment.patient.0)? {
                     return Err(Error::NotFound("patient"));
                 }
                 // Half-open intervals [start, end) overlap when each starts before the other ends.
@@ -482,7 +580,7 @@ impl RegistryStore for SqliteStore {
         writes: Vec<RegistryWrite>,
         audit: RegistryAudit,
     ) -> Result<Vec<Registered>> {
-        self.registry(move |connection| {
+        self.registry_sealed(move |connection, cipher| {
             // One immediate transaction for the changes and their audit records: the audit chain's
             // head is read under the same write lock, so this append is serialised with every
             // other one (see `audit::append_in`).
@@ -490,12 +588,12 @@ impl RegistryStore for SqliteStore {
                 connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut written = Vec::with_capacity(writes.len());
             for write in writes {
-                let registered = apply_change(&transaction, write.change)?;
+                let registered = apply_change(&transaction, cipher, write.change)?;
                 let owner = match &registered {
                     Registered::Patient(patient) => DocumentOwner::Patient(patient.id),
                     Registered::Device(device) => DocumentOwner::Device(device.id),
                 };
-                put_document(&transaction, owner, write.document.as_deref())?;
+                put_document(&transaction, cipher, owner, write.document.as_deref())?;
                 written.push(registered);
             }
             super::audit::append_in(&transaction, audit.build(&written))?;
@@ -519,12 +617,16 @@ impl RegistryStore for SqliteStore {
                         "device" => DocumentOwner::Device(DeviceId(id)),
                         _ => return Err(corrupt("owner_kind")),
                     };
+                    Ok((owner, row.get::<_, String>(2)?))
+                })?;
+                rows.map(|row| {
+                    let (owner, body) = row?;
                     Ok(RegistryDocument {
                         owner,
-                        body: row.get(2)?,
+                        body: crypto::open_text(shared.cipher.as_ref(), DOCUMENT, &body)?,
                     })
-                })?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+                })
+                .collect()
             })
         })
         .await
@@ -685,4 +787,26 @@ fn credential_from_row(row: &Row<'_>) -> rusqlite::Result<DeviceCredential> {
         created: Timestamp::from_micros(row.get(3)?),
         revoked: row.get::<_, Option<i64>>(4)?.map(Timestamp::from_micros),
     })
+}
+
+/// Re-seals every patient's identifying columns under `next` (and its blind index), opening them
+/// with `current`. Returns how many patients.
+pub(super) fn reseal_patients(
+    connection: &Connection,
+    current: Option<&FieldCipher>,
+    next: &FieldCipher,
+) -> Result<u64> {
+    let raws: Vec<RawPatient> = connection
+        .prepare(&format!("SELECT {PATIENT_COLUMNS} FROM patients"))?
+        .query_map([], patient_from_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut count = 0;
+    for raw in raws {
+        let patient = decode_patient(current, raw)?;
+        let mut values = patient_values(Some(next), &patient.details)?;
+        values.push(patient.id.0.into());
+        write_row(connection, UPDATE_PATIENT, values, PATIENT_CONFLICT)?;
+        count += 1;
+    }
+    Ok(count)
 }

@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS patients (
     sex TEXT NOT NULL,
     ward TEXT NOT NULL,
     bed TEXT NOT NULL,
+    identifier_sealed TEXT,
     UNIQUE (identifier_system, identifier_value)
 );
 CREATE TABLE IF NOT EXISTS devices (
@@ -184,6 +185,12 @@ CREATE TABLE IF NOT EXISTS audit_log (
     previous_hash BLOB NOT NULL,
     hash BLOB NOT NULL
 );
+-- Schema 7: the data key of an encrypted store, wrapped under the master key (crate::crypto).
+CREATE TABLE IF NOT EXISTS data_keys (
+    id INTEGER PRIMARY KEY,
+    master_key_id TEXT NOT NULL,
+    wrapped BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS break_glass (
     id INTEGER PRIMARY KEY,
     user_id INTEGER NOT NULL REFERENCES users(id),
@@ -242,6 +249,15 @@ pub(crate) fn migrate(connection: &Connection) -> Result<()> {
         )));
     }
     connection.execute_batch(SCHEMA)?;
+    // Schema 7 added the sealed identifier of an encrypted store to `patients`.
+    let has_sealed: bool = connection.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('patients') WHERE name = 'identifier_sealed'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_sealed {
+        connection.execute_batch("ALTER TABLE patients ADD COLUMN identifier_sealed TEXT")?;
+    }
     connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }

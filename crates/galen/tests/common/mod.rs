@@ -15,6 +15,10 @@ use serde_json::Value;
 
 pub const TOKEN: &str = "kill-test-token-0123456789";
 
+/// The master key of encryption at rest every test server runs with (`GALEN_DATA_KEY`).
+pub const DATA_KEY: &str =
+    "test-key:0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0";
+
 pub struct Server {
     pub child: Child,
     /// `HOST:PORT` of the HTTP API and dashboard.
@@ -54,6 +58,7 @@ fn spawn(data_dir: &Path, level: &str, log: Option<Arc<Mutex<String>>>, extra: &
         .arg(data_dir)
         .args(extra)
         .env("GALEN_API_TOKEN", TOKEN)
+        .env("GALEN_DATA_KEY", DATA_KEY)
         .env("GALEN_LOG", level)
         .env("GALEN_MLLP_ADDR", "127.0.0.1:0")
         .env("GALEN_MQTT_ADDR", "127.0.0.1:0")
