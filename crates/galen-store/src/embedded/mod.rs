@@ -10,6 +10,7 @@
 mod access;
 mod audit;
 mod clinical;
+mod consent;
 mod memtable;
 mod registry;
 mod schema;
