@@ -156,6 +156,13 @@ pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Permissio
         | "/fhir/Subscription/{id}/$status"
         | "/fhir/Subscription/{id}/$get-ws-binding-token" => P::Subscribe,
         "/api/v1/audit" | "/fhir/AuditEvent" | "/fhir/AuditEvent/{id}" => P::ReadAudit,
+        "/fhir/Consent" | "/fhir/Consent/{id}" => {
+            if read {
+                P::ReadPatientData
+            } else {
+                P::RecordConsent
+            }
+        }
         "/api/v1/users"
         | "/api/v1/users/{id}"
         | "/api/v1/users/{id}/tokens"
@@ -230,6 +237,13 @@ fn named_patient(app: &App, route: &str, path: &str) -> Option<Option<PatientId>
                 .get(2)
                 .and_then(|id| id.parse().ok())
                 .map(PatientId),
+        ),
+        // The patient of an existing consent (a read or an update of it).
+        "/fhir/Consent/{id}" => Some(
+            segments
+                .get(2)
+                .and_then(|id| id.parse().ok())
+                .and_then(|id| app.0.consents.patient_of(galen_model::ConsentId(id))),
         ),
         "/fhir/Observation/{id}" => {
             // `{device}.{code}.{micros}`: the patient the device was assigned to then. Score ids
@@ -336,8 +350,8 @@ fn refusal(
     if matches!(route, "/api/v1/devices/{id}/vitals" | "/fhir/Flag/{id}") {
         return Some("outside an all-ward scope, read patient data through the patient (patient=)");
     }
-    let patient_search =
-        matches!(route, "/fhir/Observation" | "/fhir/Flag") && request.method() == Method::GET;
+    let patient_search = matches!(route, "/fhir/Observation" | "/fhir/Flag" | "/fhir/Consent")
+        && request.method() == Method::GET;
     if patient_search {
         let named = searched_patients(request.uri().query().unwrap_or(""));
         let directory = app.0.directory.read();

@@ -484,6 +484,28 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Auditor {
 }
 
 impl Auditor {
+    /// A record of an action of this writer, stored by the caller in its write's transaction.
+    pub(crate) fn record(
+        &self,
+        time: galen_model::Timestamp,
+        action: galen_store::AuditAction,
+        resource: &str,
+        patient: Option<PatientId>,
+        detail: &str,
+    ) -> galen_store::AuditRecord {
+        crate::audit::request_record(
+            time,
+            &self.principal.actor,
+            self.principal.role.code(),
+            action,
+            resource,
+            patient,
+            galen_store::AuditOutcome::Success,
+            &self.source,
+            detail.to_owned(),
+        )
+    }
+
     /// The audit records of registry writes (`created[i]`: whether write `i` creates), built from
     /// what the transaction wrote so that a create names its new id.
     pub(crate) fn records(
