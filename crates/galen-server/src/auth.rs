@@ -8,8 +8,8 @@
 //! **What** ([`route_permission`]): each route needs one [`Permission`]; the principal's role must
 //! have it (`403` otherwise). A route missing from the table is open to the service role only
 //! (fail closed). **Whose**: on routes naming a patient (`/patients/{id}`, `/fhir/Patient/{id}`,
-//! `/fhir/Observation/{id}`), the patient must be in the principal's scope; FHIR searches of
-//! patient data by a ward-bound principal must name patients in scope; lists (dashboard, patients,
+//! `/fhir/Observation/{id}`, `/fhir/Consent/{id}`), the patient must be in the principal's scope;
+//! FHIR searches of patient data by a ward-bound principal must name patients in scope; lists (dashboard, patients,
 //! alarms, the live stream, FHIR Patient search) are filtered by the handlers with
 //! [`Principal::may_see`].
 //!

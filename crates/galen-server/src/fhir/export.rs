@@ -35,6 +35,18 @@
 //! at or after the transaction time is (transitions after it are left out of the Flags).
 //! Jobs live in memory: a restart forgets them (their status URL then answers 404 and the client
 //! starts again); files of finished jobs are removed after [`KEEP_FINISHED`].
+//!
+//! **Whose job.** A job answers only the account that started it: for anyone else its status,
+//! files and cancellation are 404.
+//!
+//! **Consent.** An export by an account with an organisation is a disclosure to it, a
+//! researcher's export a disclosure for research ([`Disclosure::of`]). Before anything is
+//! written, each patient of the export is decided on by their consents
+//! ([`crate::consent::Consents::decide`]) and every decision is audited (one record per patient);
+//! when the records cannot be written the job fails and nothing is exported. Withheld patients
+//! are left out whole (Patient, Observations, scores, Flags; Devices lose the reference to them),
+//! and the manifest reports how many and why ([`CONSENT_EXTENSION`], and an OperationOutcome in
+//! `error`), never who.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;

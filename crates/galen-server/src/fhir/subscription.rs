@@ -45,6 +45,13 @@
 //! silently skipped; deleting a subscription unbinds it, and a connection left without
 //! subscriptions is closed (code 1000).
 //!
+//! **Consent.** A subscription created by an account with an organisation discloses its
+//! notifications to that organisation. The worker decides on each event of a patient at delivery
+//! (the patient's consents, now: a deny recorded a moment ago applies to the next event), audits
+//! every decision before sending, and drops withheld events before numbering them, so the
+//! recipient sees no gap for what was never theirs. An account with an organisation gets binding
+//! tokens only for its own organisation's subscriptions.
+//!
 //! Rest-hook endpoints may be `http://` or `https://`; HTTPS is verified against the platform's
 //! CA certificates plus `--outbound-ca` ([`crate::OutboundTls`]).
 //! Channel headers (often credentials) are kept but never shown: reads return their names only.
