@@ -19,6 +19,9 @@ from the R4 specification text:
   bdl-1   total only in a searchset or history Bundle
   bdl-2   entry.search only in a searchset Bundle
   bdl-7   fullUrl unique within a Bundle (no versioned resources here)
+  ppc-1   a Consent has a policy or a policyRule
+  ppc-2   a Consent of scope patient-privacy has a patient
+  ppc-3   a Consent of scope research has a patient
 
 Nested resources (Bundle entries) are checked the same way.
 
@@ -182,12 +185,26 @@ def check_bundle(bundle, path, problems):
             check_invariants(resource, f"{path}.entry[{index}].resource", problems)
 
 
+CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
+
+
+def check_consent(consent, path, problems):
+    if "policy" not in consent and "policyRule" not in consent:
+        problems.append(f"ppc-1: {path} has neither policy nor policyRule")
+    scopes = codes_of(consent.get("scope"), CONSENT_SCOPE)
+    for code, invariant in (("patient-privacy", "ppc-2"), ("research", "ppc-3")):
+        if code in scopes and "patient" not in consent:
+            problems.append(f"{invariant}: {path} of scope {code} has no patient")
+
+
 def check_invariants(resource, path, problems):
     kind = resource.get("resourceType")
     if kind == "Observation":
         check_observation(resource, path, problems)
     elif kind == "Bundle":
         check_bundle(resource, path, problems)
+    elif kind == "Consent":
+        check_consent(resource, path, problems)
 
 
 def validate(resource):

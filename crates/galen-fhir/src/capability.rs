@@ -409,6 +409,17 @@ impl CapabilityStatementBuilder {
         )
     }
 
+    /// Declares `Consent` (patients' consents) with the search parameters of
+    /// [`search::ConsentQuery`].
+    pub fn consent(self, interactions: &[Interaction]) -> CapabilityStatementBuilder {
+        self.resource(
+            crate::consent::Consent::TYPE,
+            interactions,
+            search::CONSENT_PARAMETERS,
+            &[],
+        )
+    }
+
     /// Declares the system-level `batch` and `transaction` interactions (`POST [base]` with a
     /// Bundle of that type).
     pub fn batch_and_transaction(mut self) -> CapabilityStatementBuilder {

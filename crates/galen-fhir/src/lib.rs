@@ -7,7 +7,8 @@
 //! [`clinical::AlarmTransition`]) and gets back typed FHIR resources ([`Patient`], [`Device`],
 //! [`Observation`], [`Flag`], and the read-only [`Location`]s of wards and beds and
 //! [`DeviceMetric`]s of what devices measure, and the audit trail's [`AuditEvent`]s from
-//! [`audit_event::AuditEntry`]s) that serialise with serde; a client's JSON goes the other way,
+//! [`audit_event::AuditEntry`]s, and patients' [`Consent`]s from [`galen_model::Consent`]s) that
+//! serialise with serde; a client's JSON goes the other way,
 //! through [`parse_resource`] into the same types and then into [`galen_model::NewPatient`],
 //! [`galen_model::NewDevice`] or the values the ingest pipeline takes
 //! ([`observation::PostedObservation`]). Search query strings become typed queries in [`search`];
@@ -30,6 +31,7 @@ pub mod bundle;
 pub mod capability;
 pub mod clinical;
 pub mod codes;
+pub mod consent;
 mod datatypes;
 pub mod device_metric;
 mod error;
@@ -42,6 +44,7 @@ pub mod search;
 
 pub use audit_event::AuditEvent;
 pub use capability::{CapabilityStatement, CapabilityStatementBuilder, Interaction};
+pub use consent::Consent;
 pub use datatypes::{
     CodeableConcept, Coding, Extension, HumanName, Identifier, Meta, Period, Quantity, Reference,
 };

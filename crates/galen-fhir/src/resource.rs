@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::audit_event::AuditEvent;
 use crate::capability::CapabilityStatement;
+use crate::consent::Consent;
 use crate::datatypes::{
     CodeableConcept, Extension, Extra, HumanName, Identifier, Meta, Period, Quantity, Reference,
 };
@@ -470,6 +471,8 @@ pub enum Resource {
     DeviceMetric(Box<DeviceMetric>),
     /// An AuditEvent (a record of the audit trail).
     AuditEvent(Box<AuditEvent>),
+    /// A Consent (a patient's consent).
+    Consent(Box<Consent>),
     /// An OperationOutcome.
     OperationOutcome(Box<OperationOutcome>),
     /// A Bundle.
@@ -491,6 +494,7 @@ impl Resource {
             Resource::Location(_) => Location::TYPE,
             Resource::DeviceMetric(_) => DeviceMetric::TYPE,
             Resource::AuditEvent(_) => AuditEvent::TYPE,
+            Resource::Consent(_) => Consent::TYPE,
             Resource::OperationOutcome(_) => OperationOutcome::TYPE,
             Resource::Bundle(_) => Bundle::TYPE,
             Resource::CapabilityStatement(_) => CapabilityStatement::TYPE,
@@ -511,6 +515,7 @@ impl Resource {
             Resource::Location(resource) => resource.id(),
             Resource::DeviceMetric(resource) => resource.id(),
             Resource::AuditEvent(resource) => resource.id(),
+            Resource::Consent(resource) => resource.id(),
             Resource::OperationOutcome(resource) => resource.id(),
             Resource::Bundle(resource) => resource.id(),
             Resource::CapabilityStatement(resource) => resource.id(),
@@ -540,6 +545,7 @@ into_resource!(
     Location,
     DeviceMetric,
     AuditEvent,
+    Consent,
     OperationOutcome,
     Bundle,
     CapabilityStatement,
@@ -555,6 +561,7 @@ impl Serialize for Resource {
             Resource::Location(resource) => resource.serialize(serializer),
             Resource::DeviceMetric(resource) => resource.serialize(serializer),
             Resource::AuditEvent(resource) => resource.serialize(serializer),
+            Resource::Consent(resource) => resource.serialize(serializer),
             Resource::OperationOutcome(resource) => resource.serialize(serializer),
             Resource::Bundle(resource) => resource.serialize(serializer),
             Resource::CapabilityStatement(resource) => resource.serialize(serializer),
@@ -587,6 +594,7 @@ impl<'de> Deserialize<'de> for Resource {
             Location::TYPE => Resource::Location(typed::<_, D>(Value::Object(object))?),
             DeviceMetric::TYPE => Resource::DeviceMetric(typed::<_, D>(Value::Object(object))?),
             AuditEvent::TYPE => Resource::AuditEvent(typed::<_, D>(Value::Object(object))?),
+            Consent::TYPE => Resource::Consent(typed::<_, D>(Value::Object(object))?),
             OperationOutcome::TYPE => {
                 Resource::OperationOutcome(typed::<_, D>(Value::Object(object))?)
             }

@@ -491,6 +491,16 @@ fn every_resource() -> Vec<String> {
         audit_bundle = audit_bundle.entry(event);
     }
     lines.push(line(&audit_bundle.build()));
+    // Consents: generated from records of each purpose, status and recipient kind, served back
+    // from a posted one with what Galen does not model, and in a searchset.
+    let consent_params = [("patient", "Patient/12"), ("status", "active")];
+    let mut consent_bundle =
+        SearchsetBuilder::new("https://galen.example/fhir", "Consent", &consent_params).total(4);
+    for consent in consents() {
+        lines.push(line(&consent));
+        consent_bundle = consent_bundle.entry(consent);
+    }
+    lines.push(line(&consent_bundle.build()));
 
     let empty: [(&str, &str); 0] = [];
     lines.push(line(
@@ -538,9 +548,106 @@ fn every_resource() -> Vec<String> {
             .location(&[Interaction::Read, Interaction::SearchType])
             .device_metric(&[Interaction::Read, Interaction::SearchType])
             .audit_event(&[Interaction::Read, Interaction::SearchType])
+            .consent(&[
+                Interaction::Read,
+                Interaction::SearchType,
+                Interaction::Create,
+                Interaction::Update,
+            ])
             .build(),
     ));
     lines
+}
+
+/// Every Consent shape Galen serves: generated from records (each purpose, provision, status and
+/// kind of recipient, with and without a period) and a posted one served back.
+fn consents() -> Vec<galen_fhir::Consent> {
+    use galen_fhir::consent::{consent_from_fhir, consent_to_fhir, served_consent};
+    use galen_model::{
+        Consent, ConsentId, ConsentProvision, ConsentPurpose, ConsentStatus, NewConsent, Recipient,
+    };
+    let record =
+        |id: i64, purpose, provision, status, recipients: Vec<Recipient>, period: bool| Consent {
+            id: ConsentId(id),
+            details: NewConsent {
+                patient: PatientId(12),
+                status,
+                purpose,
+                provision,
+                recipients,
+                start: period.then_some(T0),
+                end: period.then(|| T0.add_seconds(86_400)),
+                dated: T0,
+                recorded: T0,
+                recorded_by: "nurse.ann".to_owned(),
+            },
+        };
+    let mut served = vec![
+        consent_to_fhir(&record(
+            1,
+            ConsentPurpose::Research,
+            ConsentProvision::Permit,
+            ConsentStatus::Active,
+            Vec::new(),
+            false,
+        )),
+        consent_to_fhir(&record(
+            2,
+            ConsentPurpose::Sharing,
+            ConsentProvision::Deny,
+            ConsentStatus::Inactive,
+            vec![
+                Recipient::Organization("acme-lab".to_owned()),
+                Recipient::RelatedPerson("rp-7".to_owned()),
+                Recipient::Identifier {
+                    system: "urn:oid:1.2.3".to_owned(),
+                    value: "LAB-9".to_owned(),
+                },
+            ],
+            true,
+        )),
+        consent_to_fhir(&record(
+            3,
+            ConsentPurpose::Research,
+            ConsentProvision::Deny,
+            ConsentStatus::EnteredInError,
+            vec![Recipient::Organization("acme-lab".to_owned())],
+            true,
+        )),
+    ];
+    let posted: galen_fhir::Consent = parse_resource(
+        json!({
+            "resourceType": "Consent",
+            "status": "active",
+            "scope": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy" }] },
+            "category": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/consentcategorycodes", "code": "npp" }] }],
+            "patient": { "reference": "Patient/12" },
+            "dateTime": "2026-11-24",
+            "performer": [{ "reference": "Patient/12" }],
+            "sourceAttachment": { "contentType": "application/pdf", "url": "https://docs.example/consent/1.pdf" },
+            "provision": {
+                "type": "deny",
+                "period": { "start": "2026-11-24", "end": "2026-12-31" },
+                "actor": [{
+                    "role": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP" }] },
+                    "reference": { "reference": "Organization/acme-lab" }
+                }],
+                "action": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "disclose" }] }]
+            }
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .expect("a Consent");
+    let details = consent_from_fhir(&posted, T0, "nurse.ann").expect("maps");
+    served.push(served_consent(
+        &Consent {
+            id: ConsentId(4),
+            details,
+        },
+        Some(&posted),
+    ));
+    served
 }
 
 #[test]
@@ -576,6 +683,7 @@ fn every_kind_is_covered() {
             "AuditEvent",
             "Bundle",
             "CapabilityStatement",
+            "Consent",
             "Device",
             "DeviceMetric",
             "Flag",
@@ -625,6 +733,14 @@ fn the_validator_refuses_broken_resources() {
         wrong_unit.to_string(),
         no_status.to_string(),
         json!({ "resourceType": "Patient", "birthDate": "1950-02-30" }).to_string(),
+        {
+            let mut consent = serde_json::to_value(&consents()[0]).expect("serialises");
+            consent
+                .as_object_mut()
+                .expect("object")
+                .remove("policyRule");
+            consent.to_string()
+        },
     ];
     let output = validate(&lines);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -646,8 +762,9 @@ fn the_validator_refuses_broken_resources() {
         !stderr.contains("line 1:") && !stderr.contains("line 3:"),
         "{stderr}"
     );
+    assert!(stderr.contains("line 7: Consent: ppc-1"), "{stderr}");
     assert!(
-        String::from_utf8_lossy(&output.stdout).contains("validated 6 resources, 4 failed"),
+        String::from_utf8_lossy(&output.stdout).contains("validated 7 resources, 5 failed"),
         "{}",
         String::from_utf8_lossy(&output.stdout)
     );

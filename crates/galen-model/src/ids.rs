@@ -31,3 +31,8 @@ id_type!(
     AssignmentId,
     "assignment/"
 );
+id_type!(
+    /// Internal id of a recorded consent.
+    ConsentId,
+    "consent/"
+);

@@ -112,6 +112,25 @@ galen_audit_failures_total {}
         }
         answer.await.unwrap_or(false)
     }
+
+    /// Appends `records` (they join the writer's group commits like any others); `true` once
+    /// every one of them is durable.
+    pub(crate) async fn record_all(&self, records: Vec<AuditRecord>) -> bool {
+        let mut answers = Vec::with_capacity(records.len());
+        for record in records {
+            let (reply, answer) = oneshot::channel();
+            if self.sender.send((record, reply)).await.is_err() {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            answers.push(answer);
+        }
+        let mut durable = true;
+        for answer in answers {
+            durable &= answer.await.unwrap_or(false);
+        }
+        durable
+    }
 }
 
 /// The success record of the request in hand, put in the request's extensions by the gate.

@@ -8,8 +8,8 @@
 //! **What** ([`route_permission`]): each route needs one [`Permission`]; the principal's role must
 //! have it (`403` otherwise). A route missing from the table is open to the service role only
 //! (fail closed). **Whose**: on routes naming a patient (`/patients/{id}`, `/fhir/Patient/{id}`,
-//! `/fhir/Observation/{id}`), the patient must be in the principal's scope; FHIR searches of
-//! patient data by a ward-bound principal must name patients in scope; lists (dashboard, patients,
+//! `/fhir/Observation/{id}`, `/fhir/Consent/{id}`), the patient must be in the principal's scope;
+//! FHIR searches of patient data by a ward-bound principal must name patients in scope; lists (dashboard, patients,
 //! alarms, the live stream, FHIR Patient search) are filtered by the handlers with
 //! [`Principal::may_see`].
 //!
@@ -165,6 +165,13 @@ pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Permissio
             }
         }
         "/api/v1/break-glass/{id}" => P::BreakGlass,
+        "/fhir/Consent" | "/fhir/Consent/{id}" => {
+            if read {
+                P::ReadPatientData
+            } else {
+                P::RecordConsent
+            }
+        }
         "/api/v1/users"
         | "/api/v1/users/{id}"
         | "/api/v1/users/{id}/tokens"
@@ -239,6 +246,13 @@ fn named_patient(app: &App, route: &str, path: &str) -> Option<Option<PatientId>
                 .get(2)
                 .and_then(|id| id.parse().ok())
                 .map(PatientId),
+        ),
+        // The patient of an existing consent (a read or an update of it).
+        "/fhir/Consent/{id}" => Some(
+            segments
+                .get(2)
+                .and_then(|id| id.parse().ok())
+                .and_then(|id| app.0.consents.patient_of(galen_model::ConsentId(id))),
         ),
         "/fhir/Observation/{id}" => {
             // `{device}.{code}.{micros}`: the patient the device was assigned to then. Score ids
@@ -345,8 +359,8 @@ fn refusal(
     if matches!(route, "/api/v1/devices/{id}/vitals" | "/fhir/Flag/{id}") {
         return Some("outside an all-ward scope, read patient data through the patient (patient=)");
     }
-    let patient_search =
-        matches!(route, "/fhir/Observation" | "/fhir/Flag") && request.method() == Method::GET;
+    let patient_search = matches!(route, "/fhir/Observation" | "/fhir/Flag" | "/fhir/Consent")
+        && request.method() == Method::GET;
     if patient_search {
         let named = searched_patients(request.uri().query().unwrap_or(""));
         let directory = app.0.directory.read();

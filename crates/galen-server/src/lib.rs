@@ -15,6 +15,7 @@ mod assets;
 mod audit;
 mod auth;
 pub mod clinical;
+mod consent;
 mod directory;
 mod error;
 mod fhir;
@@ -167,6 +168,8 @@ pub(crate) struct AppInner {
     pub(crate) accounts: access::accounts::Accounts,
     /// The audit trail's writer.
     pub(crate) audit: audit::AuditLog,
+    /// Patients' consents, and the decisions of the paths that disclose data outside care.
+    pub(crate) consents: consent::Consents,
 }
 
 /// The assembled runtime; cheap to clone.
@@ -191,6 +194,7 @@ impl App {
     ) -> Result<App, Error> {
         let directory = Directory::load(store.as_ref()).await?;
         let accounts = access::accounts::Accounts::load(store.as_ref(), config.access).await?;
+        let consents = consent::Consents::load(store.as_ref()).await?;
         let store_for_audit = store.clone();
         let (live, _) = broadcast::channel(1024);
         let metrics = Arc::new(Metrics::default());
@@ -250,6 +254,7 @@ impl App {
             hardening: hardening::Hardening::new(&config.hardening),
             accounts,
             audit: audit::AuditLog::start(store_for_audit),
+            consents,
             clock,
             clinical,
             config,

@@ -290,7 +290,25 @@ async fn every_role_against_every_route_family() {
             Method::GET,
             "/fhir/$export".into(),
             None,
-            &["integration-engineer"],
+            &["integration-engineer", "researcher"],
+        ),
+        (
+            Method::GET,
+            format!("/fhir/Consent?patient={icu_patient}"),
+            None,
+            &[
+                "administrator",
+                "clinician",
+                "nurse",
+                "integration-engineer",
+                "patient",
+            ],
+        ),
+        (
+            Method::POST,
+            "/fhir/Consent".into(),
+            Some(json!({ "resourceType": "Consent" })),
+            &["clinician", "nurse", "integration-engineer", "patient"],
         ),
         (
             Method::GET,

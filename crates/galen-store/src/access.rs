@@ -6,7 +6,7 @@
 //! the process.
 
 use async_trait::async_trait;
-use galen_model::{PatientId, Timestamp};
+use galen_model::{PatientId, Recipient, Timestamp};
 
 use crate::audit::AuditRecord;
 use crate::error::Result;
@@ -24,6 +24,9 @@ pub struct NewUser {
     pub wards: Vec<String>,
     /// For a patient account: the patient whose data it may see.
     pub patient: Option<PatientId>,
+    /// The organisation (or caregiver) the account acts for: what it exports or subscribes to is
+    /// disclosed to it. `None`: the account acts for the hospital itself.
+    pub organization: Option<Recipient>,
     /// When it was created.
     pub created: Timestamp,
 }
@@ -54,6 +57,8 @@ pub struct UserChange {
     pub wards: Vec<String>,
     /// The patient of a patient account.
     pub patient: Option<PatientId>,
+    /// The organisation the account acts for.
+    pub organization: Option<Recipient>,
     /// Whether the account is disabled.
     pub disabled: bool,
 }

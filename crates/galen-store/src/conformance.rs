@@ -45,6 +45,7 @@ pub async fn run_all(fresh: &(dyn Fn() -> Box<dyn Backend> + Sync)) {
     audit_trail(fresh().as_ref()).await;
     writes_commit_their_audit_records(fresh().as_ref()).await;
     break_glass_grants(fresh().as_ref()).await;
+    consents(fresh().as_ref()).await;
 }
 
 /// A fixed instant the checks build on: 2026-11-23T00:00:00Z.
@@ -1369,6 +1370,7 @@ async fn accounts_and_api_tokens(backend: &dyn Backend) {
         role: "nurse".into(),
         wards: vec!["ICU".into(), "Ward 7, east".into()],
         patient: None,
+        organization: None,
         created: at(0),
     };
     let created = store
@@ -1407,6 +1409,7 @@ async fn accounts_and_api_tokens(backend: &dyn Backend) {
                 role: "clinician".into(),
                 wards: Vec::new(),
                 patient: None,
+                organization: Some(galen_model::Recipient::Organization("acme-lab".into())),
                 disabled: true,
             },
             Vec::new(),
@@ -1419,6 +1422,10 @@ async fn accounts_and_api_tokens(backend: &dyn Backend) {
         ("clinician", true)
     );
     assert!(changed.details.wards.is_empty());
+    assert_eq!(
+        changed.details.organization,
+        Some(galen_model::Recipient::Organization("acme-lab".into()))
+    );
     assert!(matches!(
         store
             .update_user(
@@ -1428,6 +1435,7 @@ async fn accounts_and_api_tokens(backend: &dyn Backend) {
                     role: "nurse".into(),
                     wards: Vec::new(),
                     patient: None,
+                    organization: None,
                     disabled: false,
                 },
                 Vec::new()
@@ -1471,7 +1479,195 @@ async fn accounts_and_api_tokens(backend: &dyn Backend) {
     let users = reopened.users().await.expect("users");
     assert_eq!(users.len(), 1);
     assert_eq!(users[0].details.wards, Vec::<String>::new());
+    assert_eq!(
+        users[0]
+            .details
+            .organization
+            .as_ref()
+            .map(ToString::to_string),
+        Some("Organization/acme-lab".to_owned()),
+        "the organisation is kept"
+    );
     assert_eq!(reopened.api_tokens().await.expect("tokens"), vec![revoked]);
+    reopened.close().await.expect("close");
+}
+
+/// Consents: created with their id and document, updated, listed per patient, refused for an
+/// unknown patient or an invalid record, written atomically with their audit records, and
+/// durable across reopening.
+async fn consents(backend: &dyn Backend) {
+    use crate::{ConsentAudit, StoredConsent};
+    use galen_model::{
+        ConsentId, ConsentProvision, ConsentPurpose, ConsentStatus, NewConsent, Recipient,
+    };
+    let store = backend.open().await;
+    let first = store
+        .create_patient(patient("C-1", "ICU", "1"), Vec::new())
+        .await
+        .expect("patient");
+    let second = store
+        .create_patient(patient("C-2", "ICU", "2"), Vec::new())
+        .await
+        .expect("patient");
+    let consent = |patient: PatientId, provision: ConsentProvision| NewConsent {
+        patient,
+        status: ConsentStatus::Active,
+        purpose: ConsentPurpose::Sharing,
+        provision,
+        recipients: vec![
+            Recipient::Organization("acme-lab".into()),
+            Recipient::Identifier {
+                system: "urn:oid:1.2.3".into(),
+                value: "care|giver".into(),
+            },
+        ],
+        start: Some(at(0)),
+        end: Some(at(3_600)),
+        dated: at(-60),
+        recorded: at(1),
+        recorded_by: "nurse.ann".into(),
+    };
+    // Each write's audit record names the consent's id, and commits with it.
+    let audit = |action: crate::AuditAction| {
+        ConsentAudit::new(move |written: &galen_model::Consent| {
+            vec![crate::AuditRecord {
+                resource: format!("Consent/{}", written.id.0),
+                ..audit_record(
+                    1,
+                    "nurse.ann",
+                    action,
+                    Some(written.details.patient.0),
+                    crate::AuditOutcome::Success,
+                )
+            }]
+        })
+    };
+    let created = store
+        .create_consent(
+            consent(first.id, ConsentProvision::Deny),
+            "{\"resourceType\":\"Consent\"}".into(),
+            audit(crate::AuditAction::Create),
+        )
+        .await
+        .expect("create");
+    assert_eq!(
+        created.consent.details,
+        consent(first.id, ConsentProvision::Deny)
+    );
+    assert_eq!(created.document, "{\"resourceType\":\"Consent\"}");
+    let trail = whole_chain(store.as_ref()).await;
+    assert_eq!(trail.len(), 1, "the create's record");
+    assert_eq!(
+        trail[0].record.resource,
+        format!("Consent/{}", created.consent.id.0)
+    );
+    let other = store
+        .create_consent(
+            consent(second.id, ConsentProvision::Permit),
+            "{}".into(),
+            ConsentAudit::none(),
+        )
+        .await
+        .expect("create");
+    assert_ne!(other.consent.id, created.consent.id);
+
+    // Refusals store nothing, not even the audit record.
+    assert!(matches!(
+        store
+            .create_consent(
+                consent(PatientId(9_999), ConsentProvision::Deny),
+                "{}".into(),
+                audit(crate::AuditAction::Create),
+            )
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    let mut empty_period = consent(first.id, ConsentProvision::Deny);
+    empty_period.end = empty_period.start;
+    assert!(matches!(
+        store
+            .create_consent(empty_period, "{}".into(), ConsentAudit::none())
+            .await,
+        Err(Error::Invalid(_))
+    ));
+    let bad_audit = ConsentAudit::new(|_: &galen_model::Consent| {
+        vec![audit_record(
+            1,
+            "",
+            crate::AuditAction::Create,
+            None,
+            crate::AuditOutcome::Success,
+        )]
+    });
+    assert!(matches!(
+        store
+            .create_consent(
+                consent(first.id, ConsentProvision::Permit),
+                "{}".into(),
+                bad_audit
+            )
+            .await,
+        Err(Error::Invalid(_))
+    ));
+    assert_eq!(
+        store.consents(None).await.expect("all").len(),
+        2,
+        "a refused write stores no consent"
+    );
+    assert_eq!(whole_chain(store.as_ref()).await.len(), 1, "and no record");
+
+    // Withdrawn: the same consent, inactive.
+    let mut withdrawn = consent(first.id, ConsentProvision::Deny);
+    withdrawn.status = ConsentStatus::Inactive;
+    let updated = store
+        .update_consent(
+            created.consent.id,
+            withdrawn.clone(),
+            "{\"status\":\"inactive\"}".into(),
+            audit(crate::AuditAction::Update),
+        )
+        .await
+        .expect("update");
+    assert_eq!(updated.consent.id, created.consent.id);
+    assert_eq!(updated.consent.details, withdrawn);
+    assert!(matches!(
+        store
+            .update_consent(
+                ConsentId(9_999),
+                withdrawn.clone(),
+                "{}".into(),
+                ConsentAudit::none()
+            )
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    store.close().await.expect("close");
+
+    let reopened = backend.open().await;
+    assert_eq!(
+        reopened.consent(created.consent.id).await.expect("read"),
+        Some(updated.clone())
+    );
+    assert_eq!(
+        reopened.consent(ConsentId(9_999)).await.expect("read"),
+        None
+    );
+    let of_first: Vec<StoredConsent> = reopened.consents(Some(first.id)).await.expect("list");
+    assert_eq!(of_first, vec![updated.clone()]);
+    assert_eq!(
+        reopened.consents(None).await.expect("all"),
+        vec![updated, other],
+        "by id"
+    );
+    let trail = whole_chain(reopened.as_ref()).await;
+    assert_eq!(
+        trail
+            .iter()
+            .map(|stored| stored.record.action)
+            .collect::<Vec<_>>(),
+        [crate::AuditAction::Create, crate::AuditAction::Update]
+    );
+    assert!(crate::verify_chain(trail).is_ok());
     reopened.close().await.expect("close");
 }
 
@@ -1975,6 +2171,7 @@ async fn writes_commit_their_audit_records(backend: &dyn Backend) {
         wards: Vec::new(),
         patient: None,
         created: at(11),
+        organization: None,
     };
     let user = store
         .create_user(account.clone(), record(11, Action::ConfigChange))
@@ -2051,6 +2248,7 @@ async fn break_glass_grants(backend: &dyn Backend) {
                 wards: vec!["CARDIO".into()],
                 patient: None,
                 created: at(0),
+                organization: None,
             },
             Vec::new(),
         )

@@ -1,8 +1,9 @@
 //! Galen's storage ports and their embedded adapter.
 //!
 //! Two ports: [`MeasurementStore`] (the time series and the dead-letter store) and [`RegistryStore`]
-//! (patients, devices, assignments). Callers hold an `Arc<dyn Store>` and never know which backend
-//! is behind it. The embedded backend ([`embedded::SqliteStore`]) is the default; a PostgreSQL
+//! (patients, devices, assignments); beside them [`ClinicalStore`], [`AccessStore`] (accounts),
+//! [`ConsentStore`] (patients' consents) and [`AuditStore`]. Callers hold an `Arc<dyn Store>` and
+//! never know which backend is behind it. The embedded backend ([`embedded::SqliteStore`]) is the default; a PostgreSQL
 //! backend plugs in behind the same traits and must pass the same [`conformance`] suite.
 //!
 //! Every port method documents what is durable or visible when it returns.
@@ -16,6 +17,7 @@ mod access;
 pub mod audit;
 mod clinical;
 mod codec;
+mod consent;
 pub mod crypto;
 pub mod embedded;
 mod error;
@@ -41,6 +43,7 @@ pub use clinical::{
     AlarmQuery, AlarmRecord, ClinicalEntry, ClinicalStore, DeliveryRecord, FilteredRecord,
     ScoreRecord,
 };
+pub use consent::{ConsentAudit, ConsentStore, StoredConsent};
 pub use error::{Error, Result};
 pub use types::{
     AppendOutcome, Bucket, DeadLetter, DeviceCredential, DocumentOwner, IngestBatch, Point,
@@ -228,8 +231,11 @@ pub trait RegistryStore: Send + Sync + Debug {
 
 /// A complete backend.
 pub trait Store:
-    MeasurementStore + RegistryStore + ClinicalStore + AccessStore + AuditStore
+    MeasurementStore + RegistryStore + ClinicalStore + AccessStore + AuditStore + ConsentStore
 {
 }
 
-impl<T: MeasurementStore + RegistryStore + ClinicalStore + AccessStore + AuditStore> Store for T {}
+impl<T: MeasurementStore + RegistryStore + ClinicalStore + AccessStore + AuditStore + ConsentStore>
+    Store for T
+{
+}

@@ -123,6 +123,7 @@ async fn fill(store: &SqliteStore) {
                 wards: vec!["CARDIO".into()],
                 patient: None,
                 created: Timestamp::from_micros(0),
+                organization: None,
             },
             Vec::new(),
         )

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use galen_model::{Clock, PatientId, SystemClock};
+use galen_model::{Clock, PatientId, Recipient, SystemClock};
 use galen_server::access::Role;
 use galen_server::access::accounts::hash_password;
 use galen_store::{AccessStore, MeasurementStore, NewUser, RegistryStore};
@@ -43,6 +43,11 @@ enum UsersCommand {
         /// The patient of a patient account (its registry id).
         #[arg(long)]
         patient: Option<i64>,
+        /// The organisation the account acts for (`Organization/{id}`, `RelatedPerson/{id}` or
+        /// `system|value`): what it exports or subscribes to is disclosed to it, under the
+        /// patients' consents.
+        #[arg(long)]
+        organization: Option<String>,
     },
     /// List the accounts (never their password hashes).
     List {
@@ -62,7 +67,8 @@ pub(crate) async fn run(args: UsersArgs) -> Result<()> {
             role,
             wards,
             patient,
-        } => add(data_dir, key, name, role, wards, patient).await,
+            organization,
+        } => add(data_dir, key, name, role, wards, patient, organization).await,
         UsersCommand::List { data_dir } => list(data_dir, key).await,
     }
 }
@@ -74,6 +80,7 @@ async fn add(
     role: String,
     wards: Vec<String>,
     patient: Option<i64>,
+    organization: Option<String>,
 ) -> Result<()> {
     let Some(parsed) = Role::parse(&role) else {
         let codes: Vec<&str> = Role::ACCOUNT_ROLES.iter().map(|role| role.code()).collect();
@@ -94,6 +101,18 @@ async fn add(
     if (parsed == Role::Patient) != patient.is_some() {
         bail!("--patient is required for a patient account and only for one");
     }
+    let organization = organization
+        .map(|text| {
+            if matches!(parsed, Role::Patient | Role::Device) {
+                bail!("patient and device accounts act for no organisation (--organization)");
+            }
+            Recipient::parse(&text).map_err(|_| {
+                anyhow::anyhow!(
+                    "--organization must be Organization/{{id}}, RelatedPerson/{{id}} or system|value"
+                )
+            })
+        })
+        .transpose()?;
     let mut password = String::new();
     std::io::stdin()
         .lock()
@@ -129,6 +148,7 @@ async fn add(
                 role,
                 wards,
                 patient: patient.map(PatientId),
+                organization,
                 created: now,
             },
             vec![record],

@@ -170,6 +170,7 @@ fn fhir_api_end_to_end_with_an_independent_validator() {
             "Location",
             "DeviceMetric",
             "AuditEvent",
+            "Consent",
             "Subscription",
             "Group"
         ]

@@ -316,6 +316,7 @@ fn a_real_fhir_client_searches_and_reads() {
         strings(&report["capability"]["resources"]),
         [
             "AuditEvent",
+            "Consent",
             "Device",
             "DeviceMetric",
             "Flag",

@@ -5,7 +5,7 @@
 //! (vital signs), [`ScoreQuery::parse`] (early-warning scores; [`observation_search_target`]
 //! says which of the two an Observation search is), [`FlagQuery::parse`] (alarms),
 //! [`LocationQuery::parse`] (wards and beds), [`DeviceMetricQuery::parse`] or
-//! [`AuditEventQuery::parse`] (the audit trail).
+//! [`AuditEventQuery::parse`] (the audit trail) or [`ConsentQuery::parse`] (patients' consents).
 //! Semantics follow the R4 search specification:
 //! - A parameter repeated is AND; a comma-separated value is OR. `\,`, `\|`, `\$` and `\\` escape.
 //! - Parameters with an empty value are ignored.
@@ -26,6 +26,7 @@
 
 mod audit;
 mod clinical;
+mod consent;
 mod date;
 mod location;
 
@@ -41,6 +42,7 @@ pub use clinical::{
     FLAG_PARAMETERS, FlagQuery, FlagSortKey, ObservationSearchTarget, ScoreQuery,
     observation_search_target,
 };
+pub use consent::{CONSENT_PARAMETERS, ConsentQuery};
 pub use date::{DateParam, DatePrefix, TimeWindow};
 pub use location::{
     DEVICE_METRIC_PARAMETERS, DeviceMetricQuery, LOCATION_PARAMETERS, LocationQuery,

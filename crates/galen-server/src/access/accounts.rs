@@ -139,9 +139,10 @@ pub(crate) fn principal_of(user: &User, actor: String) -> Principal {
         user: Some(user.id),
         token: None,
         // An unknown stored role grants nothing.
-        role: role.unwrap_or(Role::Researcher),
+        role: role.unwrap_or(Role::Unknown),
         scope,
         emergency: BTreeSet::new(),
+        organization: user.details.organization.clone(),
     }
 }
 

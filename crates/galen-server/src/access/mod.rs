@@ -12,7 +12,7 @@ pub mod accounts;
 
 use std::collections::BTreeSet;
 
-use galen_model::{Patient, PatientId};
+use galen_model::{Patient, PatientId, Recipient};
 
 /// What a route needs. Patient-level permissions are further limited by the principal's scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,11 +41,13 @@ pub enum Permission {
     /// Emergency ("break-glass") access to a patient outside one's scope: time-limited, with a
     /// mandatory reason, alerted and audited (`api/break_glass.rs`).
     BreakGlass,
+    /// Record and change patients' consents (FHIR Consent create and update). Scoped.
+    RecordConsent,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 11] = [
+    pub const ALL: [Permission; 12] = [
         Permission::ReadPatientData,
         Permission::RecordCare,
         Permission::Ingest,
@@ -57,11 +59,15 @@ impl Permission {
         Permission::ReadAudit,
         Permission::ManageUsers,
         Permission::BreakGlass,
+        Permission::RecordConsent,
     ];
 
     /// Whether the permission is limited by the principal's ward or patient scope.
     pub fn scoped(self) -> bool {
-        matches!(self, Permission::ReadPatientData | Permission::RecordCare)
+        matches!(
+            self,
+            Permission::ReadPatientData | Permission::RecordCare | Permission::RecordConsent
+        )
     }
 }
 
@@ -78,7 +84,7 @@ pub enum Role {
     IntegrationEngineer,
     /// Reads the audit trail, nothing else.
     Auditor,
-    /// De-identified research data only: no identifiable route is open to it yet.
+    /// Research: bulk export of the patients who consented to research, nothing else.
     Researcher,
     /// A patient: their own data only.
     Patient,
@@ -87,6 +93,9 @@ pub enum Role {
     /// The service token of `galen serve` (`<data-dir>/api-token`): every permission, for
     /// bootstrapping and integrations that predate personal tokens. Its use is audited.
     Service,
+    /// A stored role this build does not know (written by a newer Galen, or edited): no
+    /// permission at all.
+    Unknown,
 }
 
 impl Role {
@@ -114,6 +123,7 @@ impl Role {
             Role::Patient => "patient",
             Role::Device => "device",
             Role::Service => "service",
+            Role::Unknown => "unknown",
         }
     }
 
@@ -147,12 +157,14 @@ impl Role {
                 P::ViewRegistry,
                 P::Subscribe,
                 P::BreakGlass,
+                P::RecordConsent,
             ],
             Role::Nurse => &[
                 P::ReadPatientData,
                 P::RecordCare,
                 P::ViewRegistry,
                 P::BreakGlass,
+                P::RecordConsent,
             ],
             Role::IntegrationEngineer => &[
                 P::ReadPatientData,
@@ -162,12 +174,15 @@ impl Role {
                 P::Integrate,
                 P::Export,
                 P::Subscribe,
+                P::RecordConsent,
             ],
             Role::Auditor => &[P::ReadAudit],
-            Role::Researcher => &[],
-            Role::Patient => &[P::ReadPatientData],
+            // Exports carry only the patients who consented to research (fhir/export.rs).
+            Role::Researcher => &[P::Export],
+            Role::Patient => &[P::ReadPatientData, P::RecordConsent],
             Role::Device => &[P::Ingest],
             Role::Service => &Permission::ALL,
+            Role::Unknown => &[],
         }
     }
 
@@ -206,6 +221,9 @@ pub struct Principal {
     pub scope: Scope,
     /// Patients outside the scope it may see for now, by break-glass grants of its account.
     pub emergency: BTreeSet<PatientId>,
+    /// The organisation (or caregiver) the caller acts for: what it exports or subscribes to is
+    /// disclosed to it, under the patients' consents. `None`: the hospital's own operations.
+    pub organization: Option<Recipient>,
 }
 
 impl Principal {
@@ -218,6 +236,7 @@ impl Principal {
             role: Role::Service,
             scope: Scope::All,
             emergency: BTreeSet::new(),
+            organization: None,
         }
     }
 
@@ -230,6 +249,7 @@ impl Principal {
             role: Role::Service,
             scope: Scope::All,
             emergency: BTreeSet::new(),
+            organization: None,
         }
     }
 
@@ -279,11 +299,10 @@ mod tests {
         assert!(!Role::Auditor.may(Permission::ReadPatientData));
         assert!(!Role::Administrator.may(Permission::RecordCare));
         assert!(!Role::Administrator.may(Permission::ReadAudit));
-        assert!(
-            Permission::ALL
-                .iter()
-                .all(|permission| !Role::Researcher.may(*permission))
-        );
+        assert_eq!(Role::Researcher.permissions(), &[Permission::Export]);
+        assert!(Role::Unknown.permissions().is_empty());
+        assert!(!Role::Administrator.may(Permission::RecordConsent));
+        assert!(Role::Patient.may(Permission::RecordConsent));
         assert_eq!(Role::Device.permissions(), &[Permission::Ingest]);
         assert!(
             Role::Nurse.may(Permission::BreakGlass) && Role::Clinician.may(Permission::BreakGlass)

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
-use galen_model::{PatientId, Timestamp};
+use galen_model::{PatientId, Recipient, Timestamp};
 use galen_store::{ApiToken, NewUser, User, UserChange};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -28,6 +28,7 @@ fn user_json(user: &User) -> Value {
         "role": user.details.role,
         "wards": user.details.wards,
         "patient": user.details.patient.map(|patient| patient.0),
+        "organization": user.details.organization.as_ref().map(ToString::to_string),
         "created": user.details.created.to_rfc3339(),
         "disabled": user.disabled,
         "locked_until": user.locked_until.map(Timestamp::to_rfc3339),
@@ -86,6 +87,24 @@ fn check_scope(app: &App, role: &str, wards: &[String], patient: Option<i64>) ->
     }
 }
 
+/// Reads an account's organisation: `Organization/{id}`, `RelatedPerson/{id}` (a caregiver) or an
+/// identifier `system|value`, for accounts that export or subscribe (not patients or devices).
+fn organization(role: &str, text: Option<&str>) -> ApiResult<Option<Recipient>> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    if matches!(Role::parse(role), Some(Role::Patient | Role::Device)) {
+        return Err(invalid(
+            "patient and device accounts act for no organisation (organization)",
+        ));
+    }
+    Recipient::parse(text).map(Some).map_err(|_| {
+        invalid(
+            "organization must be Organization/{id}, RelatedPerson/{id} or an identifier system|value",
+        )
+    })
+}
+
 fn hashed(password: &str) -> ApiResult<String> {
     hash_password(password).map_err(|error| invalid(error.to_string()))
 }
@@ -104,6 +123,7 @@ pub(crate) struct WireNewUser {
     #[serde(default)]
     wards: Vec<String>,
     patient: Option<i64>,
+    organization: Option<String>,
 }
 
 /// `GET /api/v1/users`.
@@ -123,6 +143,7 @@ pub(crate) async fn create(
     let wire: WireNewUser = parse_json(&headers, &body)?;
     check_text("name", &wire.name)?;
     check_scope(&app, &wire.role, &wire.wards, wire.patient)?;
+    let organization = organization(&wire.role, wire.organization.as_deref())?;
     let password_hash = hashed(&wire.password)?;
     let user = app
         .0
@@ -134,6 +155,7 @@ pub(crate) async fn create(
                 role: wire.role,
                 wards: wire.wards,
                 patient: wire.patient.map(PatientId),
+                organization,
                 created: app.0.clock.now(),
             },
             record.records(),
@@ -152,6 +174,7 @@ pub(crate) struct WireUserChange {
     #[serde(default)]
     wards: Vec<String>,
     patient: Option<i64>,
+    organization: Option<String>,
     #[serde(default)]
     disabled: bool,
 }
@@ -168,6 +191,7 @@ pub(crate) async fn update(
 ) -> ApiResult<(Extension<Audited>, Json<Value>)> {
     let wire: WireUserChange = parse_json(&headers, &body)?;
     check_scope(&app, &wire.role, &wire.wards, wire.patient)?;
+    let organization = organization(&wire.role, wire.organization.as_deref())?;
     if principal.user == Some(id) && (wire.disabled || wire.role != Role::Administrator.code()) {
         return Err(invalid(
             "administrators cannot disable or demote themselves; another administrator can",
@@ -185,6 +209,7 @@ pub(crate) async fn update(
                 role: wire.role,
                 wards: wire.wards,
                 patient: wire.patient.map(PatientId),
+                organization,
                 disabled: wire.disabled,
             },
             record.records(),
@@ -292,5 +317,6 @@ pub(crate) async fn session(principal: Principal) -> Json<Value> {
         "permissions": permissions,
         "scope": scope,
         "break_glass_patients": principal.emergency.iter().map(|patient| patient.0).collect::<Vec<_>>(),
+        "organization": principal.organization.as_ref().map(ToString::to_string),
     }))
 }

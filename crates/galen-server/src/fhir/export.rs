@@ -35,6 +35,18 @@
 //! at or after the transaction time is (transitions after it are left out of the Flags).
 //! Jobs live in memory: a restart forgets them (their status URL then answers 404 and the client
 //! starts again); files of finished jobs are removed after [`KEEP_FINISHED`].
+//!
+//! **Whose job.** A job answers only the account that started it: for anyone else its status,
+//! files and cancellation are 404.
+//!
+//! **Consent.** An export by an account with an organisation is a disclosure to it, a
+//! researcher's export a disclosure for research ([`Disclosure::of`]). Before anything is
+//! written, each patient of the export is decided on by their consents
+//! ([`crate::consent::Consents::decide`]) and every decision is audited (one record per patient);
+//! when the records cannot be written the job fails and nothing is exported. Withheld patients
+//! are left out whole (Patient, Observations, scores, Flags; Devices lose the reference to them),
+//! and the manifest reports how many and why ([`CONSENT_EXTENSION`], and an OperationOutcome in
+//! `error`), never who.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -55,7 +67,11 @@ use tokio::io::AsyncWriteExt;
 
 use super::{FhirError, FhirResult, base_url};
 use crate::App;
+use crate::access::Principal;
+use crate::consent::{Disclosure, decision_record};
 
+/// The manifest's `extension` member reporting what the patients' consents left out.
+const CONSENT_EXTENSION: &str = "https://galen.invalid/fhir/StructureDefinition/export-consent";
 /// How long the files of a finished job are kept.
 const KEEP_FINISHED: Duration = Duration::from_secs(24 * 3600);
 /// One read of a device's series during an export.
@@ -71,14 +87,36 @@ pub(crate) struct Exports {
 
 #[derive(Debug)]
 struct Job {
+    /// The job's id (its status URL's last segment).
+    id: String,
     directory: PathBuf,
     request: String,
+    /// Who started it: only they may poll it, fetch its files or cancel it.
+    owner: String,
+    /// The role it was started in (for the consent decisions' audit records).
+    role: &'static str,
+    /// Whom the export discloses to and why; `None`: the hospital's own operations.
+    disclosure: Option<Disclosure>,
+    /// What the patients' consents left out, once decided.
+    withheld: Mutex<Option<Withheld>>,
     transaction_time: Timestamp,
     cancelled: AtomicBool,
     /// Resources written so far (all types).
     written: AtomicU64,
     state: Mutex<JobState>,
 }
+
+/// The patients an export left out by their consent: how many, and why (by basis code). No ids:
+/// the manifest goes to the recipient; the audit trail names the patients.
+#[derive(Debug, Clone, Default)]
+struct Withheld {
+    considered: u64,
+    withheld: BTreeSet<PatientId>,
+    by_basis: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// The file holding the OperationOutcome that reports withheld patients.
+const OUTCOME_FILE: &str = "OperationOutcome";
 
 #[derive(Debug, Clone)]
 enum JobState {
@@ -190,6 +228,7 @@ fn random_id() -> FhirResult<String> {
 /// Starts a job and answers `202` with its status URL.
 async fn kick_off(
     app: App,
+    principal: Principal,
     level: Level,
     headers: HeaderMap,
     params: Vec<(String, String)>,
@@ -223,7 +262,12 @@ async fn kick_off(
     let base = base_url(&headers);
     let query = serde_urlencoded::to_string(&params).unwrap_or_default();
     let job = Arc::new(Job {
+        id: id.clone(),
         directory,
+        owner: principal.actor.clone(),
+        role: principal.role.code(),
+        disclosure: Disclosure::of(&principal),
+        withheld: Mutex::new(None),
         request: if query.is_empty() {
             format!("{base}{request_path}")
         } else {
@@ -251,19 +295,22 @@ async fn kick_off(
 
 pub(crate) async fn system(
     State(app): State<App>,
+    principal: Principal,
     Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> FhirResult<Response> {
-    kick_off(app, Level::System, headers, params, "/$export").await
+    kick_off(app, principal, Level::System, headers, params, "/$export").await
 }
 
 pub(crate) async fn patients(
     State(app): State<App>,
+    principal: Principal,
     Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> FhirResult<Response> {
     kick_off(
         app,
+        principal,
         Level::Patients(None),
         headers,
         params,
@@ -274,31 +321,43 @@ pub(crate) async fn patients(
 
 pub(crate) async fn group(
     State(app): State<App>,
+    principal: Principal,
     Path(ward): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> FhirResult<Response> {
     let path = format!("/Group/{ward}/$export");
-    kick_off(app, Level::Patients(Some(ward)), headers, params, &path).await
+    kick_off(
+        app,
+        principal,
+        Level::Patients(Some(ward)),
+        headers,
+        params,
+        &path,
+    )
+    .await
 }
 
-fn job(app: &App, id: &str) -> FhirResult<Arc<Job>> {
+/// The job `id`, if `principal` started it (another caller's job is as unknown as a missing one).
+fn job(app: &App, principal: &Principal, id: &str) -> FhirResult<Arc<Job>> {
     app.0
         .exports
         .jobs
         .lock()
         .unwrap_or_else(|poison| poison.into_inner())
         .get(id)
+        .filter(|job| job.owner == principal.actor)
         .cloned()
         .ok_or_else(|| FhirError::not_found("export job"))
 }
 
 pub(crate) async fn status(
     State(app): State<App>,
+    principal: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> FhirResult<Response> {
-    let job = job(&app, &id)?;
+    let job = job(&app, &principal, &id)?;
     let state = job
         .state
         .lock()
@@ -331,13 +390,41 @@ pub(crate) async fn status(
                     })
                 })
                 .collect();
-            let manifest = json!({
+            let withheld = job
+                .withheld
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .clone();
+            let mut error = Vec::new();
+            if withheld
+                .as_ref()
+                .is_some_and(|withheld| !withheld.withheld.is_empty())
+            {
+                error.push(json!({
+                    "type": OUTCOME_FILE,
+                    "url": format!("{base}/$export-file/{id}/{OUTCOME_FILE}.ndjson"),
+                    "count": 1,
+                }));
+            }
+            let mut manifest = json!({
                 "transactionTime": job.transaction_time.to_rfc3339(),
                 "request": job.request,
                 "requiresAccessToken": true,
                 "output": output,
-                "error": [],
+                "error": error,
             });
+            // Bulk Data IG 2.0 reserves `extension` in the manifest for servers' own members.
+            if let (Some(disclosure), Some(withheld)) = (&job.disclosure, &withheld) {
+                manifest["extension"] = json!({
+                    CONSENT_EXTENSION: {
+                        "purpose": disclosure.purpose.code(),
+                        "recipient": disclosure.recipient.as_ref().map(ToString::to_string),
+                        "patientsConsidered": withheld.considered,
+                        "patientsWithheld": withheld.withheld.len(),
+                        "withheldBy": withheld.by_basis,
+                    }
+                });
+            }
             Ok((
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],
@@ -348,7 +435,11 @@ pub(crate) async fn status(
     }
 }
 
-pub(crate) async fn cancel(State(app): State<App>, Path(id): Path<String>) -> FhirResult<Response> {
+pub(crate) async fn cancel(
+    State(app): State<App>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> FhirResult<Response> {
     let job = {
         let mut jobs = app
             .0
@@ -356,6 +447,9 @@ pub(crate) async fn cancel(State(app): State<App>, Path(id): Path<String>) -> Fh
             .jobs
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
+        if jobs.get(&id).is_none_or(|job| job.owner != principal.actor) {
+            return Err(FhirError::not_found("export job"));
+        }
         jobs.remove(&id)
             .ok_or_else(|| FhirError::not_found("export job"))?
     };
@@ -369,12 +463,13 @@ pub(crate) async fn cancel(State(app): State<App>, Path(id): Path<String>) -> Fh
 
 pub(crate) async fn file(
     State(app): State<App>,
+    principal: Principal,
     Path((id, name)): Path<(String, String)>,
 ) -> FhirResult<Response> {
-    let job = job(&app, &id)?;
+    let job = job(&app, &principal, &id)?;
     let Some(kind) = name
         .strip_suffix(".ndjson")
-        .filter(|kind| TYPES.contains(kind))
+        .filter(|kind| TYPES.contains(kind) || *kind == OUTCOME_FILE)
     else {
         return Err(FhirError::not_found("export file"));
     };
@@ -491,8 +586,9 @@ async fn write_all(
     if clinical && app.0.clinical.sync().await.is_err() {
         return Err("the clinical engine stopped".into());
     }
-    // What the export covers, from one consistent view of the registry.
-    let (patients, devices, scopes) = {
+    // What the export covers, from one consistent view of the registry: the patients, every
+    // device with its current patient, and each patient's assignments.
+    let (patients, all_devices, assignments) = {
         let directory = app.0.directory.read();
         let patients: Vec<galen_model::Patient> = match &request.level {
             Level::System | Level::Patients(None) => {
@@ -505,42 +601,61 @@ async fn write_all(
                 .cloned()
                 .collect(),
         };
-        let mut scopes: Vec<Scope> = Vec::new();
-        let devices: Vec<(galen_model::Device, Option<PatientId>)> = match &request.level {
-            Level::System => {
-                for device in directory.devices() {
-                    scopes.push((device.id, Timestamp::MIN, now));
-                }
+        let devices: Vec<(galen_model::Device, Option<PatientId>)> = directory
+            .devices()
+            .into_iter()
+            .map(|device| (device.clone(), directory.patient_at(device.id, now)))
+            .collect();
+        let assignments: Vec<(PatientId, galen_model::NewAssignment)> = patients
+            .iter()
+            .flat_map(|patient| {
                 directory
-                    .devices()
+                    .assignments_of(patient.id, Timestamp::MIN, Timestamp::MAX)
                     .into_iter()
-                    .map(|device| (device.clone(), directory.patient_at(device.id, now)))
-                    .collect()
+                    .map(|assignment| (patient.id, assignment.details))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        (patients, devices, assignments)
+    };
+    // The patients' consents decide who is in a disclosure; the decisions are audited first.
+    let withheld = screen(app, job, &patients).await?;
+    let patients: Vec<galen_model::Patient> = patients
+        .into_iter()
+        .filter(|patient| !withheld.contains(&patient.id))
+        .collect();
+    // A Device names its current patient only when that patient is in the export.
+    let shown = |patient: Option<PatientId>| patient.filter(|id| !withheld.contains(id));
+    let mut scopes: Vec<Scope> = Vec::new();
+    let devices: Vec<(galen_model::Device, Option<PatientId>)> = match &request.level {
+        Level::System => {
+            for (device, _) in &all_devices {
+                scopes.push((device.id, Timestamp::MIN, now));
             }
-            Level::Patients(_) => {
-                let mut wanted = BTreeSet::new();
-                for patient in &patients {
-                    for assignment in
-                        directory.assignments_of(patient.id, Timestamp::MIN, Timestamp::MAX)
-                    {
-                        let details = assignment.details;
-                        wanted.insert(details.device);
-                        scopes.push((
-                            details.device,
-                            details.start,
-                            details.end.unwrap_or(Timestamp::MAX).min(now),
-                        ));
-                    }
+            all_devices
+                .into_iter()
+                .map(|(device, patient)| (device, shown(patient)))
+                .collect()
+        }
+        Level::Patients(_) => {
+            let mut wanted = BTreeSet::new();
+            for (patient, details) in &assignments {
+                if withheld.contains(patient) {
+                    continue;
                 }
-                directory
-                    .devices()
-                    .into_iter()
-                    .filter(|device| wanted.contains(&device.id))
-                    .map(|device| (device.clone(), directory.patient_at(device.id, now)))
-                    .collect()
+                wanted.insert(details.device);
+                scopes.push((
+                    details.device,
+                    details.start,
+                    details.end.unwrap_or(Timestamp::MAX).min(now),
+                ));
             }
-        };
-        (patients, devices, scopes)
+            all_devices
+                .into_iter()
+                .filter(|(device, _)| wanted.contains(&device.id))
+                .map(|(device, patient)| (device, shown(patient)))
+                .collect()
+        }
     };
     let mut files = Vec::new();
     if request.types.contains("Patient") {
@@ -581,7 +696,7 @@ async fn write_all(
             while start < to {
                 cancelled(job)?;
                 let end = start.add_micros(SLICE_MICROS).min(to);
-                let readings = slice_readings(app, device, start, end).await?;
+                let readings = slice_readings(app, device, start, end, &withheld).await?;
                 for observation in group_readings(&readings) {
                     if patient_level && observation.subject.is_none() {
                         continue;
@@ -630,15 +745,100 @@ async fn write_all(
         }
         files.push(("Flag".to_owned(), output.finish().await?));
     }
+    write_withheld_outcome(job).await?;
     Ok(files)
 }
 
-/// Every reading of `device` in `[from, to)`, attributed.
+/// Decides, for each patient, whether the export may disclose their data ([`Job::disclosure`]),
+/// audits every decision (one record per patient) before anything is written, and returns the
+/// patients withheld. An export for the hospital's own operations decides nothing.
+async fn screen(
+    app: &App,
+    job: &Job,
+    patients: &[galen_model::Patient],
+) -> Result<BTreeSet<PatientId>, Box<dyn std::error::Error + Send + Sync>> {
+    let Some(disclosure) = &job.disclosure else {
+        return Ok(BTreeSet::new());
+    };
+    let at = app.0.clock.now();
+    let resource = format!("/fhir/$export-status/{}", job.id);
+    let mut summary = Withheld {
+        considered: patients.len() as u64,
+        ..Withheld::default()
+    };
+    let mut records = Vec::with_capacity(patients.len());
+    for patient in patients {
+        let decision = app.0.consents.decide(patient.id, disclosure, at);
+        if !decision.permitted {
+            summary.withheld.insert(patient.id);
+            *summary.by_basis.entry(decision.basis.code()).or_default() += 1;
+        }
+        records.push(decision_record(
+            at, &job.owner, job.role, &resource, "export", patient.id, disclosure, &decision,
+        ));
+    }
+    if !app.0.audit.record_all(records).await {
+        return Err("the consent decisions could not be audited; nothing was exported".into());
+    }
+    tracing::info!(
+        job = %job.id,
+        considered = summary.considered,
+        withheld = summary.withheld.len(),
+        "bulk export screened by consent"
+    );
+    let withheld = summary.withheld.clone();
+    *job.withheld
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner()) = Some(summary);
+    Ok(withheld)
+}
+
+/// Writes the OperationOutcome saying how many patients the consents left out and why (never
+/// who), when any were.
+async fn write_withheld_outcome(job: &Job) -> std::io::Result<()> {
+    let summary = job
+        .withheld
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .clone();
+    let (Some(summary), Some(disclosure)) = (summary, &job.disclosure) else {
+        return Ok(());
+    };
+    if summary.withheld.is_empty() {
+        return Ok(());
+    }
+    let reasons: Vec<String> = summary
+        .by_basis
+        .iter()
+        .map(|(basis, count)| format!("{count} {basis}"))
+        .collect();
+    let outcome = galen_fhir::outcome::OutcomeBuilder::new()
+        .issue(
+            galen_fhir::IssueSeverity::Warning,
+            IssueType::Suppressed,
+            format!(
+                "{} of {} patients were left out of this export by their consent ({}): {}",
+                summary.withheld.len(),
+                summary.considered,
+                disclosure.describe(),
+                reasons.join(", ")
+            ),
+            None,
+        )
+        .build();
+    let mut output = Output::create(&job.directory, OUTCOME_FILE).await?;
+    output.write(&outcome, job).await?;
+    output.finish().await?;
+    Ok(())
+}
+
+/// Every reading of `device` in `[from, to)`, attributed, but those of `withheld` patients.
 async fn slice_readings(
     app: &App,
     device: DeviceId,
     from: Timestamp,
     to: Timestamp,
+    withheld: &BTreeSet<PatientId>,
 ) -> Result<Vec<VitalReading>, galen_store::Error> {
     let mut readings = Vec::new();
     for vital in VitalSign::ALL {
@@ -647,13 +847,22 @@ async fn slice_readings(
             continue;
         }
         let directory = app.0.directory.read();
-        readings.extend(points.into_iter().map(|point| VitalReading {
-            device,
-            patient: directory.patient_at(device, point.time),
-            vital,
-            time: point.time,
-            reading: Reading::from_device_value(point.value),
-        }));
+        readings.extend(
+            points
+                .into_iter()
+                .map(|point| VitalReading {
+                    device,
+                    patient: directory.patient_at(device, point.time),
+                    vital,
+                    time: point.time,
+                    reading: Reading::from_device_value(point.value),
+                })
+                .filter(|reading| {
+                    reading
+                        .patient
+                        .is_none_or(|patient| !withheld.contains(&patient))
+                }),
+        );
     }
     readings.sort_by_key(|reading| reading.time);
     Ok(readings)

@@ -1,7 +1,7 @@
 //! The FHIR R4 (4.0.1) REST API under `/fhir`: Patient, Device, Observation (vital signs and
 //! early-warning scores), Flag (alarms), Location (wards and beds) and DeviceMetric (read-only,
-//! derived), AuditEvent (the audit trail, read-only), Subscription (R5 Backport IG), batch and
-//! transaction Bundles, and Bulk Data `$export`.
+//! derived), AuditEvent (the audit trail, read-only), Consent (patients' consents), Subscription
+//! (R5 Backport IG), batch and transaction Bundles, and Bulk Data `$export`.
 //!
 //! Resources are built by `galen-fhir` from the registry and the time-series store; nothing is
 //! copied into a document store (a posted Patient or Device is kept beside its registry record,
@@ -19,6 +19,7 @@
 mod audit;
 mod batch;
 mod clinical;
+mod consent;
 mod device_metric;
 mod export;
 mod location;
@@ -88,6 +89,11 @@ pub(crate) fn router() -> Router<App> {
         .route(
             "/fhir/DeviceMetric/{id}",
             get(device_metric::read_device_metric),
+        )
+        .route("/fhir/Consent", get(consent::search).post(consent::create))
+        .route(
+            "/fhir/Consent/{id}",
+            get(consent::read).put(consent::update),
         )
         // Auditors only: `auth::route_permission` maps both to `Permission::ReadAudit`.
         .route("/fhir/AuditEvent", get(audit::search_audit_events))
@@ -433,6 +439,7 @@ async fn metadata(State(app): State<App>, headers: HeaderMap) -> FhirResult<Resp
             .location(&[Interaction::Read, Interaction::SearchType])
             .device_metric(&[Interaction::Read, Interaction::SearchType])
             .audit_event(&[Interaction::Read, Interaction::SearchType])
+            .consent(&read_write)
             .subscription(&[
                 Interaction::Read,
                 Interaction::SearchType,

@@ -484,17 +484,17 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Auditor {
 }
 
 impl Auditor {
-    /// A success record of one write by this caller.
+    /// A record of an action of this writer, stored by the caller in its write's transaction.
     pub(crate) fn record(
         &self,
-        now: galen_model::Timestamp,
+        time: galen_model::Timestamp,
         action: galen_store::AuditAction,
         resource: &str,
-        patient: Option<galen_model::PatientId>,
+        patient: Option<PatientId>,
         detail: &str,
     ) -> galen_store::AuditRecord {
         crate::audit::request_record(
-            now,
+            time,
             &self.principal.actor,
             self.principal.role.code(),
             action,

@@ -45,6 +45,13 @@
 //! silently skipped; deleting a subscription unbinds it, and a connection left without
 //! subscriptions is closed (code 1000).
 //!
+//! **Consent.** A subscription created by an account with an organisation discloses its
+//! notifications to that organisation. The worker decides on each event of a patient at delivery
+//! (the patient's consents, now: a deny recorded a moment ago applies to the next event), audits
+//! every decision before sending, and drops withheld events before numbering them, so the
+//! recipient sees no gap for what was never theirs. An account with an organisation gets binding
+//! tokens only for its own organisation's subscriptions.
+//!
 //! Rest-hook endpoints may be `http://` or `https://`; HTTPS is verified against the platform's
 //! CA certificates plus `--outbound-ca` ([`crate::OutboundTls`]).
 //! Channel headers (often credentials) are kept but never shown: reads return their names only.
@@ -69,6 +76,7 @@ use tokio::sync::{Notify, broadcast, mpsc};
 
 use super::{FhirError, FhirResult, base_url, check_accept, check_content_type, fhir_response};
 use crate::App;
+use crate::consent::{Disclosure, decision_record};
 use crate::live::LiveMeasurement;
 
 /// The topic: a vital-sign Observation was stored.
@@ -167,6 +175,9 @@ enum Content {
 struct Event {
     /// `Observation/{id}` or `Flag/{id}`.
     focus: String,
+    /// The patient whose data it is (`None`: a measurement nobody was assigned to); the consents
+    /// of the patient decide whether a subscription that discloses outside care gets it.
+    patient: Option<galen_model::PatientId>,
     time: galen_model::Timestamp,
     payload: Payload,
 }
@@ -184,9 +195,62 @@ enum Payload {
     Score(galen_fhir::clinical::ScoreKey),
 }
 
+/// Who created a subscription: its notifications are disclosed to their organisation.
+#[derive(Debug, Clone)]
+struct Owner {
+    /// The actor, as the audit trail names it.
+    actor: String,
+    /// The role it acted in.
+    role: String,
+    /// The organisation notifications are disclosed to (`None`: the hospital's own).
+    organization: Option<galen_model::Recipient>,
+}
+
+impl Owner {
+    fn of(principal: &crate::access::Principal) -> Owner {
+        Owner {
+            actor: principal.actor.clone(),
+            role: principal.role.code().to_owned(),
+            organization: principal.organization.clone(),
+        }
+    }
+
+    /// The disclosure each notification makes, or `None` for the hospital's own operations.
+    fn disclosure(&self) -> Option<Disclosure> {
+        self.organization.clone().map(|organization| Disclosure {
+            purpose: galen_model::ConsentPurpose::Sharing,
+            recipient: Some(organization),
+        })
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "actor": self.actor,
+            "role": self.role,
+            "organization": self.organization.as_ref().map(ToString::to_string),
+        })
+    }
+
+    /// Reads what [`Owner::to_json`] wrote; a subscription stored before owners were kept acted
+    /// for the hospital.
+    fn from_json(value: &Value) -> Option<Owner> {
+        let organization = match value["organization"].as_str() {
+            Some(text) => Some(galen_model::Recipient::parse(text).ok()?),
+            None => None,
+        };
+        Some(Owner {
+            actor: value["actor"].as_str().unwrap_or("unknown").to_owned(),
+            role: value["role"].as_str().unwrap_or("unknown").to_owned(),
+            organization,
+        })
+    }
+}
+
 /// A subscription in force.
 struct Live {
     id: i64,
+    /// Who created it, and so who receives its notifications.
+    owner: Owner,
     /// The FHIR base URL the subscription was created at (for the notifications' `fullUrl`s).
     base: String,
     /// The resource as created (status and id set by Galen; headers as sent).
@@ -437,6 +501,7 @@ fn parse(resource: &Value) -> FhirResult<Parsed> {
 fn activate(
     app: &App,
     id: i64,
+    owner: Owner,
     base: String,
     resource: Value,
     status: String,
@@ -446,6 +511,7 @@ fn activate(
     let (sender, receiver) = mpsc::unbounded_channel();
     let live = Arc::new(Live {
         id,
+        owner,
         base,
         resource: Mutex::new(resource),
         topic: parsed.topic,
@@ -489,7 +555,22 @@ pub(crate) async fn start(app: &App) -> Result<(), galen_store::Error> {
         }
         let base = body["base"].as_str().unwrap_or("").to_owned();
         let resource = body["resource"].take();
-        if let Err(error) = activate(app, stored.id, base, resource, stored.status, stored.events) {
+        let Some(owner) = Owner::from_json(&body["owner"]) else {
+            tracing::error!(
+                subscription = stored.id,
+                "a stored subscription's owner is unreadable; left off"
+            );
+            continue;
+        };
+        if let Err(error) = activate(
+            app,
+            stored.id,
+            owner,
+            base,
+            resource,
+            stored.status,
+            stored.events,
+        ) {
             tracing::error!(
                 subscription = stored.id,
                 ?error,
@@ -584,6 +665,7 @@ async fn dispatch(app: App, mut feed: broadcast::Receiver<Arc<Vec<LiveMeasuremen
                 .and_then(|reading| reading.patient);
             let event = Event {
                 focus: format!("Observation/{id}"),
+                patient,
                 time: key.time,
                 payload: Payload::Ready(Arc::new(json!(observation))),
             };
@@ -632,6 +714,7 @@ async fn dispatch_clinical(app: App, mut feed: broadcast::Receiver<Arc<crate::Cl
                     Topic::Alarm,
                     Event {
                         focus: format!("Flag/{id}"),
+                        patient: Some(output.patient),
                         time: at,
                         payload: Payload::Flag {
                             id: id.to_owned(),
@@ -662,6 +745,7 @@ async fn dispatch_clinical(app: App, mut feed: broadcast::Receiver<Arc<crate::Cl
                     Topic::News2Band,
                     Event {
                         focus: format!("Observation/{}", key.id()),
+                        patient: Some(output.patient),
                         time: at,
                         payload: Payload::Score(key),
                     },
@@ -728,9 +812,10 @@ async fn set_status(app: &App, live: &Live, status: &str) {
     }
 }
 
-/// What the store keeps of a subscription: the resource and the base URL it was created at.
-fn stored_body(base: &str, resource: &Value) -> String {
-    json!({ "base": base, "resource": resource }).to_string()
+/// What the store keeps of a subscription: the resource, the base URL it was created at, and who
+/// created it.
+fn stored_body(base: &str, resource: &Value, owner: &Owner) -> String {
+    json!({ "base": base, "resource": resource, "owner": owner.to_json() }).to_string()
 }
 
 /// Stores the subscription's resource, status and event count.
@@ -746,7 +831,7 @@ async fn persist(app: &App, live: &Live) {
             .unwrap_or_else(|poison| poison.into_inner())
             .clone();
         resource["status"] = json!(status);
-        (stored_body(&live.base, &resource), status)
+        (stored_body(&live.base, &resource, &live.owner), status)
     };
     let events = live.reserved.load(Ordering::Relaxed);
     if let Err(error) = app
@@ -913,6 +998,48 @@ async fn resolve(app: &App, events: &[Event]) -> Vec<Option<Arc<Value>>> {
     resources
 }
 
+/// The events of `batch` that `live` may deliver: all of them for a subscription acting for the
+/// hospital, otherwise those whose patient's consents permit sharing with the subscription's
+/// organisation (and those of no patient). Every decision is audited (one record per event of a
+/// patient) before anything is delivered; when the records cannot be written, nothing is.
+async fn screen(app: &App, live: &Live, batch: Vec<Event>) -> Vec<Event> {
+    let Some(disclosure) = live.owner.disclosure() else {
+        return batch;
+    };
+    let at = app.0.clock.now();
+    let resource = format!("Subscription/{}", live.id);
+    let mut records = Vec::new();
+    let mut kept = Vec::with_capacity(batch.len());
+    for event in batch {
+        let Some(patient) = event.patient else {
+            kept.push(event);
+            continue;
+        };
+        let decision = app.0.consents.decide(patient, &disclosure, at);
+        records.push(decision_record(
+            at,
+            &live.owner.actor,
+            &live.owner.role,
+            &resource,
+            "subscription",
+            patient,
+            &disclosure,
+            &decision,
+        ));
+        if decision.permitted {
+            kept.push(event);
+        }
+    }
+    if !records.is_empty() && !app.0.audit.record_all(records).await {
+        tracing::error!(
+            subscription = live.id,
+            "consent decisions could not be audited; the notification is withheld"
+        );
+        return Vec::new();
+    }
+    kept
+}
+
 async fn worker(app: App, live: Arc<Live>, mut receiver: mpsc::UnboundedReceiver<Event>) {
     let client = app.0.outbound.clone();
     let mut shutdown = app.0.shutdown.subscribe();
@@ -979,6 +1106,12 @@ async fn worker(app: App, live: Arc<Live>, mut receiver: mpsc::UnboundedReceiver
             }
         }
         live.queued.fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        // Events the patients' consents withhold from this subscription's recipient are dropped
+        // here, before they are numbered: they were never the recipient's to see.
+        let batch = screen(&app, &live, batch).await;
+        if batch.is_empty() {
+            continue;
+        }
         let start = live.events.fetch_add(batch.len() as u64, Ordering::Relaxed) + 1;
         let last = start + batch.len() as u64 - 1;
         if last > live.reserved.load(Ordering::Relaxed) {
@@ -1066,6 +1199,7 @@ fn find(app: &App, id: &str) -> FhirResult<Arc<Live>> {
 pub(crate) async fn create(
     State(app): State<App>,
     record: crate::audit::WriteRecord,
+    principal: crate::access::Principal,
     headers: HeaderMap,
     body: Bytes,
 ) -> FhirResult<Response> {
@@ -1083,16 +1217,17 @@ pub(crate) async fn create(
     }
     resource["status"] = json!("requested");
     let base = base_url(&headers);
+    let owner = Owner::of(&principal);
     let id = app
         .0
         .store
         .create_subscription(
-            stored_body(&base, &resource),
+            stored_body(&base, &resource, &owner),
             "requested".into(),
             record.records(),
         )
         .await?;
-    let live = activate(&app, id, base, resource, "requested".into(), 0)?;
+    let live = activate(&app, id, owner, base, resource, "requested".into(), 0)?;
     tracing::info!(subscription = id, "FHIR subscription created");
     let mut answer = HeaderMap::new();
     if let Ok(location) = format!("{}/Subscription/{id}", base_url(&headers)).parse() {
@@ -1272,11 +1407,23 @@ fn websocket_url(headers: &HeaderMap) -> String {
 /// connection to this subscription, valid once within [`TOKEN_LIFETIME`], and where to connect.
 pub(crate) async fn binding_token(
     State(app): State<App>,
+    principal: crate::access::Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> FhirResult<Response> {
     check_accept(&headers)?;
     let live = find(&app, &id)?;
+    // Whoever binds receives the notifications: an organisation's account may bind only its own
+    // organisation's subscriptions, whose events its patients' consents were checked against.
+    if principal
+        .organization
+        .as_ref()
+        .is_some_and(|organization| live.owner.organization.as_ref() != Some(organization))
+    {
+        return Err(super::forbidden(
+            "this subscription's notifications go to another organisation",
+        ));
+    }
     if live.channel != Channel::Websocket {
         return Err(invalid(
             "Subscription.channel.type",

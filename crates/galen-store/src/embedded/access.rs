@@ -1,7 +1,7 @@
 //! Accounts and personal API tokens in the embedded store, on the registry connection.
 
 use async_trait::async_trait;
-use galen_model::{PatientId, Timestamp};
+use galen_model::{PatientId, Recipient, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::SqliteStore;
@@ -11,7 +11,7 @@ use crate::audit::AuditRecord;
 use crate::crypto::{self, FieldCipher};
 use crate::error::{Error, Result};
 
-const USER_COLUMNS: &str = "id, name, password_hash, role, wards, patient_id, created, disabled, failed_logins, locked_until";
+const USER_COLUMNS: &str = "id, name, password_hash, role, wards, patient_id, created, disabled, failed_logins, locked_until, organization";
 const TOKEN_COLUMNS: &str = "id, user_id, label, secret_sha256, created, expires, revoked";
 
 /// Ward names are stored joined by the ASCII unit separator, which a ward name cannot contain
@@ -32,6 +32,18 @@ fn split_wards(text: &str) -> Vec<String> {
 
 fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     let wards: String = row.get(4)?;
+    let organization = row
+        .get::<_, Option<String>>(10)?
+        .map(|text| {
+            Recipient::parse(&text).map_err(|_| {
+                rusqlite::Error::InvalidColumnType(
+                    10,
+                    "organization".into(),
+                    rusqlite::types::Type::Text,
+                )
+            })
+        })
+        .transpose()?;
     Ok(User {
         id: row.get(0)?,
         details: NewUser {
@@ -40,6 +52,7 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
             role: row.get(3)?,
             wards: split_wards(&wards),
             patient: row.get::<_, Option<i64>>(5)?.map(PatientId),
+            organization,
             created: Timestamp::from_micros(row.get(6)?),
         },
         disabled: row.get::<_, i64>(7)? != 0,
@@ -125,14 +138,15 @@ impl AccessStore for SqliteStore {
         self.registry(move |connection| {
             with_records(connection, audit, |transaction| {
                 let inserted = transaction.execute(
-                    "INSERT INTO users (name, password_hash, role, wards, patient_id, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO users (name, password_hash, role, wards, patient_id, created, organization) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![
                         user.name,
                         user.password_hash,
                         user.role,
                         join_wards(&user.wards),
                         user.patient.map(|patient| patient.0),
-                        user.created.micros()
+                        user.created.micros(),
+                        user.organization.as_ref().map(Recipient::to_string)
                     ],
                 );
                 match inserted {
@@ -161,14 +175,15 @@ impl AccessStore for SqliteStore {
             with_records(connection, audit, |transaction| {
                 let changed = transaction.execute(
                     "UPDATE users SET password_hash = COALESCE(?1, password_hash), role = ?2, wards = ?3,
-                     patient_id = ?4, disabled = ?5 WHERE id = ?6",
+                     patient_id = ?4, disabled = ?5, organization = ?7 WHERE id = ?6",
                     params![
                         change.password_hash,
                         change.role,
                         join_wards(&change.wards),
                         change.patient.map(|patient| patient.0),
                         i64::from(change.disabled),
-                        id
+                        id,
+                        change.organization.as_ref().map(Recipient::to_string)
                     ],
                 )?;
                 if changed == 0 {

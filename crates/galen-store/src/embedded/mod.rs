@@ -11,6 +11,7 @@ mod access;
 mod audit;
 mod check;
 mod clinical;
+mod consent;
 mod keys;
 mod memtable;
 mod registry;

@@ -218,7 +218,33 @@ WHEN NEW.seq IS NOT COALESCE((SELECT MAX(seq) FROM audit_log), 0) + 1
 BEGIN
     SELECT RAISE(ABORT, 'audit_log is append-only: a record must extend the chain at its head');
 END;
+-- Schema 7: patients' consents (galen_model::Consent) and the FHIR Consent each was recorded
+-- from; never deleted (a withdrawn consent becomes inactive).
+CREATE TABLE IF NOT EXISTS consents (
+    id INTEGER PRIMARY KEY,
+    patient_id INTEGER NOT NULL REFERENCES patients(id),
+    status TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    provision TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    period_start INTEGER,
+    period_end INTEGER,
+    dated INTEGER NOT NULL,
+    recorded INTEGER NOT NULL,
+    recorded_by TEXT NOT NULL,
+    document TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS consents_patient ON consents(patient_id, id);
 ";
+
+/// Columns added to existing tables after their creation: `(table, column, definition)`. Each is
+/// added when missing, whatever the stored schema version says.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    // Schema 7: the organisation (or caregiver) an account discloses to, `Organization/{id}`.
+    ("users", "organization", "TEXT"),
+    // Schema 7: the sealed identifier of an encrypted store (crate::crypto).
+    ("patients", "identifier_sealed", "TEXT"),
+];
 
 /// Pages (4 KiB) of SQLite's write-ahead log between its checkpoints: 40 MiB. The default, 1,000,
 /// checkpoints so often that the group commit loses a tenth to a fifth of its throughput
@@ -249,15 +275,61 @@ pub(crate) fn migrate(connection: &Connection) -> Result<()> {
         )));
     }
     connection.execute_batch(SCHEMA)?;
-    // Schema 7 added the sealed identifier of an encrypted store to `patients`.
-    let has_sealed: bool = connection.query_row(
-        "SELECT COUNT(*) > 0 FROM pragma_table_info('patients') WHERE name = 'identifier_sealed'",
-        [],
-        |row| row.get(0),
-    )?;
-    if !has_sealed {
-        connection.execute_batch("ALTER TABLE patients ADD COLUMN identifier_sealed TEXT")?;
+    for (table, column, definition) in ADDED_COLUMNS {
+        let present: i64 = connection.query_row(
+            &format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+            [column],
+            |row| row.get(0),
+        )?;
+        if present == 0 {
+            connection.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            ))?;
+        }
     }
     connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns(connection: &Connection, table: &str) -> Vec<String> {
+        let mut statement = connection
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .expect("prepare");
+        statement
+            .query_map([], |row| row.get(0))
+            .expect("query")
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .expect("rows")
+    }
+
+    #[test]
+    fn added_columns_reach_old_and_new_databases_once() {
+        let connection = Connection::open_in_memory().expect("open");
+        // A schema-6 `users` table, as an older Galen created it.
+        connection
+            .execute_batch(
+                "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                 password_hash TEXT NOT NULL, role TEXT NOT NULL, wards TEXT NOT NULL,
+                 patient_id INTEGER, created INTEGER NOT NULL, disabled INTEGER NOT NULL DEFAULT 0,
+                 failed_logins INTEGER NOT NULL DEFAULT 0, locked_until INTEGER);
+                 PRAGMA user_version = 6;",
+            )
+            .expect("old schema");
+        migrate(&connection).expect("migrate");
+        migrate(&connection).expect("migrating again changes nothing");
+        let users = columns(&connection, "users");
+        assert_eq!(
+            users.iter().filter(|name| *name == "organization").count(),
+            1
+        );
+        assert!(columns(&connection, "consents").contains(&"recipients".to_owned()));
+        let version: i64 = connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+    }
 }
