@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// Version of the schema this code writes; stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS wal (
@@ -158,6 +158,20 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     created INTEGER NOT NULL,
     expires INTEGER,
     revoked INTEGER
+);
+-- Schema 7: OAuth2 machine clients. One credential each: a secret's SHA-256 or public keys.
+CREATE TABLE IF NOT EXISTS oauth_clients (
+    id INTEGER PRIMARY KEY,
+    client_id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    wards TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    secret_sha256 BLOB,
+    jwks TEXT,
+    created INTEGER NOT NULL,
+    revoked INTEGER,
+    CHECK ((secret_sha256 IS NULL) <> (jwks IS NULL))
 );
 CREATE TABLE IF NOT EXISTS fhir_subscriptions (
     id INTEGER PRIMARY KEY,
