@@ -238,6 +238,7 @@ pub struct CapabilityStatementBuilder {
     resources: Vec<CapabilityResource>,
     operations: Vec<CapabilityOperation>,
     system_interactions: Vec<CapabilityInteraction>,
+    security: Option<serde_json::Value>,
 }
 
 impl CapabilityStatementBuilder {
@@ -256,6 +257,7 @@ impl CapabilityStatementBuilder {
             resources: Vec::new(),
             operations: Vec::new(),
             system_interactions: Vec::new(),
+            security: None,
         }
     }
 
@@ -449,8 +451,32 @@ impl CapabilityStatementBuilder {
         self
     }
 
+    /// Declares SMART on FHIR OAuth: `rest.security` with the `SMART-on-FHIR` service code and the
+    /// token endpoint in the `oauth-uris` extension (SMART App Launch 2.x, "Conformance": kept for
+    /// clients that read the CapabilityStatement; `.well-known/smart-configuration` is the
+    /// normative place).
+    pub fn smart_oauth(mut self, token_endpoint: &str) -> CapabilityStatementBuilder {
+        self.security = Some(serde_json::json!({
+            "extension": [{
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [{ "url": "token", "valueUri": token_endpoint }],
+            }],
+            "service": [{
+                "coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                    "code": "SMART-on-FHIR",
+                }],
+            }],
+        }));
+        self
+    }
+
     /// The statement.
     pub fn build(self) -> CapabilityStatement {
+        let mut rest_extra = Extra::new();
+        if let Some(security) = self.security {
+            rest_extra.insert("security".to_owned(), security);
+        }
         CapabilityStatement {
             resource_type: ResourceType::new(),
             id: None,
@@ -475,7 +501,7 @@ impl CapabilityStatementBuilder {
                 resource: self.resources,
                 interaction: self.system_interactions,
                 operation: self.operations,
-                extra: Extra::new(),
+                extra: rest_extra,
             }],
             extra: Extra::new(),
         }
@@ -662,6 +688,25 @@ mod tests {
             [
                 "_id", "date", "patient", "agent", "action", "outcome", "subtype"
             ]
+        );
+    }
+
+    #[test]
+    fn smart_oauth_is_declared_in_rest_security() {
+        let plain =
+            CapabilityStatementBuilder::new("galen", "0.1.0", Timestamp::from_seconds(0)).build();
+        let json = serde_json::to_value(&plain).expect("serialises");
+        assert!(json["rest"][0].get("security").is_none());
+        let statement =
+            CapabilityStatementBuilder::new("galen", "0.1.0", Timestamp::from_seconds(0))
+                .smart_oauth("https://galen.example.org/oauth/token")
+                .build();
+        let json = serde_json::to_value(&statement).expect("serialises");
+        let security = &json["rest"][0]["security"];
+        assert_eq!(security["service"][0]["coding"][0]["code"], "SMART-on-FHIR");
+        assert_eq!(
+            security["extension"][0]["extension"][0],
+            json!({ "url": "token", "valueUri": "https://galen.example.org/oauth/token" })
         );
     }
 }

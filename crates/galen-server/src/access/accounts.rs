@@ -141,6 +141,7 @@ pub(crate) fn principal_of(user: &User, actor: String) -> Principal {
         // An unknown stored role grants nothing.
         role: role.unwrap_or(Role::Researcher),
         scope,
+        smart: None,
     }
 }
 
