@@ -451,22 +451,24 @@ impl CapabilityStatementBuilder {
         self
     }
 
-    /// Declares SMART on FHIR OAuth: `rest.security` with the `SMART-on-FHIR` service code and the
-    /// token endpoint in the `oauth-uris` extension (SMART App Launch 2.x, "Conformance": kept for
-    /// clients that read the CapabilityStatement; `.well-known/smart-configuration` is the
-    /// normative place).
-    pub fn smart_oauth(mut self, token_endpoint: &str) -> CapabilityStatementBuilder {
+    /// Declares SMART on FHIR: `rest.security` with the `SMART-on-FHIR` service code and a
+    /// description naming the discovery document (`smart_configuration`, the URL of
+    /// `.well-known/smart-configuration`, which SMART App Launch 2.x makes the normative place).
+    /// The v1 `oauth-uris` extension is left out on purpose: app-launch clients read it as an
+    /// authorization endpoint for a user (fhirclient then waits for one), and Galen offers the
+    /// client-credentials grant only.
+    pub fn smart_security(mut self, smart_configuration: &str) -> CapabilityStatementBuilder {
         self.security = Some(serde_json::json!({
-            "extension": [{
-                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-                "extension": [{ "url": "token", "valueUri": token_endpoint }],
-            }],
             "service": [{
                 "coding": [{
                     "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
                     "code": "SMART-on-FHIR",
                 }],
             }],
+            "description": format!(
+                "OAuth2 client credentials (SMART Backend Services) with SMART v2 scopes; \
+                 discovery: {smart_configuration}"
+            ),
         }));
         self
     }
@@ -692,21 +694,23 @@ mod tests {
     }
 
     #[test]
-    fn smart_oauth_is_declared_in_rest_security() {
+    fn smart_is_declared_in_rest_security() {
         let plain =
             CapabilityStatementBuilder::new("galen", "0.1.0", Timestamp::from_seconds(0)).build();
         let json = serde_json::to_value(&plain).expect("serialises");
         assert!(json["rest"][0].get("security").is_none());
         let statement =
             CapabilityStatementBuilder::new("galen", "0.1.0", Timestamp::from_seconds(0))
-                .smart_oauth("https://galen.example.org/oauth/token")
+                .smart_security("https://galen.example.org/fhir/.well-known/smart-configuration")
                 .build();
         let json = serde_json::to_value(&statement).expect("serialises");
         let security = &json["rest"][0]["security"];
         assert_eq!(security["service"][0]["coding"][0]["code"], "SMART-on-FHIR");
-        assert_eq!(
-            security["extension"][0]["extension"][0],
-            json!({ "url": "token", "valueUri": "https://galen.example.org/oauth/token" })
+        assert!(
+            security["description"]
+                .as_str()
+                .is_some_and(|text| text.ends_with("/fhir/.well-known/smart-configuration"))
         );
+        assert!(security.get("extension").is_none(), "no oauth-uris");
     }
 }

@@ -17,14 +17,14 @@
 //!
 //! Secrets are compared in constant time; none is logged.
 
+use std::borrow::Cow;
+
 use axum::Form;
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use std::borrow::Cow;
-
 use galen_model::{DeviceId, PatientId, Timestamp};
 use serde::Deserialize;
 

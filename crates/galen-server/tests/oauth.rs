@@ -1194,7 +1194,7 @@ async fn batch_transaction_and_export_are_checked_against_the_scopes() {
 }
 
 #[tokio::test]
-async fn smart_configuration_and_capability_statement_advertise_the_token_endpoint() {
+async fn smart_configuration_advertises_the_token_endpoint_and_metadata_points_to_it() {
     let fixture = Fixture::new().await;
     let request = Request::get("/fhir/.well-known/smart-configuration")
         .body(Body::empty())
@@ -1234,9 +1234,13 @@ async fn smart_configuration_and_capability_statement_advertise_the_token_endpoi
         .expect("request");
     let (status, statement) = fixture.send(request).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        statement["rest"][0]["security"]["extension"][0]["extension"][0]["valueUri"],
-        TOKEN_ENDPOINT
+    let security = &statement["rest"][0]["security"];
+    assert_eq!(security["service"][0]["coding"][0]["code"], "SMART-on-FHIR");
+    assert!(
+        security["description"].as_str().is_some_and(
+            |text| text.contains("https://galen.test/fhir/.well-known/smart-configuration")
+        ),
+        "{security}"
     );
 }
 

@@ -388,7 +388,7 @@ pub(crate) fn parse_jwks(text: &str) -> Result<Vec<ClientKey>, String> {
     Ok(keys)
 }
 
-/// A new client id and a new client secret with its SHA-256.
+/// A new client id (128 random bits).
 pub(crate) fn new_client_id() -> Option<String> {
     Some(format!("{CLIENT_ID_PREFIX}{}", random_hex(16)?))
 }
@@ -414,8 +414,7 @@ fn same_digest(left: &[u8; 32], right: &[u8; 32]) -> bool {
         == 0
 }
 
-/// How a token request authenticates its client.
-#[derive(Debug)]
+/// How a token request authenticates its client. Its `Debug` shows no secret or assertion.
 pub(crate) enum ClientAuthentication {
     /// `client_secret_basic` or `client_secret_post`.
     Secret { client_id: String, secret: String },
@@ -425,6 +424,21 @@ pub(crate) enum ClientAuthentication {
         client_id: Option<String>,
         assertion: String,
     },
+}
+
+impl std::fmt::Debug for ClientAuthentication {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientAuthentication::Secret { client_id, .. } => formatter
+                .debug_struct("Secret")
+                .field("client_id", client_id)
+                .finish_non_exhaustive(),
+            ClientAuthentication::Assertion { client_id, .. } => formatter
+                .debug_struct("Assertion")
+                .field("client_id", client_id)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 /// An RFC 6749 section 5.2 error of the token endpoint.
@@ -456,14 +470,23 @@ impl TokenError {
     }
 }
 
-/// An issued access token.
-#[derive(Debug)]
+/// An issued access token. Its `Debug` shows the token's id, not the token.
 pub(crate) struct Issued {
     pub(crate) access_token: String,
     pub(crate) expires_in: u64,
     pub(crate) scope: String,
     pub(crate) token_id: String,
     pub(crate) client: Arc<Client>,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Issued")
+            .field("token_id", &self.token_id)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Client {

@@ -426,7 +426,10 @@ async fn metadata(State(app): State<App>, headers: HeaderMap) -> FhirResult<Resp
     let mut builder =
         CapabilityStatementBuilder::new("Galen", env!("CARGO_PKG_VERSION"), app.0.started);
     if let Some(oauth) = app.0.oauth.config() {
-        builder = builder.smart_oauth(&oauth.token_endpoint());
+        builder = builder.smart_security(&format!(
+            "{}/.well-known/smart-configuration",
+            oauth.fhir_base()
+        ));
     }
     let statement = builder
         .base_url(&base_url(&headers))
