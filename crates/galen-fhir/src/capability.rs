@@ -238,6 +238,7 @@ pub struct CapabilityStatementBuilder {
     resources: Vec<CapabilityResource>,
     operations: Vec<CapabilityOperation>,
     system_interactions: Vec<CapabilityInteraction>,
+    security: Option<serde_json::Value>,
 }
 
 impl CapabilityStatementBuilder {
@@ -256,6 +257,7 @@ impl CapabilityStatementBuilder {
             resources: Vec::new(),
             operations: Vec::new(),
             system_interactions: Vec::new(),
+            security: None,
         }
     }
 
@@ -460,8 +462,34 @@ impl CapabilityStatementBuilder {
         self
     }
 
+    /// Declares SMART on FHIR: `rest.security` with the `SMART-on-FHIR` service code and a
+    /// description naming the discovery document (`smart_configuration`, the URL of
+    /// `.well-known/smart-configuration`, which SMART App Launch 2.x makes the normative place).
+    /// The v1 `oauth-uris` extension is left out on purpose: app-launch clients read it as an
+    /// authorization endpoint for a user (fhirclient then waits for one), and Galen offers the
+    /// client-credentials grant only.
+    pub fn smart_security(mut self, smart_configuration: &str) -> CapabilityStatementBuilder {
+        self.security = Some(serde_json::json!({
+            "service": [{
+                "coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                    "code": "SMART-on-FHIR",
+                }],
+            }],
+            "description": format!(
+                "OAuth2 client credentials (SMART Backend Services) with SMART v2 scopes; \
+                 discovery: {smart_configuration}"
+            ),
+        }));
+        self
+    }
+
     /// The statement.
     pub fn build(self) -> CapabilityStatement {
+        let mut rest_extra = Extra::new();
+        if let Some(security) = self.security {
+            rest_extra.insert("security".to_owned(), security);
+        }
         CapabilityStatement {
             resource_type: ResourceType::new(),
             id: None,
@@ -486,7 +514,7 @@ impl CapabilityStatementBuilder {
                 resource: self.resources,
                 interaction: self.system_interactions,
                 operation: self.operations,
-                extra: Extra::new(),
+                extra: rest_extra,
             }],
             extra: Extra::new(),
         }
@@ -674,5 +702,26 @@ mod tests {
                 "_id", "date", "patient", "agent", "action", "outcome", "subtype"
             ]
         );
+    }
+
+    #[test]
+    fn smart_is_declared_in_rest_security() {
+        let plain =
+            CapabilityStatementBuilder::new("galen", "0.1.0", Timestamp::from_seconds(0)).build();
+        let json = serde_json::to_value(&plain).expect("serialises");
+        assert!(json["rest"][0].get("security").is_none());
+        let statement =
+            CapabilityStatementBuilder::new("galen", "0.1.0", Timestamp::from_seconds(0))
+                .smart_security("https://galen.example.org/fhir/.well-known/smart-configuration")
+                .build();
+        let json = serde_json::to_value(&statement).expect("serialises");
+        let security = &json["rest"][0]["security"];
+        assert_eq!(security["service"][0]["coding"][0]["code"], "SMART-on-FHIR");
+        assert!(
+            security["description"]
+                .as_str()
+                .is_some_and(|text| text.ends_with("/fhir/.well-known/smart-configuration"))
+        );
+        assert!(security.get("extension").is_none(), "no oauth-uris");
     }
 }

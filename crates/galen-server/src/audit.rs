@@ -183,13 +183,22 @@ pub(crate) fn action_of(method: &Method, route: &str) -> AuditAction {
         Method::POST if route == "/api/v1/measurements" || route == "/fhir/Observation" => {
             AuditAction::Ingest
         }
-        Method::POST if route.starts_with("/api/v1/users") || route == "/api/v1/mapping/reload" => {
+        Method::POST
+            if route.starts_with("/api/v1/users")
+                || route.starts_with("/api/v1/oauth-clients")
+                || route == "/api/v1/mapping/reload" =>
+        {
             AuditAction::ConfigChange
         }
         Method::PUT if route.starts_with("/api/v1/users") || route.contains("/limits/") => {
             AuditAction::ConfigChange
         }
-        Method::DELETE if route.starts_with("/api/v1/tokens") => AuditAction::ConfigChange,
+        Method::DELETE
+            if route.starts_with("/api/v1/tokens")
+                || route.starts_with("/api/v1/oauth-clients") =>
+        {
+            AuditAction::ConfigChange
+        }
         Method::POST => AuditAction::Create,
         Method::PUT | Method::PATCH => AuditAction::Update,
         Method::DELETE => AuditAction::Delete,

@@ -1,8 +1,10 @@
 //! Authentication and authorization of every HTTP request.
 //!
 //! **Who** ([`authenticate`]): a session cookie (`galen_session`, set by `/login` for an
-//! account), a personal API token (`Authorization: Bearer glt_...`), or the service token
-//! (`Authorization: Bearer <the token of <data-dir>/api-token>`). Only `galen demo` runs without:
+//! account), a personal API token (`Authorization: Bearer glt_...`), the service token
+//! (`Authorization: Bearer <the token of <data-dir>/api-token>`), or an OAuth2 access token of a
+//! machine client (`Authorization: Bearer <JWT from /oauth/token>`, `access::oauth`), whose SMART
+//! scopes then narrow every `/fhir` request (`access::smart`). Only `galen demo` runs without:
 //! then every request is the `demo` principal, and the dashboard says so.
 //!
 //! **What** ([`route_permission`]): each route needs one [`Permission`]; the principal's role must
@@ -14,6 +16,8 @@
 //! [`Principal::may_see`].
 //!
 //! Secrets are compared in constant time; none is logged.
+
+use std::borrow::Cow;
 
 use axum::Form;
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
@@ -78,7 +82,10 @@ pub(crate) fn principal_of(app: &App, headers: &HeaderMap) -> Option<Principal> 
         if same_secret(token, service_token) {
             return Some(Principal::service());
         }
-        return app.0.accounts.api_token(token, now);
+        if token.starts_with(crate::access::accounts::TOKEN_PREFIX) {
+            return app.0.accounts.api_token(token, now);
+        }
+        return app.0.oauth.principal(token, now);
     }
     cookie(headers, SESSION_COOKIE).and_then(|token| app.0.accounts.session(token, now))
 }
@@ -175,7 +182,9 @@ pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Permissio
         "/api/v1/users"
         | "/api/v1/users/{id}"
         | "/api/v1/users/{id}/tokens"
-        | "/api/v1/tokens/{id}" => P::ManageUsers,
+        | "/api/v1/tokens/{id}"
+        | "/api/v1/oauth-clients"
+        | "/api/v1/oauth-clients/{id}" => P::ManageUsers,
         _ => return None,
     };
     Some(permission)
@@ -309,7 +318,7 @@ pub(crate) struct RequestSource(pub(crate) String);
 pub(crate) struct Audited;
 
 /// Where a request came from, for the audit trail: the peer address when the server knows it.
-fn source_of(request: &Request) -> String {
+pub(crate) fn source_of(request: &Request) -> String {
     request
         .extensions()
         .get::<axum::extract::ConnectInfo<crate::hardening::Peer>>()
@@ -328,17 +337,26 @@ fn source_of(request: &Request) -> String {
 fn refusal(
     app: &App,
     principal: &Principal,
-    request: &Request,
+    method: &Method,
     route: &str,
+    path: &str,
+    query: &str,
     named: Option<Option<PatientId>>,
-) -> Option<&'static str> {
+) -> Option<Cow<'static, str>> {
+    // A machine client's scopes narrow every request, open routes included (its token is for
+    // the FHIR API only).
+    if let Some(grant) = &principal.smart
+        && let Some(reason) = grant.scopes.refusal(method, route, path, query)
+    {
+        return Some(Cow::Owned(reason));
+    }
     if !open_to_every_principal(route) {
-        let allowed = match route_permission(request.method(), route) {
+        let allowed = match route_permission(method, route) {
             Some(permission) => principal.may(permission),
             None => principal.may(Permission::ManageUsers) && principal.sees_everyone(),
         };
         if !allowed {
-            return Some("your role does not allow this");
+            return Some("your role does not allow this".into());
         }
     }
     if principal.sees_everyone() {
@@ -353,16 +371,18 @@ fn refusal(
                 .is_some_and(|patient| principal.may_see(patient))
         });
         if !visible {
-            return Some("this patient is outside your wards");
+            return Some("this patient is outside your wards".into());
         }
     }
     if matches!(route, "/api/v1/devices/{id}/vitals" | "/fhir/Flag/{id}") {
-        return Some("outside an all-ward scope, read patient data through the patient (patient=)");
+        return Some(
+            "outside an all-ward scope, read patient data through the patient (patient=)".into(),
+        );
     }
     let patient_search = matches!(route, "/fhir/Observation" | "/fhir/Flag" | "/fhir/Consent")
-        && request.method() == Method::GET;
+        && method == Method::GET;
     if patient_search {
-        let named = searched_patients(request.uri().query().unwrap_or(""));
+        let named = searched_patients(query);
         let directory = app.0.directory.read();
         let in_scope = !named.is_empty()
             && named.iter().all(|patient| {
@@ -371,10 +391,24 @@ fn refusal(
                     .is_some_and(|patient| principal.may_see(patient))
             });
         if !in_scope {
-            return Some("name the patients to search (patient=), each in your scope");
+            return Some("name the patients to search (patient=), each in your scope".into());
         }
     }
     None
+}
+
+/// Why `principal` may not make a write a FHIR transaction plans (it is not replayed through the
+/// router, so the gate checks each entry here, as if it had been sent alone): role, SMART
+/// scopes and ward scope. `route` is the route template the entry would match, `path` its path.
+pub(crate) fn entry_refusal(
+    app: &App,
+    principal: &Principal,
+    method: &Method,
+    route: &str,
+    path: &str,
+) -> Option<Cow<'static, str>> {
+    let named = named_patient(app, route, path);
+    refusal(app, principal, method, route, path, "", named)
 }
 
 /// Authenticates, authorizes and scopes every protected request; puts the [`Principal`] in the
@@ -438,13 +472,14 @@ pub(crate) async fn authenticate(
             },
         )
     };
-    if let Some(reason) = refusal(&app, &principal, &request, &route, named) {
-        tracing::info!(actor = %principal.actor, role = principal.role.code(), %route, reason, "request refused");
+    let query = request.uri().query().unwrap_or("").to_owned();
+    if let Some(reason) = refusal(&app, &principal, &method, &route, &path, &query, named) {
+        tracing::info!(actor = %principal.actor, role = principal.role.code(), %route, %reason, "request refused");
         app.0
             .audit
-            .record(record(AuditOutcome::Denied, reason.to_owned()))
+            .record(record(AuditOutcome::Denied, reason.to_string()))
             .await;
-        return forbidden(&path, reason);
+        return forbidden(&path, &reason);
     }
     request.extensions_mut().insert(principal.clone());
     request
@@ -474,11 +509,19 @@ pub(crate) async fn authenticate(
         AuditOutcome::Failed
     };
     let detail = format!(
-        "{method} {route} {}{}",
+        "{method} {route} {}{}{}",
         status.as_u16(),
         principal
             .token
             .map(|token| format!(" via API token {token}"))
+            .unwrap_or_default(),
+        principal
+            .smart
+            .as_ref()
+            .map(|grant| format!(
+                " via OAuth client {} (access token {})",
+                grant.client_id, grant.token_id
+            ))
             .unwrap_or_default()
     );
     let durable = app.0.audit.record(record(outcome, detail)).await;

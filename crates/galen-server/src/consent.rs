@@ -246,7 +246,9 @@ mod tests {
             token: None,
             role,
             scope: Scope::All,
-            organization: organization.map(|text| Recipient::parse(text).expect("recipient")), emergency: std::collections::BTreeSet::new(),
+            organization: organization.map(|text| Recipient::parse(text).expect("recipient")),
+            emergency: std::collections::BTreeSet::new(),
+            smart: None,
         }
     }
 

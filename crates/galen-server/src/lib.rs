@@ -79,6 +79,9 @@ pub struct ServerConfig {
     pub access: access::accounts::AccessSettings,
     /// Whether the session cookie is marked `Secure` (the dashboard is reached over HTTPS).
     pub secure_cookies: bool,
+    /// OAuth2 for machine clients (the token endpoint, SMART scopes); `None` issues and accepts
+    /// no access token.
+    pub oauth: Option<access::oauth::OAuthConfig>,
 }
 
 impl ServerConfig {
@@ -105,6 +108,7 @@ impl Default for ServerConfig {
             hardening: HardeningConfig::default(),
             access: access::accounts::AccessSettings::default(),
             secure_cookies: false,
+            oauth: None,
         }
     }
 }
@@ -166,6 +170,8 @@ pub(crate) struct AppInner {
     pub(crate) hardening: hardening::Hardening,
     /// Accounts, API tokens and sessions.
     pub(crate) accounts: access::accounts::Accounts,
+    /// OAuth2 machine clients and the keys of their access tokens.
+    pub(crate) oauth: access::oauth::OAuth,
     /// The audit trail's writer.
     pub(crate) audit: audit::AuditLog,
     /// Patients' consents, and the decisions of the paths that disclose data outside care.
@@ -195,6 +201,7 @@ impl App {
         let directory = Directory::load(store.as_ref()).await?;
         let accounts = access::accounts::Accounts::load(store.as_ref(), config.access).await?;
         let consents = consent::Consents::load(store.as_ref()).await?;
+        let oauth = access::oauth::OAuth::load(store.as_ref(), config.oauth.clone()).await?;
         let store_for_audit = store.clone();
         let (live, _) = broadcast::channel(1024);
         let metrics = Arc::new(Metrics::default());
@@ -253,6 +260,7 @@ impl App {
             outbound,
             hardening: hardening::Hardening::new(&config.hardening),
             accounts,
+            oauth,
             audit: audit::AuditLog::start(store_for_audit),
             consents,
             clock,
@@ -267,10 +275,11 @@ impl App {
         Ok(app)
     }
 
-    /// Reloads the accounts and API tokens from the store (after `galen users add`); returns the
-    /// number of accounts.
+    /// Reloads the accounts, API tokens and OAuth clients from the store (after `galen users
+    /// add`); returns the number of accounts.
     pub async fn reload_accounts(&self) -> Result<usize, galen_store::Error> {
         self.0.accounts.reload(self.0.store.as_ref()).await?;
+        self.0.oauth.reload(self.0.store.as_ref()).await?;
         Ok(self.0.accounts.users().len())
     }
 

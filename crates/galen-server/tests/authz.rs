@@ -847,3 +847,55 @@ async fn break_glass_opens_one_patient_for_a_while_with_a_reason_and_is_audited(
         "{trail}"
     );
 }
+
+#[tokio::test]
+async fn a_transaction_entry_is_authorized_as_if_sent_alone() {
+    let fixture = Fixture::new().await;
+    let (icu, _, _, _) = two_wards(&fixture).await;
+    let nurse = fixture
+        .account("nurse.tx", "nurse", json!({ "wards": ["ICU"] }))
+        .await;
+    let bundle = |method: &str, url: String| {
+        json!({
+            "resourceType": "Bundle", "type": "transaction",
+            "entry": [{
+                "request": { "method": method, "url": url },
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{ "system": "urn:mrn", "value": "TX-1" }],
+                    "name": [{ "family": "Transaction" }],
+                    "birthDate": "1960-01-01"
+                }
+            }]
+        })
+    };
+    let post = |body: Value| {
+        Request::post("/fhir")
+            .header(header::AUTHORIZATION, format!("Bearer {nurse}"))
+            .header(header::CONTENT_TYPE, "application/fhir+json")
+            .body(Body::from(body.to_string()))
+            .expect("request")
+    };
+    // A nurse may not register patients: not alone, and not inside a transaction either.
+    for body in [
+        bundle("POST", "Patient".to_owned()),
+        bundle("PUT", format!("Patient/{icu}")),
+    ] {
+        let response = fixture
+            .app
+            .router()
+            .oneshot(post(body))
+            .await
+            .expect("router");
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+    let (_, found) = fixture
+        .call(
+            SERVICE,
+            Method::GET,
+            "/fhir/Patient?identifier=urn:mrn|TX-1",
+            None,
+        )
+        .await;
+    assert_eq!(found["total"], 0, "nothing written: {found}");
+}

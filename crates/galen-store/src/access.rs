@@ -1,7 +1,8 @@
-//! Who may use Galen: staff and patient accounts, and the personal API tokens of integrations.
+//! Who may use Galen: staff and patient accounts, the personal API tokens of integrations, and
+//! OAuth2 machine clients.
 //!
-//! The store keeps only verifiers: a password's Argon2id hash (a PHC string) and an API token's
-//! SHA-256. The roles and ward scopes are stored as text the server interprets; the store does not
+//! The store keeps only verifiers: a password's Argon2id hash (a PHC string), an API token's or a
+//! client secret's SHA-256, and a client's public keys. The roles and ward scopes are stored as text the server interprets; the store does not
 //! know what a role may do. Sessions are not stored: they live in the server's memory and end with
 //! the process.
 
@@ -109,7 +110,47 @@ impl BreakGlassGrant {
     }
 }
 
-/// Accounts and API tokens. Every mutating method is durable when it returns `Ok`.
+/// How an OAuth2 machine client authenticates at the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCredential {
+    /// `client_secret_basic` or `client_secret_post`: the SHA-256 of the generated secret.
+    SecretSha256([u8; 32]),
+    /// `private_key_jwt` (SMART Backend Services): the client's public JWK set, as JSON text.
+    Jwks(String),
+}
+
+/// An OAuth2 machine client to register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOAuthClient {
+    /// The `client_id` it presents; unique.
+    pub client_id: String,
+    /// Its name, unique; the audit trail names the client by it.
+    pub name: String,
+    /// Role code, as for accounts.
+    pub role: String,
+    /// Wards it may see; empty means every ward.
+    pub wards: Vec<String>,
+    /// The SMART scopes it may be granted, as text (`system/Observation.rs`).
+    pub scopes: Vec<String>,
+    /// How it authenticates.
+    pub credential: ClientCredential,
+    /// When it was registered.
+    pub created: Timestamp,
+}
+
+/// A registered OAuth2 machine client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthClient {
+    /// Id of the registration.
+    pub id: i64,
+    /// What it was registered with.
+    pub details: NewOAuthClient,
+    /// When it was revoked: from then on it gets no token, and its tokens authenticate nothing.
+    pub revoked: Option<Timestamp>,
+}
+
+/// Accounts, API tokens, break-glass grants and OAuth2 clients. Every mutating method is durable
+/// when it returns `Ok`.
 ///
 /// The `audit` records of a change (see [`crate::AuditStore`]) are appended to the audit chain in
 /// the change's own transaction: both are durable together, or neither is (also when a record is
@@ -173,4 +214,12 @@ pub trait AccessStore: Send + Sync + std::fmt::Debug {
     ) -> Result<BreakGlassGrant>;
     /// Every grant, ended and lapsed ones included, by id.
     async fn break_glass_grants(&self) -> Result<Vec<BreakGlassGrant>>;
+    /// Registers a machine client. [`crate::Error::Conflict`] if its name or `client_id` is
+    /// taken (by a revoked client too: a name names one client in the audit trail for ever).
+    async fn create_oauth_client(&self, client: NewOAuthClient) -> Result<OAuthClient>;
+    /// Revokes client `id` at `at`. [`crate::Error::NotFound`] if there is none,
+    /// [`crate::Error::Conflict`] if it is already revoked.
+    async fn revoke_oauth_client(&self, id: i64, at: Timestamp) -> Result<OAuthClient>;
+    /// Every machine client, revoked ones included, by id.
+    async fn oauth_clients(&self) -> Result<Vec<OAuthClient>>;
 }

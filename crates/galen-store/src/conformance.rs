@@ -42,6 +42,7 @@ pub async fn run_all(fresh: &(dyn Fn() -> Box<dyn Backend> + Sync)) {
     fhir_subscriptions(fresh().as_ref()).await;
     registry_transactions(fresh().as_ref()).await;
     accounts_and_api_tokens(fresh().as_ref()).await;
+    oauth_clients(fresh().as_ref()).await;
     audit_trail(fresh().as_ref()).await;
     writes_commit_their_audit_records(fresh().as_ref()).await;
     break_glass_grants(fresh().as_ref()).await;
@@ -2323,4 +2324,101 @@ async fn break_glass_grants(backend: &dyn Backend) {
         vec![ended],
         "durable"
     );
+}
+
+async fn oauth_clients(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let with_secret = crate::NewOAuthClient {
+        client_id: "gc_1".into(),
+        name: "lab interface".into(),
+        role: "integration-engineer".into(),
+        wards: vec!["ICU".into(), "Ward 7, east".into()],
+        scopes: vec!["system/Observation.rs".into(), "system/Patient.r".into()],
+        credential: crate::ClientCredential::SecretSha256([3; 32]),
+        created: at(0),
+    };
+    let with_keys = crate::NewOAuthClient {
+        client_id: "gc_2".into(),
+        name: "research warehouse".into(),
+        role: "researcher".into(),
+        wards: Vec::new(),
+        scopes: vec!["system/*.rs".into()],
+        credential: crate::ClientCredential::Jwks(r#"{"keys":[]}"#.into()),
+        created: at(1),
+    };
+    let first = store
+        .create_oauth_client(with_secret.clone())
+        .await
+        .expect("create");
+    assert_eq!(
+        (first.details.clone(), first.revoked),
+        (with_secret.clone(), None)
+    );
+    let second = store
+        .create_oauth_client(with_keys.clone())
+        .await
+        .expect("create");
+    assert_eq!(second.details, with_keys);
+    for taken in [
+        crate::NewOAuthClient {
+            client_id: "gc_3".into(),
+            ..with_secret.clone()
+        },
+        crate::NewOAuthClient {
+            name: "other".into(),
+            ..with_secret.clone()
+        },
+    ] {
+        assert!(
+            matches!(
+                store.create_oauth_client(taken).await,
+                Err(Error::Conflict(_))
+            ),
+            "name and client_id are unique"
+        );
+    }
+    assert!(matches!(
+        store
+            .create_oauth_client(crate::NewOAuthClient {
+                client_id: "gc_4".into(),
+                name: "spaced".into(),
+                scopes: vec!["system/Patient.r system/Device.r".into()],
+                ..with_secret.clone()
+            })
+            .await,
+        Err(Error::Invalid(_))
+    ));
+    let revoked = store
+        .revoke_oauth_client(first.id, at(5))
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.revoked, Some(at(5)));
+    assert!(matches!(
+        store.revoke_oauth_client(first.id, at(6)).await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        store.revoke_oauth_client(9_999, at(6)).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(
+        matches!(
+            store
+                .create_oauth_client(crate::NewOAuthClient {
+                    client_id: "gc_5".into(),
+                    ..with_secret.clone()
+                })
+                .await,
+            Err(Error::Conflict(_))
+        ),
+        "a revoked client's name stays taken"
+    );
+    store.close().await.expect("close");
+    let reopened = backend.open().await;
+    assert_eq!(
+        reopened.oauth_clients().await.expect("clients"),
+        vec![revoked, second],
+        "durable, by id"
+    );
+    reopened.close().await.expect("close");
 }

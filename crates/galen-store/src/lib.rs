@@ -33,7 +33,10 @@ use galen_model::{
     PatientId, Timestamp, VitalSign,
 };
 
-pub use access::{AccessStore, ApiToken, BreakGlassGrant, NewUser, User, UserChange};
+pub use access::{
+    AccessStore, ApiToken, BreakGlassGrant, ClientCredential, NewOAuthClient, NewUser, OAuthClient,
+    User, UserChange,
+};
 pub use audit::{
     AUDIT_FORMAT, AuditAction, AuditOutcome, AuditQuery, AuditRecord, AuditStore, BreakKind,
     ChainBreak, ChainVerifier, GENESIS_HASH, MAX_AUDIT_FIELD_BYTES, RegistryAudit,

@@ -123,6 +123,15 @@ pub(crate) struct ServeArgs {
     /// headers are believed: for the rate limit, HSTS and the cross-site check.
     #[arg(long, env = "GALEN_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Option<Vec<IpAddr>>,
+    /// Public base URL of this server as OAuth2 machine clients reach it
+    /// (https://galen.example.org): the issuer of access tokens; their audience is <url>/fhir and
+    /// the token endpoint <url>/oauth/token [default: http(s)://<http-addr>].
+    #[arg(long, env = "GALEN_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// PKCS#8 PEM file of the EC P-384 private key that signs OAuth2 access tokens [default:
+    /// generated once into <data-dir>/oauth-signing-key.pem, readable by the owner only].
+    #[arg(long, env = "GALEN_OAUTH_SIGNING_KEY")]
+    oauth_signing_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -157,6 +166,8 @@ struct FileConfig {
     rate_limit: Option<u32>,
     rate_limit_burst: Option<u32>,
     trusted_proxies: Option<Vec<IpAddr>>,
+    public_url: Option<String>,
+    oauth_signing_key: Option<PathBuf>,
 }
 
 /// A webhook endpoint in the configuration file. The HMAC secret is read from a file so that it
@@ -276,10 +287,16 @@ pub(crate) struct Settings {
     pub(crate) allow_unencrypted_data: bool,
     /// Rate limit and trusted proxies of the HTTP listener.
     pub(crate) hardening: HardeningConfig,
+    /// Public base URL (OAuth2 issuer; FHIR audience and token endpoint under it), if given.
+    pub(crate) public_url: Option<String>,
+    /// The key file of OAuth2 access tokens, if given (else `<data-dir>/oauth-signing-key.pem`).
+    pub(crate) oauth_signing_key: Option<PathBuf>,
 }
 
 pub(crate) const DEFAULT_DATA_DIR: &str = "galen-data";
 const TOKEN_FILE: &str = "api-token";
+/// Galen's OAuth2 signing key in the data directory, when none is given.
+const SIGNING_KEY_FILE: &str = "oauth-signing-key.pem";
 
 impl Settings {
     pub(crate) fn resolve(args: ServeArgs) -> Result<Settings> {
@@ -337,8 +354,11 @@ impl Settings {
                 }
             }
         }
+        let http_addr = args.http_addr.or(file.http_addr).unwrap_or(default_addr());
         Ok(Settings {
-            http_addr: args.http_addr.or(file.http_addr).unwrap_or(default_addr()),
+            http_addr,
+            public_url: args.public_url.or(file.public_url),
+            oauth_signing_key: args.oauth_signing_key.or(file.oauth_signing_key),
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
@@ -407,6 +427,19 @@ impl Settings {
 }
 
 impl Settings {
+    /// The public base URL: the one given, else the address the HTTP listener is bound to
+    /// (`local`; a wildcard address names no host a client could use: localhost then).
+    pub(crate) fn public_url(&self, local: SocketAddr) -> String {
+        self.public_url.clone().unwrap_or_else(|| {
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
+            if local.ip().is_unspecified() {
+                format!("{scheme}://localhost:{}", local.port())
+            } else {
+                format!("{scheme}://{local}")
+            }
+        })
+    }
+
     /// The listeners that would carry data in plaintext on an address other than loopback:
     /// `(listener, flag, address)`. HTTP is plaintext unless a certificate is configured (then
     /// it serves HTTPS); the plain MQTT and MLLP listeners always are.
@@ -480,6 +513,49 @@ impl Settings {
 
 pub(crate) fn default_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+/// Galen's OAuth2 signing key: from `given`, else `<data_dir>/oauth-signing-key.pem`, generated
+/// (mode 0600) the first time. A file that is there but unusable stops the start: a new key would
+/// silently void every token issued, and the file may be someone's mistake to look at. The key is
+/// never printed or logged.
+pub(crate) fn load_or_create_signing_key(
+    data_dir: &Path,
+    given: Option<&Path>,
+) -> Result<galen_server::access::oauth::SigningKey> {
+    use galen_server::access::oauth::SigningKey;
+    let path = given.map_or_else(|| data_dir.join(SIGNING_KEY_FILE), Path::to_path_buf);
+    match std::fs::read(&path) {
+        Ok(pem) => {
+            return SigningKey::from_pem(&pem)
+                .with_context(|| format!("reading the OAuth signing key {}", path.display()));
+        }
+        Err(error) if given.is_some() || error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(error)
+                .with_context(|| format!("reading the OAuth signing key {}", path.display()));
+        }
+        Err(_) => {}
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let key = SigningKey::generate().context("generating the OAuth signing key")?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(key.to_pem().as_bytes())?;
+    file.sync_all()?;
+    eprintln!(
+        "galen: generated the OAuth signing key of access tokens in {}",
+        path.display()
+    );
+    Ok(key)
 }
 
 /// Reads `<data_dir>/api-token`, creating it with a fresh random token (mode 0600) if absent.
@@ -756,6 +832,55 @@ mod tests {
         }
         let other = tempfile::tempdir().expect("temp dir");
         assert_ne!(load_or_create_token(other.path()).expect("other"), token);
+    }
+
+    #[test]
+    fn the_oauth_signing_key_is_generated_private_kept_or_given() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let key = load_or_create_signing_key(directory.path(), None).expect("key");
+        let again = load_or_create_signing_key(directory.path(), None).expect("again");
+        assert_eq!(again.kid(), key.kid(), "kept across starts");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(directory.path().join(SIGNING_KEY_FILE))
+                .expect("file")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "owner-only");
+        }
+        let other = tempfile::tempdir().expect("temp dir");
+        let given = other.path().join("given.pem");
+        std::fs::write(&given, key.to_pem()).expect("write");
+        let loaded = load_or_create_signing_key(other.path(), Some(&given)).expect("given");
+        assert_eq!(loaded.kid(), key.kid());
+        assert!(
+            !other.path().join(SIGNING_KEY_FILE).exists(),
+            "nothing generated when a key is given"
+        );
+        std::fs::write(&given, "not a key").expect("write");
+        assert!(load_or_create_signing_key(other.path(), Some(&given)).is_err());
+        assert!(
+            load_or_create_signing_key(other.path(), Some(&other.path().join("missing.pem")))
+                .is_err(),
+            "a given key must exist"
+        );
+        std::fs::write(directory.path().join(SIGNING_KEY_FILE), "damaged").expect("write");
+        assert!(
+            load_or_create_signing_key(directory.path(), None).is_err(),
+            "a damaged key stops the start instead of being replaced"
+        );
+    }
+
+    #[test]
+    fn the_public_url_defaults_to_the_listener() {
+        let bound: SocketAddr = "127.0.0.1:41234".parse().expect("address");
+        let defaults = resolve(&[]).expect("defaults");
+        assert_eq!(defaults.public_url(bound), "http://127.0.0.1:41234");
+        let wildcard: SocketAddr = "0.0.0.0:9000".parse().expect("address");
+        assert_eq!(defaults.public_url(wildcard), "http://localhost:9000");
+        let given = resolve(&["--public-url", "https://galen.example.org"]).expect("flags");
+        assert_eq!(given.public_url(bound), "https://galen.example.org");
     }
 
     #[test]

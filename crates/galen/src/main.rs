@@ -396,6 +396,15 @@ async fn serve(args: config::ServeArgs) -> Result<()> {
             settings.mllp_tls_addr.addr(),
         )
         .await?;
+    let signing_key = config::load_or_create_signing_key(
+        &settings.data_dir,
+        settings.oauth_signing_key.as_deref(),
+    )?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    let oauth =
+        galen_server::access::oauth::OAuthConfig::new(&settings.public_url(local), signing_key)
+            .map_err(anyhow::Error::msg)?;
+    tracing::info!(public_url = %oauth.public_url, token_endpoint = %oauth.token_endpoint(), "OAuth2 token endpoint");
     let store =
         Arc::new(open_store_with(settings.data_dir.clone(), settings.data_key.clone()).await?);
     audit_cli::log_head_periodically(store.clone());
@@ -410,6 +419,7 @@ async fn serve(args: config::ServeArgs) -> Result<()> {
         hardening: settings.hardening.clone(),
         // With a certificate the HTTP listener serves HTTPS only: the session cookie is Secure.
         secure_cookies: settings.tls.is_some(),
+        oauth: Some(oauth),
         ..ServerConfig::default()
     };
     let app = App::new(store, Arc::new(SystemClock), server_config).await?;

@@ -143,6 +143,7 @@ pub(crate) fn principal_of(user: &User, actor: String) -> Principal {
         scope,
         emergency: BTreeSet::new(),
         organization: user.details.organization.clone(),
+        smart: None,
     }
 }
 

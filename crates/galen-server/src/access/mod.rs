@@ -1,16 +1,22 @@
 //! Who is asking and what they may do: roles, permissions, principals and ward scopes.
 //!
-//! `request -> authenticate (auth.rs: session cookie, personal API token or the service token) ->
-//! Principal -> authorize (route -> Permission, checked against the role's table) -> scope
-//! (patient-level routes: the patient must be in the principal's wards, or be its own patient)`.
+//! `request -> authenticate (auth.rs: session cookie, personal API token, the service token, or an
+//! OAuth2 access token of a machine client) -> Principal -> authorize (route -> Permission,
+//! checked against the role's table) -> SMART scopes (machine clients: resource type and
+//! interaction, `smart.rs`) -> scope (patient-level routes: the patient must be in the principal's
+//! wards, or be its own patient)`.
 //!
 //! The role table is hand-written and small on purpose: a security reviewer reads it in one
 //! screen ([`Role::permissions`]), and `tests/authz_matrix.rs` checks every role against every
 //! route family.
 
 pub mod accounts;
+pub(crate) mod jwt;
+pub mod oauth;
+pub mod smart;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use galen_model::{Patient, PatientId, Recipient};
 
@@ -205,6 +211,20 @@ pub enum Scope {
     Nobody,
 }
 
+/// What a machine client's access token grants: its SMART scopes, and which client and token
+/// (for the audit trail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmartGrant {
+    /// The client's `client_id`.
+    pub client_id: String,
+    /// The client's name (a device client's name is its serial).
+    pub client_name: String,
+    /// The access token's `jti`.
+    pub token_id: String,
+    /// The granted scopes.
+    pub scopes: smart::ScopeSet,
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -224,6 +244,9 @@ pub struct Principal {
     /// The organisation (or caregiver) the caller acts for: what it exports or subscribes to is
     /// disclosed to it, under the patients' consents. `None`: the hospital's own operations.
     pub organization: Option<Recipient>,
+    /// A machine client's SMART grant: its scopes narrow every FHIR request. `None` for accounts,
+    /// API tokens and the service token (no scope restriction).
+    pub smart: Option<Arc<SmartGrant>>,
 }
 
 impl Principal {
@@ -237,6 +260,7 @@ impl Principal {
             scope: Scope::All,
             emergency: BTreeSet::new(),
             organization: None,
+            smart: None,
         }
     }
 
@@ -250,7 +274,16 @@ impl Principal {
             scope: Scope::All,
             emergency: BTreeSet::new(),
             organization: None,
+            smart: None,
         }
+    }
+
+    /// The name a device principal sends measurements as: an account's name, or a machine
+    /// client's name (both are the device's serial).
+    pub fn device_name(&self) -> &str {
+        self.smart
+            .as_ref()
+            .map_or(self.actor.as_str(), |grant| grant.client_name.as_str())
     }
 
     /// Whether the principal has `permission` at all.

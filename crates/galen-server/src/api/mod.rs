@@ -5,6 +5,7 @@ mod audit;
 mod break_glass;
 mod clinical;
 mod measurements;
+mod oauth;
 mod ops;
 mod registry;
 mod users;
@@ -108,6 +109,14 @@ pub(crate) fn router(app: App) -> Router {
             "/api/v1/tokens/{id}",
             axum::routing::delete(users::revoke_token),
         )
+        .route(
+            "/api/v1/oauth-clients",
+            get(oauth::list_clients).post(oauth::create_client),
+        )
+        .route(
+            "/api/v1/oauth-clients/{id}",
+            axum::routing::delete(oauth::revoke_client),
+        )
         .route("/api/v1/session", get(users::session))
         .route(
             "/api/v1/break-glass",
@@ -129,6 +138,12 @@ pub(crate) fn router(app: App) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/logout", post(auth::logout))
+        // Machine clients authenticate at the token endpoint itself (and it audits itself).
+        .route("/oauth/token", post(oauth::token))
+        .route(
+            "/fhir/.well-known/smart-configuration",
+            get(oauth::smart_configuration),
+        )
         .route("/assets/{name}", get(assets::asset))
         .merge(crate::fhir::public_router())
         .merge(protected)

@@ -46,13 +46,13 @@ fn token_json(token: &ApiToken) -> Value {
     })
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
+pub(super) fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
 }
 
 /// Refuses empty or over-long text and control characters (ward names are stored separated by
 /// one).
-fn check_text(what: &str, text: &str) -> ApiResult<()> {
+pub(super) fn check_text(what: &str, text: &str) -> ApiResult<()> {
     if text.trim().is_empty() || text.len() > 200 || text.chars().any(char::is_control) {
         return Err(invalid(format!(
             "{what} must be 1-200 characters without control characters"

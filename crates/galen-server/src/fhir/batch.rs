@@ -15,7 +15,8 @@
 //! every value is accepted. Galen keeps the registry and the time series in separate commits, so
 //! one transaction holds one kind or the other, not both: a mixed transaction is refused before
 //! anything is written. Posted Observations that are refused are kept as dead letters, like
-//! any refused input.
+//! any refused input. Each write entry is authorized as if it had been sent alone (role, SMART
+//! scopes of a machine client, ward scope): a refused entry fails the transaction with `403`.
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -316,15 +317,31 @@ async fn plan(
     let segments: Vec<&str> = path.split('?').next().unwrap_or("").split('/').collect();
     let headers = entry_headers(caller, &request);
     let body = request.body.clone().unwrap_or_default();
+    // A write entry is not replayed through the router: it gets the gate's checks here (role,
+    // SMART scopes, ward scope), as if it had been sent alone. Reads go through the router.
+    let entry_path = format!("/fhir/{}", path.split('?').next().unwrap_or(""));
+    let authorize = |route: &str| match crate::auth::entry_refusal(
+        app,
+        &auditor.principal,
+        &request.method,
+        route,
+        &entry_path,
+    ) {
+        Some(reason) => Err(super::forbidden(&reason)),
+        None => Ok(()),
+    };
     match (request.method.clone(), segments.as_slice()) {
         (Method::GET, _) => Ok(Step::Read(request)),
         (Method::POST, [kind @ ("Patient" | "Device")]) => {
+            authorize(&format!("/fhir/{kind}"))?;
             plan_create(app, kind, &headers, body.as_bytes()).map(Step::Registry)
         }
         (Method::PUT, [kind @ ("Patient" | "Device"), id]) => {
+            authorize(&format!("/fhir/{kind}/{{id}}"))?;
             plan_update(app, kind, id, &headers, body.as_bytes()).map(Step::Registry)
         }
         (Method::POST, ["Observation"]) => {
+            authorize("/fhir/Observation")?;
             observation::prepare(app, &auditor.principal, Bytes::from(body))
                 .await
                 .map(|prepared| Step::Observation(Box::new(prepared)))

@@ -27,7 +27,19 @@ mod observation;
 mod registry;
 mod subscription;
 
-pub(crate) use export::Exports;
+pub(crate) use export::{Exports, TYPES as EXPORT_TYPES};
+
+/// The resource types the FHIR API serves (SMART scopes may name these, or `*`).
+pub(crate) const RESOURCE_TYPES: [&str; 8] = [
+    "Patient",
+    "Device",
+    "Observation",
+    "Flag",
+    "Location",
+    "DeviceMetric",
+    "AuditEvent",
+    "Subscription",
+];
 pub(crate) use subscription::{Subscriptions, start as start_subscriptions};
 
 use axum::Router;
@@ -425,30 +437,37 @@ async fn metadata(State(app): State<App>, headers: HeaderMap) -> FhirResult<Resp
         Interaction::Create,
         Interaction::Update,
     ];
-    let statement =
-        CapabilityStatementBuilder::new("Galen", env!("CARGO_PKG_VERSION"), app.0.started)
-            .base_url(&base_url(&headers))
-            .patient(&read_write)
-            .device(&read_write)
-            .observation(&[
-                Interaction::Read,
-                Interaction::SearchType,
-                Interaction::Create,
-            ])
-            .flag(&[Interaction::Read, Interaction::SearchType])
-            .location(&[Interaction::Read, Interaction::SearchType])
-            .device_metric(&[Interaction::Read, Interaction::SearchType])
-            .audit_event(&[Interaction::Read, Interaction::SearchType])
-            .consent(&read_write)
-            .subscription(&[
-                Interaction::Read,
-                Interaction::SearchType,
-                Interaction::Create,
-                Interaction::Delete,
-            ])
-            .bulk_export(&export::TYPES)
-            .batch_and_transaction()
-            .build();
+    let mut builder =
+        CapabilityStatementBuilder::new("Galen", env!("CARGO_PKG_VERSION"), app.0.started);
+    if let Some(oauth) = app.0.oauth.config() {
+        builder = builder.smart_security(&format!(
+            "{}/.well-known/smart-configuration",
+            oauth.fhir_base()
+        ));
+    }
+    let statement = builder
+        .base_url(&base_url(&headers))
+        .patient(&read_write)
+        .device(&read_write)
+        .observation(&[
+            Interaction::Read,
+            Interaction::SearchType,
+            Interaction::Create,
+        ])
+        .flag(&[Interaction::Read, Interaction::SearchType])
+        .location(&[Interaction::Read, Interaction::SearchType])
+        .device_metric(&[Interaction::Read, Interaction::SearchType])
+        .audit_event(&[Interaction::Read, Interaction::SearchType])
+        .consent(&read_write)
+        .subscription(&[
+            Interaction::Read,
+            Interaction::SearchType,
+            Interaction::Create,
+            Interaction::Delete,
+        ])
+        .bulk_export(&export::TYPES)
+        .batch_and_transaction()
+        .build();
     Ok(fhir_response(StatusCode::OK, &statement, HeaderMap::new()))
 }
 

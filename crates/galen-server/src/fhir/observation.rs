@@ -507,7 +507,7 @@ pub(crate) async fn prepare(
         return Err(FhirError::from(error));
     };
     // A device account sends for itself only: its name is its serial.
-    if principal.role == crate::access::Role::Device && principal.actor != serial {
+    if principal.role == crate::access::Role::Device && principal.device_name() != serial {
         let message = "Observation.device: a device account may send only its own measurements";
         let rejection = Rejection::new(RejectionReason::Forbidden, message);
         let item = Err(Unreadable {

@@ -103,6 +103,14 @@ impl Topic {
             Topic::News2Band => TOPIC_NEWS2_BAND,
         }
     }
+
+    /// The resource type its notifications carry.
+    fn focus(self) -> &'static str {
+        match self {
+            Topic::Observation | Topic::News2Band => "Observation",
+            Topic::Alarm => "Flag",
+        }
+    }
 }
 const BACKPORT: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/";
 /// Events queued for one subscription at most; beyond, the subscription goes to `error`.
@@ -1210,7 +1218,20 @@ pub(crate) async fn create(
             message: error.to_string(),
         })
     })?;
-    parse(&resource)?;
+    let parsed = parse(&resource)?;
+    // Notifications carry the topic's resources: a machine client needs to read and search them.
+    let focus = parsed.topic.focus();
+    let needed =
+        crate::access::smart::Permissions::READ.and(crate::access::smart::Permissions::SEARCH);
+    if principal
+        .smart
+        .as_ref()
+        .is_some_and(|grant| !grant.scopes.allows(focus, needed))
+    {
+        return Err(super::forbidden(&format!(
+            "the access token's scopes do not grant {focus}.rs, which this topic's notifications carry"
+        )));
+    }
     if let Some(object) = resource.as_object_mut() {
         object.remove("id");
         object.remove("meta");

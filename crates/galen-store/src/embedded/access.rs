@@ -1,4 +1,5 @@
-//! Accounts and personal API tokens in the embedded store, on the registry connection.
+//! Accounts, personal API tokens, break-glass grants and OAuth2 machine clients in the embedded
+//! store, on the registry connection.
 
 use async_trait::async_trait;
 use galen_model::{PatientId, Recipient, Timestamp};
@@ -6,13 +7,18 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::SqliteStore;
 use super::audit::with_records;
-use crate::access::{AccessStore, ApiToken, BreakGlassGrant, NewUser, User, UserChange};
+use crate::access::{
+    AccessStore, ApiToken, BreakGlassGrant, ClientCredential, NewOAuthClient, NewUser, OAuthClient,
+    User, UserChange,
+};
 use crate::audit::AuditRecord;
 use crate::crypto::{self, FieldCipher};
 use crate::error::{Error, Result};
 
 const USER_COLUMNS: &str = "id, name, password_hash, role, wards, patient_id, created, disabled, failed_logins, locked_until, organization";
 const TOKEN_COLUMNS: &str = "id, user_id, label, secret_sha256, created, expires, revoked";
+const CLIENT_COLUMNS: &str =
+    "id, client_id, name, role, wards, scopes, secret_sha256, jwks, created, revoked";
 
 /// Ward names are stored joined by the ASCII unit separator, which a ward name cannot contain
 /// (the server refuses control characters in them).
@@ -114,6 +120,55 @@ fn load_grant(
         .optional()?
         .map(|grant| opened(cipher, grant))
         .transpose()
+}
+
+fn client_from_row(row: &Row<'_>) -> rusqlite::Result<OAuthClient> {
+    let wards: String = row.get(4)?;
+    let scopes: String = row.get(5)?;
+    let secret: Option<Vec<u8>> = row.get(6)?;
+    let jwks: Option<String> = row.get(7)?;
+    let credential = match (secret, jwks) {
+        (Some(hash), None) => {
+            ClientCredential::SecretSha256(hash.as_slice().try_into().map_err(|_| {
+                rusqlite::Error::InvalidColumnType(
+                    6,
+                    "secret_sha256".into(),
+                    rusqlite::types::Type::Blob,
+                )
+            })?)
+        }
+        (None, Some(jwks)) => ClientCredential::Jwks(jwks),
+        // The table's CHECK keeps exactly one; anything else is a damaged row.
+        _ => {
+            return Err(rusqlite::Error::InvalidColumnType(
+                6,
+                "credential".into(),
+                rusqlite::types::Type::Null,
+            ));
+        }
+    };
+    Ok(OAuthClient {
+        id: row.get(0)?,
+        details: NewOAuthClient {
+            client_id: row.get(1)?,
+            name: row.get(2)?,
+            role: row.get(3)?,
+            wards: split_wards(&wards),
+            scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+            credential,
+            created: Timestamp::from_micros(row.get(8)?),
+        },
+        revoked: row.get::<_, Option<i64>>(9)?.map(Timestamp::from_micros),
+    })
+}
+
+fn load_client(connection: &Connection, id: i64) -> Result<Option<OAuthClient>> {
+    Ok(connection
+        .prepare_cached(&format!(
+            "SELECT {CLIENT_COLUMNS} FROM oauth_clients WHERE id = ?1"
+        ))?
+        .query_row([id], client_from_row)
+        .optional()?)
 }
 
 fn load_user(connection: &Connection, id: i64) -> Result<Option<User>> {
@@ -362,6 +417,87 @@ impl AccessStore for SqliteStore {
                 let rows = statement.query_map([], grant_from_row)?;
                 rows.map(|grant| opened(shared.cipher.as_ref(), grant?))
                     .collect()
+            })
+        })
+        .await
+    }
+
+    async fn create_oauth_client(&self, client: NewOAuthClient) -> Result<OAuthClient> {
+        if client
+            .scopes
+            .iter()
+            .any(|scope| scope.is_empty() || scope.chars().any(char::is_whitespace))
+        {
+            return Err(Error::Invalid(
+                "a scope is one word without white space".into(),
+            ));
+        }
+        self.registry(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (secret, jwks) = match &client.credential {
+                ClientCredential::SecretSha256(hash) => (Some(hash.to_vec()), None),
+                ClientCredential::Jwks(jwks) => (None, Some(jwks.clone())),
+            };
+            let inserted = transaction.execute(
+                "INSERT INTO oauth_clients (client_id, name, role, wards, scopes, secret_sha256, jwks, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    client.client_id,
+                    client.name,
+                    client.role,
+                    join_wards(&client.wards),
+                    client.scopes.join(" "),
+                    secret,
+                    jwks,
+                    client.created.micros()
+                ],
+            );
+            match inserted {
+                Err(rusqlite::Error::SqliteFailure(failure, _))
+                    if failure.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    return Err(Error::Conflict(
+                        "a client with this name or client_id exists".into(),
+                    ));
+                }
+                other => other?,
+            };
+            let id = transaction.last_insert_rowid();
+            let created = load_client(&transaction, id)?.ok_or(Error::NotFound("oauth client"))?;
+            transaction.commit()?;
+            Ok(created)
+        })
+        .await
+    }
+
+    async fn revoke_oauth_client(&self, id: i64, at: Timestamp) -> Result<OAuthClient> {
+        self.registry(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let client = load_client(&transaction, id)?.ok_or(Error::NotFound("oauth client"))?;
+            if client.revoked.is_some() {
+                return Err(Error::Conflict("the client is already revoked".into()));
+            }
+            transaction.execute(
+                "UPDATE oauth_clients SET revoked = ?1 WHERE id = ?2",
+                params![at.micros(), id],
+            )?;
+            let client = load_client(&transaction, id)?.ok_or(Error::NotFound("oauth client"))?;
+            transaction.commit()?;
+            Ok(client)
+        })
+        .await
+    }
+
+    async fn oauth_clients(&self) -> Result<Vec<OAuthClient>> {
+        self.read(move |shared| {
+            shared.readers.with(|connection| {
+                let mut statement = connection.prepare_cached(&format!(
+                    "SELECT {CLIENT_COLUMNS} FROM oauth_clients ORDER BY id"
+                ))?;
+                let rows = statement.query_map([], client_from_row)?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
             })
         })
         .await

@@ -160,6 +160,20 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     expires INTEGER,
     revoked INTEGER
 );
+-- Schema 7: OAuth2 machine clients. One credential each: a secret's SHA-256 or public keys.
+CREATE TABLE IF NOT EXISTS oauth_clients (
+    id INTEGER PRIMARY KEY,
+    client_id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    wards TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    secret_sha256 BLOB,
+    jwks TEXT,
+    created INTEGER NOT NULL,
+    revoked INTEGER,
+    CHECK ((secret_sha256 IS NULL) <> (jwks IS NULL))
+);
 CREATE TABLE IF NOT EXISTS fhir_subscriptions (
     id INTEGER PRIMARY KEY,
     body TEXT NOT NULL,
