@@ -216,10 +216,19 @@ pub trait AccessStore: Send + Sync + std::fmt::Debug {
     async fn break_glass_grants(&self) -> Result<Vec<BreakGlassGrant>>;
     /// Registers a machine client. [`crate::Error::Conflict`] if its name or `client_id` is
     /// taken (by a revoked client too: a name names one client in the audit trail for ever).
-    async fn create_oauth_client(&self, client: NewOAuthClient) -> Result<OAuthClient>;
+    async fn create_oauth_client(
+        &self,
+        client: NewOAuthClient,
+        audit: Vec<AuditRecord>,
+    ) -> Result<OAuthClient>;
     /// Revokes client `id` at `at`. [`crate::Error::NotFound`] if there is none,
     /// [`crate::Error::Conflict`] if it is already revoked.
-    async fn revoke_oauth_client(&self, id: i64, at: Timestamp) -> Result<OAuthClient>;
+    async fn revoke_oauth_client(
+        &self,
+        id: i64,
+        at: Timestamp,
+        audit: Vec<AuditRecord>,
+    ) -> Result<OAuthClient>;
     /// Every machine client, revoked ones included, by id.
     async fn oauth_clients(&self) -> Result<Vec<OAuthClient>>;
 }

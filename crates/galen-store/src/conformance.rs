@@ -2347,7 +2347,7 @@ async fn oauth_clients(backend: &dyn Backend) {
         created: at(1),
     };
     let first = store
-        .create_oauth_client(with_secret.clone())
+        .create_oauth_client(with_secret.clone(), Vec::new())
         .await
         .expect("create");
     assert_eq!(
@@ -2355,7 +2355,7 @@ async fn oauth_clients(backend: &dyn Backend) {
         (with_secret.clone(), None)
     );
     let second = store
-        .create_oauth_client(with_keys.clone())
+        .create_oauth_client(with_keys.clone(), Vec::new())
         .await
         .expect("create");
     assert_eq!(second.details, with_keys);
@@ -2371,7 +2371,7 @@ async fn oauth_clients(backend: &dyn Backend) {
     ] {
         assert!(
             matches!(
-                store.create_oauth_client(taken).await,
+                store.create_oauth_client(taken, Vec::new()).await,
                 Err(Error::Conflict(_))
             ),
             "name and client_id are unique"
@@ -2384,21 +2384,21 @@ async fn oauth_clients(backend: &dyn Backend) {
                 name: "spaced".into(),
                 scopes: vec!["system/Patient.r system/Device.r".into()],
                 ..with_secret.clone()
-            })
+            }, Vec::new())
             .await,
         Err(Error::Invalid(_))
     ));
     let revoked = store
-        .revoke_oauth_client(first.id, at(5))
+        .revoke_oauth_client(first.id, at(5), Vec::new())
         .await
         .expect("revoke");
     assert_eq!(revoked.revoked, Some(at(5)));
     assert!(matches!(
-        store.revoke_oauth_client(first.id, at(6)).await,
+        store.revoke_oauth_client(first.id, at(6), Vec::new()).await,
         Err(Error::Conflict(_))
     ));
     assert!(matches!(
-        store.revoke_oauth_client(9_999, at(6)).await,
+        store.revoke_oauth_client(9_999, at(6), Vec::new()).await,
         Err(Error::NotFound(_))
     ));
     assert!(
@@ -2407,7 +2407,7 @@ async fn oauth_clients(backend: &dyn Backend) {
                 .create_oauth_client(crate::NewOAuthClient {
                     client_id: "gc_5".into(),
                     ..with_secret.clone()
-                })
+                }, Vec::new())
                 .await,
             Err(Error::Conflict(_))
         ),

@@ -398,10 +398,15 @@ pub(crate) async fn list_clients(State(app): State<App>) -> ApiResult<Json<Value
 /// keys) is in this answer only.
 pub(crate) async fn create_client(
     State(app): State<App>,
+    record: crate::audit::WriteRecord,
     principal: Principal,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(
+    StatusCode,
+    axum::Extension<crate::auth::Audited>,
+    Json<Value>,
+)> {
     let wire: WireClient = parse_json(&headers, &body)?;
     check_text("name", &wire.name)?;
     for ward in &wire.wards {
@@ -440,15 +445,18 @@ pub(crate) async fn create_client(
     let client = app
         .0
         .store
-        .create_oauth_client(NewOAuthClient {
-            client_id,
-            name: wire.name.trim().to_owned(),
-            role: role.code().to_owned(),
-            wards: wire.wards,
-            scopes: wire.scopes,
-            credential,
-            created: app.0.clock.now(),
-        })
+        .create_oauth_client(
+            NewOAuthClient {
+                client_id,
+                name: wire.name.trim().to_owned(),
+                role: role.code().to_owned(),
+                wards: wire.wards,
+                scopes: wire.scopes,
+                credential,
+                created: app.0.clock.now(),
+            },
+            record.records(),
+        )
         .await?;
     app.0.oauth.reload(app.0.store.as_ref()).await?;
     tracing::info!(actor = %principal.actor, client = %client.details.client_id, role = %client.details.role, "OAuth client registered");
@@ -456,24 +464,25 @@ pub(crate) async fn create_client(
     if let Some(secret) = secret {
         answer["client_secret"] = json!(secret);
     }
-    Ok((StatusCode::CREATED, Json(answer)))
+    Ok((StatusCode::CREATED, record.stored(), Json(answer)))
 }
 
 /// `DELETE /api/v1/oauth-clients/{id}`: revokes a client at once: no new token, and its issued
 /// tokens stop working.
 pub(crate) async fn revoke_client(
     State(app): State<App>,
+    record: crate::audit::WriteRecord,
     principal: Principal,
     Path(id): Path<i64>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<(axum::Extension<crate::auth::Audited>, Json<Value>)> {
     let client = app
         .0
         .store
-        .revoke_oauth_client(id, app.0.clock.now())
+        .revoke_oauth_client(id, app.0.clock.now(), record.records())
         .await?;
     app.0.oauth.reload(app.0.store.as_ref()).await?;
     tracing::info!(actor = %principal.actor, client = %client.details.client_id, "OAuth client revoked");
-    Ok(Json(client_json(&client)))
+    Ok((record.stored(), Json(client_json(&client))))
 }
 
 #[cfg(test)]

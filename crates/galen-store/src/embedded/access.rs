@@ -422,7 +422,11 @@ impl AccessStore for SqliteStore {
         .await
     }
 
-    async fn create_oauth_client(&self, client: NewOAuthClient) -> Result<OAuthClient> {
+    async fn create_oauth_client(
+        &self,
+        client: NewOAuthClient,
+        audit: Vec<AuditRecord>,
+    ) -> Result<OAuthClient> {
         if client
             .scopes
             .iter()
@@ -433,8 +437,7 @@ impl AccessStore for SqliteStore {
             ));
         }
         self.registry(move |connection| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            with_records(connection, audit, |transaction| {
             let (secret, jwks) = match &client.credential {
                 ClientCredential::SecretSha256(hash) => (Some(hash.to_vec()), None),
                 ClientCredential::Jwks(jwks) => (None, Some(jwks.clone())),
@@ -464,28 +467,34 @@ impl AccessStore for SqliteStore {
                 other => other?,
             };
             let id = transaction.last_insert_rowid();
-            let created = load_client(&transaction, id)?.ok_or(Error::NotFound("oauth client"))?;
-            transaction.commit()?;
+            let created = load_client(transaction, id)?.ok_or(Error::NotFound("oauth client"))?;
             Ok(created)
+            })
         })
         .await
     }
 
-    async fn revoke_oauth_client(&self, id: i64, at: Timestamp) -> Result<OAuthClient> {
+    async fn revoke_oauth_client(
+        &self,
+        id: i64,
+        at: Timestamp,
+        audit: Vec<AuditRecord>,
+    ) -> Result<OAuthClient> {
         self.registry(move |connection| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let client = load_client(&transaction, id)?.ok_or(Error::NotFound("oauth client"))?;
-            if client.revoked.is_some() {
-                return Err(Error::Conflict("the client is already revoked".into()));
-            }
-            transaction.execute(
-                "UPDATE oauth_clients SET revoked = ?1 WHERE id = ?2",
-                params![at.micros(), id],
-            )?;
-            let client = load_client(&transaction, id)?.ok_or(Error::NotFound("oauth client"))?;
-            transaction.commit()?;
-            Ok(client)
+            with_records(connection, audit, |transaction| {
+                let client =
+                    load_client(transaction, id)?.ok_or(Error::NotFound("oauth client"))?;
+                if client.revoked.is_some() {
+                    return Err(Error::Conflict("the client is already revoked".into()));
+                }
+                transaction.execute(
+                    "UPDATE oauth_clients SET revoked = ?1 WHERE id = ?2",
+                    params![at.micros(), id],
+                )?;
+                let client =
+                    load_client(transaction, id)?.ok_or(Error::NotFound("oauth client"))?;
+                Ok(client)
+            })
         })
         .await
     }
