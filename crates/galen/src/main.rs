@@ -154,12 +154,14 @@ impl DeviceListeners {
     }
 
     /// Loads the TLS material and binds the TLS listeners asked for (`None` = off). The device
-    /// CA, if any, admits client certificates on MQTT only.
+    /// CA, if any, admits client certificates on MQTT (optional there: devices may use their
+    /// password instead) and on MLLP, where they are required unless `mllp_anonymous`.
     pub(crate) async fn bind_tls(
         mut self,
         files: Option<&TlsFiles>,
         mqtt: Option<SocketAddr>,
         mllp: Option<SocketAddr>,
+        mllp_anonymous: bool,
     ) -> Result<DeviceListeners> {
         let Some(files) = files else {
             if mqtt.is_some() || mllp.is_some() {
@@ -173,11 +175,14 @@ impl DeviceListeners {
             self.mqtt_tls = Some((listener, tls));
         }
         if let Some(addr) = mllp {
-            let files = TlsFiles {
-                device_ca: None,
-                ..files.clone()
-            };
-            let tls = DeviceTls::from_files(&files).context("setting up MLLP over TLS")?;
+            // HL7 v2 has no credentials: the client certificate is the device's only proof of
+            // identity, so without permission for anonymous senders it is required.
+            let tls = if mllp_anonymous {
+                DeviceTls::from_files(files)
+            } else {
+                DeviceTls::requiring_client_certificates(files)
+            }
+            .context("setting up MLLP over TLS")?;
             let listener = bind_flag(addr, "--mllp-tls-addr", "GALEN_MLLP_TLS_ADDR").await?;
             self.mllp_tls = Some((listener, tls));
         }
@@ -349,6 +354,7 @@ async fn serve(args: config::ServeArgs) -> Result<()> {
     let settings = config::Settings::resolve(args)?;
     init_logging(settings.log_format);
     settings.check_transport()?;
+    settings.check_device_identity()?;
     // With a server certificate the HTTP listener serves HTTPS (no client certificates there).
     let http_tls = settings
         .tls
@@ -372,6 +378,7 @@ async fn serve(args: config::ServeArgs) -> Result<()> {
             settings.tls.as_ref(),
             settings.mqtt_tls_addr.addr(),
             settings.mllp_tls_addr.addr(),
+            settings.allow_anonymous_mllp,
         )
         .await?;
     let store = Arc::new(open_store(settings.data_dir.clone()).await?);
@@ -387,6 +394,10 @@ async fn serve(args: config::ServeArgs) -> Result<()> {
         hardening: settings.hardening.clone(),
         // With a certificate the HTTP listener serves HTTPS only: the session cookie is Secure.
         secure_cookies: settings.tls.is_some(),
+        mllp: galen_server::MllpSettings {
+            anonymous: settings.allow_anonymous_mllp,
+            ..galen_server::MllpSettings::default()
+        },
         ..ServerConfig::default()
     };
     let app = App::new(store, Arc::new(SystemClock), server_config).await?;

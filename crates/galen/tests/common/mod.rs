@@ -45,9 +45,10 @@ pub fn start_with_log(data_dir: &Path, level: &str, log: Option<Arc<Mutex<String
 
 /// Starts `galen serve` and waits for its dashboard line.
 ///
-/// Device listeners that are not asked for in `extra` listen on a free port (through their
-/// environment variables, which the flags override and which a binary without that listener
-/// ignores), so tests running in parallel never fight over the default ports.
+/// The MQTT listener, unless `extra` says otherwise, listens on a free port (through its
+/// environment variable, which the flag overrides), so tests running in parallel never fight over
+/// the default port. The plain MLLP listener is off unless asked for (it is anonymous and needs
+/// `--allow-anonymous-mllp`).
 fn spawn(data_dir: &Path, level: &str, log: Option<Arc<Mutex<String>>>, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_galen"))
         .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
@@ -55,7 +56,6 @@ fn spawn(data_dir: &Path, level: &str, log: Option<Arc<Mutex<String>>>, extra: &
         .args(extra)
         .env("GALEN_API_TOKEN", TOKEN)
         .env("GALEN_LOG", level)
-        .env("GALEN_MLLP_ADDR", "127.0.0.1:0")
         .env("GALEN_MQTT_ADDR", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(if log.is_some() {
