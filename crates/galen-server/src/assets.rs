@@ -13,7 +13,7 @@ pub(crate) const LOGIN_HTML: &str = include_str!("../assets/login.html");
 pub(crate) static LOGIN_FAILED_HTML: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     LOGIN_HTML.replace(
         "<!--failure-->",
-        "<p role=\"alert\"><strong>Sign-in failed.</strong> Check the account and password; after five failures in a row the account is locked for 15 minutes.</p>",
+        "<p role=\"alert\"><strong>Sign-in failed.</strong> Check the account, the password and, for an account with a second factor, the authenticator code (each code works once); after five failures in a row the account is locked for 15 minutes.</p>",
     )
 });
 const STYLE_CSS: &str = include_str!("../assets/style.css");

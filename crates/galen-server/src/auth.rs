@@ -159,6 +159,7 @@ pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Permissio
         "/api/v1/users"
         | "/api/v1/users/{id}"
         | "/api/v1/users/{id}/tokens"
+        | "/api/v1/users/{id}/totp"
         | "/api/v1/tokens/{id}" => P::ManageUsers,
         _ => return None,
     };
@@ -168,7 +169,27 @@ pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Permissio
 /// Routes any authenticated principal may call: each checks what it does itself (a batch carries
 /// out every entry as its own request) or concerns only the caller.
 fn open_to_every_principal(route: &str) -> bool {
-    matches!(route, "/fhir" | "/fhir/{*rest}" | "/api/v1/session")
+    matches!(route, "/fhir" | "/fhir/{*rest}") || own_session_route(route)
+}
+
+/// Routes about the caller's own session and second factor: the only ones open to an
+/// administrator who must enrol a second factor first.
+fn own_session_route(route: &str) -> bool {
+    matches!(
+        route,
+        "/api/v1/session" | "/api/v1/session/totp" | "/api/v1/session/totp/confirm"
+    )
+}
+
+/// With `--require-admin-totp`, an administrator account without an active second factor may
+/// only enrol one (its API tokens included: they act as the account).
+fn second_factor_missing(app: &App, principal: &Principal, route: &str) -> bool {
+    app.0.config.access.require_admin_totp
+        && principal.role == crate::access::Role::Administrator
+        && principal
+            .user
+            .is_some_and(|user| !app.0.accounts.totp_active(user))
+        && !own_session_route(route)
 }
 
 /// Answers a request without valid credentials: `401` for the API, a redirect for pages.
@@ -408,7 +429,12 @@ pub(crate) async fn authenticate(
             detail,
         )
     };
-    if let Some(reason) = refusal(&app, &principal, &request, &route, named) {
+    let reason = if second_factor_missing(&app, &principal, &route) {
+        Some("administrators must enrol a second factor first: POST /api/v1/session/totp")
+    } else {
+        refusal(&app, &principal, &request, &route, named)
+    };
+    if let Some(reason) = reason {
         tracing::info!(actor = %principal.actor, role = principal.role.code(), %route, reason, "request refused");
         app.0
             .audit
@@ -476,16 +502,25 @@ pub(crate) async fn login_page() -> Html<&'static str> {
 pub(crate) struct LoginForm {
     name: String,
     password: String,
+    /// The TOTP code of an account with a second factor; empty otherwise.
+    #[serde(default)]
+    code: String,
 }
 
-/// `POST /login`: an account's name and password; a session cookie on success. Every failure
-/// gets the same answer.
+/// `POST /login`: an account's name and password, and its TOTP code when it has a second factor;
+/// a session cookie on success. Every failure gets the same answer.
 pub(crate) async fn login(State(app): State<App>, Form(form): Form<LoginForm>) -> Response {
     let now = app.0.clock.now();
     let attempt = app
         .0
         .accounts
-        .login(app.0.store.as_ref(), now, &form.name, &form.password)
+        .login(
+            app.0.store.as_ref(),
+            now,
+            &form.name,
+            &form.password,
+            &form.code,
+        )
         .await;
     // The name as typed is recorded for a failure too: it is a staff account name, never PHI,
     // and a security officer needs to see guessing against one account.
@@ -495,6 +530,11 @@ pub(crate) async fn login(State(app): State<App>, Form(form): Form<LoginForm>) -
             AuditAction::LoginFailed,
             AuditOutcome::Denied,
             "account locked".to_owned(),
+        ),
+        Err(LoginFailure::SecondFactor) => (
+            AuditAction::LoginFailed,
+            AuditOutcome::Failed,
+            "right password, missing, wrong or reused second-factor code".to_owned(),
         ),
         Err(_) => (
             AuditAction::LoginFailed,
@@ -536,7 +576,9 @@ pub(crate) async fn login(State(app): State<App>, Form(form): Form<LoginForm>) -
         Err(failure) => {
             match failure {
                 LoginFailure::Locked(_) => tracing::warn!("sign-in refused: account locked"),
-                LoginFailure::Invalid => tracing::warn!("sign-in failed"),
+                LoginFailure::Invalid | LoginFailure::SecondFactor => {
+                    tracing::warn!("sign-in failed");
+                }
                 LoginFailure::Unavailable => tracing::error!("sign-in could not be recorded"),
             }
             let status = if failure == LoginFailure::Unavailable {

@@ -30,7 +30,7 @@ use galen_model::{
     PatientId, Timestamp, VitalSign,
 };
 
-pub use access::{AccessStore, ApiToken, NewUser, User, UserChange};
+pub use access::{AccessStore, ApiToken, NewUser, Totp, User, UserChange};
 pub use audit::{
     AUDIT_FORMAT, AuditAction, AuditOutcome, AuditQuery, AuditRecord, AuditStore, BreakKind,
     ChainBreak, ChainVerifier, GENESIS_HASH, MAX_AUDIT_FIELD_BYTES, RegistryAudit,

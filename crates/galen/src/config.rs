@@ -113,6 +113,10 @@ pub(crate) struct ServeArgs {
     /// only where a closed network or an interface engine vouches for every sender.
     #[arg(long, env = "GALEN_ALLOW_ANONYMOUS_MLLP", value_parser = clap::builder::BoolishValueParser::new())]
     allow_anonymous_mllp: bool,
+    /// Administrator accounts without an active TOTP second factor may do nothing but enrol one
+    /// (POST /api/v1/session/totp, then .../confirm).
+    #[arg(long, env = "GALEN_REQUIRE_ADMIN_TOTP", value_parser = clap::builder::BoolishValueParser::new())]
+    require_admin_totp: bool,
     /// HTTP requests per second each client address may make on average; 0 turns the limit off
     /// [default: 50]. Loopback clients are not limited.
     #[arg(long, env = "GALEN_RATE_LIMIT")]
@@ -156,6 +160,7 @@ struct FileConfig {
     outbound_ca: Option<PathBuf>,
     allow_plaintext: Option<bool>,
     allow_anonymous_mllp: Option<bool>,
+    require_admin_totp: Option<bool>,
     rate_limit: Option<u32>,
     rate_limit_burst: Option<u32>,
     trusted_proxies: Option<Vec<IpAddr>>,
@@ -274,6 +279,8 @@ pub(crate) struct Settings {
     pub(crate) allow_plaintext: bool,
     /// MLLP listeners that do not authenticate the sending device are allowed.
     pub(crate) allow_anonymous_mllp: bool,
+    /// Administrators must enrol a TOTP second factor before doing anything else.
+    pub(crate) require_admin_totp: bool,
     /// Rate limit and trusted proxies of the HTTP listener.
     pub(crate) hardening: HardeningConfig,
 }
@@ -366,6 +373,7 @@ impl Settings {
             allow_plaintext: args.allow_plaintext || file.allow_plaintext.unwrap_or(false),
             allow_anonymous_mllp: args.allow_anonymous_mllp
                 || file.allow_anonymous_mllp.unwrap_or(false),
+            require_admin_totp: args.require_admin_totp || file.require_admin_totp.unwrap_or(false),
             hardening: HardeningConfig {
                 rate_per_second: args
                     .rate_limit

@@ -394,6 +394,10 @@ async fn serve(args: config::ServeArgs) -> Result<()> {
         hardening: settings.hardening.clone(),
         // With a certificate the HTTP listener serves HTTPS only: the session cookie is Secure.
         secure_cookies: settings.tls.is_some(),
+        access: galen_server::access::accounts::AccessSettings {
+            require_admin_totp: settings.require_admin_totp,
+            ..galen_server::access::accounts::AccessSettings::default()
+        },
         mllp: galen_server::MllpSettings {
             anonymous: settings.allow_anonymous_mllp,
             ..galen_server::MllpSettings::default()

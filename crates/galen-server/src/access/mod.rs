@@ -9,6 +9,7 @@
 //! route family.
 
 pub mod accounts;
+pub mod totp;
 
 use std::collections::BTreeSet;
 

@@ -6,6 +6,7 @@ mod clinical;
 mod measurements;
 mod ops;
 mod registry;
+mod second_factor;
 mod users;
 mod vitals;
 
@@ -108,6 +109,15 @@ pub(crate) fn router(app: App) -> Router {
             axum::routing::delete(users::revoke_token),
         )
         .route("/api/v1/session", get(users::session))
+        .route(
+            "/api/v1/session/totp",
+            post(second_factor::enrol).delete(second_factor::remove_own),
+        )
+        .route("/api/v1/session/totp/confirm", post(second_factor::confirm))
+        .route(
+            "/api/v1/users/{id}/totp",
+            axum::routing::delete(second_factor::remove_for),
+        )
         .route("/api/v1/dashboard", get(vitals::dashboard))
         .route("/api/v1/stream", get(vitals::stream))
         .merge(crate::fhir::router())

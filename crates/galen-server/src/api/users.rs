@@ -29,6 +29,7 @@ fn user_json(user: &User) -> Value {
         "created": user.details.created.to_rfc3339(),
         "disabled": user.disabled,
         "locked_until": user.locked_until.map(Timestamp::to_rfc3339),
+        "second_factor": user.totp.as_ref().is_some_and(|totp| totp.active),
     })
 }
 
@@ -258,8 +259,9 @@ pub(crate) async fn revoke_token(
     Ok(Json(token_json(&token)))
 }
 
-/// `GET /api/v1/session`: the caller's identity, role, permissions and scope.
-pub(crate) async fn session(principal: Principal) -> Json<Value> {
+/// `GET /api/v1/session`: the caller's identity, role, permissions, scope and whether its
+/// account has an active second factor.
+pub(crate) async fn session(State(app): State<App>, principal: Principal) -> Json<Value> {
     let scope = match &principal.scope {
         Scope::All => json!({ "all": true }),
         Scope::Wards(wards) => json!({ "wards": wards }),
@@ -277,5 +279,6 @@ pub(crate) async fn session(principal: Principal) -> Json<Value> {
         "role": principal.role.code(),
         "permissions": permissions,
         "scope": scope,
+        "second_factor": principal.user.is_some_and(|user| app.0.accounts.totp_active(user)),
     }))
 }

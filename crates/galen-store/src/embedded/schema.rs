@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// Version of the schema this code writes; stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS wal (
@@ -148,7 +148,10 @@ CREATE TABLE IF NOT EXISTS users (
     created INTEGER NOT NULL,
     disabled INTEGER NOT NULL DEFAULT 0,
     failed_logins INTEGER NOT NULL DEFAULT 0,
-    locked_until INTEGER
+    locked_until INTEGER,
+    totp_secret BLOB,
+    totp_active INTEGER NOT NULL DEFAULT 0,
+    totp_last_step INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS api_tokens (
     id INTEGER PRIMARY KEY,
@@ -233,6 +236,71 @@ pub(crate) fn migrate(connection: &Connection) -> Result<()> {
         )));
     }
     connection.execute_batch(SCHEMA)?;
+    add_missing_columns(connection)?;
     connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
+}
+
+/// Columns added to existing tables after they were first created: `(table, column, definition)`.
+/// `CREATE TABLE IF NOT EXISTS` leaves an older table as it was, so each is added when missing.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    // Schema 7: the TOTP second factor of accounts.
+    ("users", "totp_secret", "BLOB"),
+    ("users", "totp_active", "INTEGER NOT NULL DEFAULT 0"),
+    ("users", "totp_last_step", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+fn add_missing_columns(connection: &Connection) -> Result<()> {
+    for (table, column, definition) in ADDED_COLUMNS {
+        let exists: bool = connection
+            .prepare(&format!(
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+            ))?
+            .exists([column])?;
+        if !exists {
+            connection.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_users_table_gains_the_added_columns() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let path = directory.path().join("galen.db");
+        let connection = connect(&path).expect("connect");
+        // The users table as schema 6 created it, with an account.
+        connection
+            .execute_batch(
+                "CREATE TABLE users (
+                    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,
+                    role TEXT NOT NULL, wards TEXT NOT NULL, patient_id INTEGER,
+                    created INTEGER NOT NULL, disabled INTEGER NOT NULL DEFAULT 0,
+                    failed_logins INTEGER NOT NULL DEFAULT 0, locked_until INTEGER);
+                 INSERT INTO users (name, password_hash, role, wards, created)
+                    VALUES ('ada', 'x', 'administrator', '', 0);
+                 PRAGMA user_version = 6;",
+            )
+            .expect("schema 6");
+        migrate(&connection).expect("migrate");
+        let (secret, active, last): (Option<Vec<u8>>, i64, i64) = connection
+            .query_row(
+                "SELECT totp_secret, totp_active, totp_last_step FROM users WHERE name = 'ada'",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .expect("the new columns");
+        assert_eq!((secret, active, last), (None, 0, 0));
+        let version: i64 = connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        migrate(&connection).expect("migrating again changes nothing");
+    }
 }
