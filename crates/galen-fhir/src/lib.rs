@@ -36,6 +36,7 @@ mod error;
 pub mod location;
 pub mod observation;
 pub mod outcome;
+pub mod redact;
 pub mod registry;
 mod resource;
 pub mod search;

@@ -393,12 +393,13 @@ pub(crate) async fn authenticate(
     let now = app.0.clock.now();
     let action = action_of(&method, &route);
     let Some(principal) = principal_of(&app, request.headers()) else {
+        // By its route: an unauthenticated path is whatever the client typed (see below).
         let record = request_record(
             now,
             "unauthenticated",
             "none",
             action,
-            &path,
+            &route,
             None,
             AuditOutcome::Denied,
             &source,
@@ -415,14 +416,21 @@ pub(crate) async fn authenticate(
             .flatten()
             .next()
     });
-    // This request's record, by its outcome and detail.
+    // This request's record, by its outcome and detail. A successful request is recorded by its
+    // path (its ids named records that exist); a refused or failed one by its route template,
+    // because its path holds whatever the client typed where an id belongs, which can be an MRN
+    // or a name. The patient a refused request named is still recorded, as its id.
     let record = |outcome: AuditOutcome, detail: String| {
         request_record(
             now,
             &principal.actor,
             principal.role.code(),
             action,
-            &path,
+            if outcome == AuditOutcome::Success {
+                &path
+            } else {
+                &route
+            },
             patient,
             outcome,
             &source,
@@ -522,8 +530,9 @@ pub(crate) async fn login(State(app): State<App>, Form(form): Form<LoginForm>) -
             &form.code,
         )
         .await;
-    // The name as typed is recorded for a failure too: it is a staff account name, never PHI,
-    // and a security officer needs to see guessing against one account.
+    // The name is recorded when it is an account's (a security officer needs to see guessing
+    // against one account); a name that is no account's is not repeated: it may be a mistyped
+    // password, or anything else someone typed into the field.
     let (action, outcome, detail) = match &attempt {
         Ok(_) => (AuditAction::Login, AuditOutcome::Success, String::new()),
         Err(LoginFailure::Locked(_)) => (
@@ -542,17 +551,13 @@ pub(crate) async fn login(State(app): State<App>, Form(form): Form<LoginForm>) -
             "wrong name or password".to_owned(),
         ),
     };
-    let actor: String = form.name.chars().take(200).collect();
+    let actor: String = if app.0.accounts.exists(&form.name) {
+        form.name.chars().take(200).collect()
+    } else {
+        "unknown-account".to_owned()
+    };
     let record = request_record(
-        now,
-        if actor.is_empty() { "unnamed" } else { &actor },
-        "none",
-        action,
-        "/login",
-        None,
-        outcome,
-        "http",
-        detail,
+        now, &actor, "none", action, "/login", None, outcome, "http", detail,
     );
     if !app.0.audit.record(record).await {
         return (

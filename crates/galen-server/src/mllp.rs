@@ -596,13 +596,7 @@ impl ItemSpec {
                     RejectionReason::UnknownCode
                 };
                 refused = Some((
-                    Rejection::new(
-                        reason,
-                        format!(
-                            "OBX-5 of {:?} is {} text; Galen stores numeric vital signs",
-                            observation.code, observation.value_type
-                        ),
-                    ),
+                    Rejection::new(reason, "OBX-5 is text; Galen stores numeric vital signs"),
                     false,
                 ));
                 f64::NAN
@@ -689,32 +683,33 @@ fn item_diagnostic(occurrence: usize, rejection: &Rejection) -> Diagnostic {
 /// Where a message from a connection certified as `serial` names another device, as the ERR
 /// entry of its refusal: MSH-3.2 (the sender's id), else the first OBX-18 (the equipment each
 /// value belongs to, `report` once read). Empty ids are not claims and pass; the pipeline refuses
-/// values without a device. Serials are device ids, not PHI, so the reason may name them.
+/// values without a device. The reason names the certified serial (authenticated, registered),
+/// never the other id: that is whatever the sender wrote there.
 fn foreign_sender(
     serial: &str,
     header: &Header,
     report: Option<&galen_hl7v2::OruReport>,
 ) -> Option<Diagnostic> {
-    let refusal = |segment: &str, occurrence: usize, field: usize, named: &str| Diagnostic {
+    let refusal = |segment: &str, occurrence: usize, field: usize| Diagnostic {
         segment: segment.to_owned(),
         occurrence,
         field: Some(field),
         code: ErrorCode::ApplicationError,
         message: format!(
-            "{segment}-{field} names device {named:?} but the client certificate is device \
-             {serial:?}; a device certificate sends only its own measurements"
+            "{segment}-{field} names another device than the client certificate's ({serial}); \
+             a device certificate sends only its own measurements"
         ),
         severity: Severity::Error,
     };
     let named = header.sending_device_id.as_str();
     if !named.is_empty() && named != serial {
-        return Some(refusal("MSH", 1, 3, named));
+        return Some(refusal("MSH", 1, 3));
     }
     report?
         .observations
         .iter()
         .find(|observation| !observation.equipment.is_empty() && observation.equipment != serial)
-        .map(|observation| refusal("OBX", observation.occurrence, 18, &observation.equipment))
+        .map(|observation| refusal("OBX", observation.occurrence, 18))
 }
 
 /// The receipt key of a message: its sender and control id. `None` without a control id. On a

@@ -243,6 +243,11 @@ impl Accounts {
             .cloned()
     }
 
+    /// Whether an account is called `name`.
+    pub(crate) fn exists(&self, name: &str) -> bool {
+        self.user_by_name(name).is_some()
+    }
+
     /// Whether account `id` has an active second factor.
     pub(crate) fn totp_active(&self, id: i64) -> bool {
         self.user(id)

@@ -133,12 +133,36 @@ pub(crate) fn router(app: App) -> Router {
         .route("/assets/{name}", get(assets::asset))
         .merge(crate::fhir::public_router())
         .merge(protected)
+        .layer(middleware::map_response(redact_rejections))
         // Registry and login bodies are small: 1 MiB at most. The ingest handler reads its body
         // itself with the configured limit, so that an oversize batch is answered and recorded.
         .layer(axum::extract::DefaultBodyLimit::max(
             app.0.config.max_body_bytes.min(REGISTRY_BODY_LIMIT),
         ))
         .with_state(app)
+}
+
+/// Rewrites axum's own rejections of a request (a path segment that is not an id, a query
+/// string or form that does not deserialize): their plain-text explanations quote the input, and
+/// a client that put an MRN where an id belongs must not get it back in an error, nor have it in a
+/// proxy's log. Galen's own errors are JSON and already say nothing of the input's values.
+async fn redact_rejections(response: axum::response::Response) -> axum::response::Response {
+    let plain_text = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/plain"));
+    if !response.status().is_client_error() || !plain_text {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Rejection texts are short; anything longer is cut, never passed on unread.
+    let text = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(bytes) => galen_fhir::redact::serde_message(&String::from_utf8_lossy(&bytes)),
+        Err(_) => "the request was refused".to_owned(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    axum::response::Response::from_parts(parts, axum::body::Body::from(text))
 }
 
 /// Whether the request says its body is JSON.
@@ -159,8 +183,12 @@ pub(crate) fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes)
             "send the body as JSON with 'Content-Type: application/json'",
         ));
     }
-    serde_json::from_slice(body)
-        .map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
+    serde_json::from_slice(body).map_err(|error| {
+        ApiError::bad_request(format!(
+            "invalid JSON body: {}",
+            galen_fhir::redact::json_error(&error)
+        ))
+    })
 }
 
 /// Parses an optional RFC 3339 query parameter.
