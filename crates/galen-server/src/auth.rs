@@ -155,7 +155,7 @@ pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Permissio
         | "/fhir/Subscription/{id}"
         | "/fhir/Subscription/{id}/$status"
         | "/fhir/Subscription/{id}/$get-ws-binding-token" => P::Subscribe,
-        "/api/v1/audit" | "/fhir/AuditEvent" | "/fhir/AuditEvent/{id}" => P::ReadAudit,
+        "/audit" | "/api/v1/audit" | "/fhir/AuditEvent" | "/fhir/AuditEvent/{id}" => P::ReadAudit,
         "/api/v1/users"
         | "/api/v1/users/{id}"
         | "/api/v1/users/{id}/tokens"
@@ -576,7 +576,15 @@ pub(crate) async fn login(State(app): State<App>, Form(form): Form<LoginForm>) -
             };
             let cookie =
                 format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/{secure}");
-            ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+            // Each role lands on the page it may see: auditors see no patient data.
+            let landing = if principal.may(Permission::ReadAudit)
+                && !principal.may(Permission::ReadPatientData)
+            {
+                "/audit"
+            } else {
+                "/"
+            };
+            ([(header::SET_COOKIE, cookie)], Redirect::to(landing)).into_response()
         }
         Err(failure) => {
             match failure {

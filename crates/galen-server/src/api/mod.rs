@@ -28,6 +28,8 @@ pub(crate) fn router(app: App) -> Router {
     let protected = Router::new()
         .route("/", get(assets::index))
         .route("/patients/{id}", get(assets::patient_page))
+        // Auditors only (`Permission::ReadAudit`), like the API it reads.
+        .route("/audit", get(assets::audit_page))
         .route("/metrics", get(ops::metrics))
         .route(
             "/api/v1/measurements",
