@@ -3,8 +3,10 @@
 // Checks vitals, live updates, NEWS2 badges, an alarm raised through the API
 // (shown, flashing, acknowledged from the tile), and the patient page's
 // scores, NEWS2 history, alarm timeline, alarm actions and observations.
+// Then starts `galen serve` with an auditor account, signs in as the auditor
+// and filters and pages the audit trail view, which shows patients by id only.
 // Last stdout line is exactly "1 passed, 0 failed" or "0 passed, 1 failed".
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,6 +24,11 @@ let childExited = false;
 let stderrTail = '';
 let browser = null;
 let tmpDir = null;
+// `galen serve` for the auditor view (the demo has no accounts).
+let serveChild = null;
+let serveExited = false;
+const SERVICE_TOKEN = 'browser-test-service-token-0123456789';
+const AUDITOR = { name: 'audra.auditor', password: 'correct horse battery staple' };
 
 function log(msg) {
   console.log(msg);
@@ -80,6 +87,39 @@ function startServer(bin) {
       }
     });
   });
+}
+
+// Creates the auditor account (`galen users add`, password on stdin), then
+// starts `galen serve` on the same data directory; resolves to its URL.
+function startServe(bin) {
+  const dataDir = path.join(tmpDir, 'serve-data');
+  fs.mkdirSync(dataDir);
+  const env = { ...process.env, NO_COLOR: '1', GALEN_API_TOKEN: SERVICE_TOKEN, GALEN_LOG: 'warn' };
+  const added = spawnSync(bin, ['users', 'add', '--data-dir', dataDir, '--name', AUDITOR.name, '--role', 'auditor'],
+    { input: `${AUDITOR.password}\n`, env, encoding: 'utf8' });
+  check(added.status === 0, `galen users add failed: ${added.stderr}`);
+  serveChild = spawn(bin, ['serve', '--http-addr', '127.0.0.1:0', '--data-dir', dataDir, '--mqtt-addr', 'off', '--mllp-addr', 'off'],
+    { stdio: ['ignore', 'pipe', 'pipe'], env });
+  serveChild.stderr.setEncoding('utf8');
+  serveChild.stderr.on('data', (d) => { stderrTail = (stderrTail + d).slice(-8000); });
+  serveChild.on('exit', () => { serveExited = true; });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('galen serve did not print its dashboard line')), START_TIMEOUT_MS);
+    const rl = readline.createInterface({ input: serveChild.stdout });
+    rl.on('line', (line) => {
+      const m = /dashboard at (http:\/\/\S+)/.exec(line);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+    serveChild.on('exit', (code) => { clearTimeout(timer); reject(new Error(`galen serve exited early (code ${code})`)); });
+  });
+}
+
+async function stopServe() {
+  if (!serveChild || serveExited) return;
+  const exited = new Promise((resolve) => serveChild.once('exit', resolve));
+  serveChild.kill('SIGTERM');
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+  if (!serveExited) serveChild.kill('SIGKILL');
 }
 
 async function stopServer() {
@@ -371,11 +411,136 @@ async function run() {
 
   check(pageErrors.length === 0, `JavaScript errors on the pages: ${pageErrors.join('; ')}`);
   check(cspViolations.length === 0, `Content-Security-Policy violations: ${cspViolations.join('; ')}`);
+
+  await auditorView(bin);
+}
+
+// 5. The auditor view on `galen serve`: sign in as an auditor, land on the
+// audit trail, filter by patient, action and time, page back and forth, and
+// see patients by id only.
+async function auditorView(bin) {
+  const base = (await startServe(bin)).replace(/\/$/, '');
+  log(`serve: ${base}/`);
+  const service = async (method, urlPath, body) => {
+    const res = await fetch(base + urlPath, {
+      method,
+      headers: { Authorization: `Bearer ${SERVICE_TOKEN}`, 'Content-Type': 'application/json', Accept: 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    if (!res.ok) throw new Error(`${method} ${urlPath}: HTTP ${res.status} ${text.slice(0, 300)}`);
+    return text ? JSON.parse(text) : null;
+  };
+  // A patient whose identity must never reach the auditor's page, read twice.
+  const identity = { family: 'Auditrail', given: 'Quincy', mrn: 'MRN-AUD-5150', birth: '1941-07-19' };
+  const patient = await service('POST', '/api/v1/patients', {
+    identifier: { system: 'urn:galen:browser-test', value: identity.mrn },
+    name: { family: identity.family, given: identity.given },
+    birth_date: identity.birth, sex: 'male', ward: 'A', bed: 'A-7',
+  });
+  await service('GET', `/api/v1/patients/${patient.id}`);
+  await service('GET', `/fhir/Patient/${patient.id}`);
+  // A failed sign-in of the auditor, and enough searches for more than one page.
+  const failed = await fetch(`${base}/login`, {
+    method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+    body: `name=${AUDITOR.name}&password=wrong-password-here`, redirect: 'manual',
+  });
+  check(failed.status === 401, `a wrong password was answered ${failed.status}`);
+  for (let i = 0; i < 60; i++) await service('GET', '/api/v1/patients');
+
+  const context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (err) => errors.push(err.message));
+  page.on('console', (msg) => { if (/Content Security Policy/i.test(msg.text())) errors.push(msg.text()); });
+
+  await page.goto(`${base}/login`, { waitUntil: 'domcontentloaded', timeout: 15_000 });
+  await page.locator('#name').fill(AUDITOR.name);
+  await page.locator('#password').fill(AUDITOR.password);
+  await Promise.all([
+    page.waitForURL((u) => new URL(u).pathname === '/audit', { timeout: 10_000 }),
+    page.locator('button[type="submit"]').click(),
+  ]);
+  await waitFor(page, () => Number(document.body.dataset.records) > 0 &&
+    /audra\.auditor \(auditor\)/.test(document.getElementById('audit-who').textContent) &&
+    /^Chain head \d+:[0-9a-f]{64}$/.test(document.getElementById('audit-head').textContent),
+  null, 'the auditor did not land on an audit trail with records, the account and the chain head');
+  log('audit: the auditor signs in and lands on the audit trail');
+
+  const rows = () => page.evaluate(() => [...document.querySelectorAll('#audit-rows tr')].map((tr) => {
+    const cells = [...tr.children].map((td) => td.textContent);
+    return { seq: Number(cells[0]), actor: cells[2], action: cells[4], resource: cells[5], patient: cells[6], outcome: cells[7] };
+  }));
+  // Clicks a button and waits for the page's next answer from the server.
+  const loadsAfter = async (selector) => {
+    const before = await page.evaluate(() => Number(document.body.dataset.loads || 0));
+    await page.locator(selector).click();
+    await waitFor(page, (b) => Number(document.body.dataset.loads || 0) > b, before, `${selector} loaded nothing`);
+  };
+  const apply = () => loadsAfter('#audit-apply');
+
+  // By patient: the two reads of the patient, and nothing else.
+  await page.locator('input[name="patient"]').fill(String(patient.id));
+  await apply();
+  let shown = await rows();
+  check(shown.length >= 2 && shown.every((r) => r.patient === String(patient.id)),
+    `filtering by patient ${patient.id} showed ${JSON.stringify(shown)}`);
+  check(shown.some((r) => r.resource === `/fhir/Patient/${patient.id}` && r.action === 'read' && r.outcome === 'success'),
+    `the FHIR read of patient ${patient.id} is not listed: ${JSON.stringify(shown)}`);
+  log(`audit: patient ${patient.id} filter shows ${shown.length} records`);
+
+  // By action and outcome: the failed sign-in, by account name.
+  await page.locator('input[name="patient"]').fill('');
+  await page.locator('select[name="action"]').selectOption('login-failed');
+  await page.locator('select[name="outcome"]').selectOption('failed');
+  await apply();
+  shown = await rows();
+  check(shown.length === 1 && shown[0].actor === AUDITOR.name && shown[0].action === 'login-failed',
+    `filtering failed sign-ins showed ${JSON.stringify(shown)}`);
+  log('audit: action and outcome filter shows the failed sign-in');
+
+  // By time: nothing before 2000.
+  await page.locator('select[name="action"]').selectOption('');
+  await page.locator('select[name="outcome"]').selectOption('');
+  await page.locator('input[name="to"]').fill('2000-01-01T00:00:00');
+  await apply();
+  check((await rows()).length === 0 && /No records match/.test(await page.locator('#audit-count').textContent()),
+    'a time window before 2000 still showed records');
+  await page.locator('input[name="to"]').fill('');
+
+  // Paging newest first, 50 a page.
+  await page.locator('select[name="limit"]').selectOption('50');
+  await apply();
+  const first = await rows();
+  check(first.length === 50 && !(await page.locator('#audit-older').isDisabled()), `first page: ${first.length} rows, Older disabled`);
+  await loadsAfter('#audit-older');
+  const older = await rows();
+  check(older.length > 0 && older.every((r) => r.seq < first[first.length - 1].seq),
+    `Older did not show older records: ${JSON.stringify(older.map((r) => r.seq))}`);
+  await loadsAfter('#audit-newer');
+  const again = await rows();
+  check(again.length === 50 && again[0].seq === first[0].seq, 'Newer did not come back to the newest page');
+  log('audit: pages older and back newer');
+
+  await page.screenshot({ path: path.join(tmpDir, 'audit.png'), fullPage: false });
+  log(`screenshot: ${path.join(tmpDir, 'audit.png')}`);
+  // Ids only: the patient's name, MRN and birth date appear nowhere on the page.
+  const text = await page.evaluate(() => document.documentElement.outerHTML);
+  for (const phi of [identity.family, identity.given, identity.mrn, identity.birth]) {
+    check(!text.includes(phi), `the audit page shows ${JSON.stringify(phi)}`);
+  }
+  // And the auditor sees no patient data.
+  const dashboard = await page.goto(`${base}/`, { waitUntil: 'domcontentloaded' });
+  check(dashboard.status() === 403, `the auditor opened the ward view (HTTP ${dashboard.status()})`);
+  log('audit: no patient identity on the page; the ward view is refused to the auditor');
+  await context.close();
+  check(errors.length === 0, `errors on the audit page: ${errors.join('; ')}`);
 }
 
 async function cleanup() {
   if (browser) await browser.close().catch(() => {});
   await stopServer().catch(() => {});
+  await stopServe().catch(() => {});
   if (tmpDir && !process.env.KEEP_TMP) fs.rmSync(tmpDir, { recursive: true, force: true });
 }
 

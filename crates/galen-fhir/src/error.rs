@@ -60,8 +60,9 @@ impl Problem {
     }
 }
 
-/// Why FHIR input was refused. Messages name what to fix and never contain patient data beyond
-/// what the client itself sent in the failing element.
+/// Why FHIR input was refused. Messages name the element and what to fix, never the value
+/// received: a value in the wrong place may be a patient's name or identifier, and an error
+/// travels further than the request (logs, dead letters, proxies). See [`crate::redact`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// The body is not JSON, or an element has the wrong JSON type.
@@ -71,7 +72,7 @@ pub enum Error {
         message: String,
     },
     /// `resourceType` is missing or names another resource than the one expected.
-    #[error("resourceType must be {expected:?}, found {}", found.as_deref().map_or("none".to_owned(), |found| format!("{found:?}")))]
+    #[error("resourceType must be {expected:?}, found {}", shown_type(found.as_deref()))]
     ResourceType {
         /// The resource type the endpoint takes.
         expected: &'static str,
@@ -100,13 +101,44 @@ pub enum Error {
         message: String,
     },
     /// A logical id that Galen never issues for this resource type.
-    #[error("{resource_type} id {id:?} is not an id Galen issues")]
+    #[error("the {resource_type} id is not an id Galen issues")]
     Id {
         /// The resource type.
         resource_type: &'static str,
         /// The id as given.
         id: String,
     },
+}
+
+/// The `resourceType` a body gave, for a message: named when it is a resource type of FHIR R4
+/// that Galen knows of, else described (it is not repeated: it may be anything a client typed).
+fn shown_type(found: Option<&str>) -> String {
+    /// Resource types Galen serves or refers to, and the common clinical ones a client may send
+    /// by mistake.
+    const KNOWN: &[&str] = &[
+        "AuditEvent",
+        "Bundle",
+        "CapabilityStatement",
+        "Consent",
+        "Device",
+        "DeviceMetric",
+        "Encounter",
+        "Flag",
+        "Group",
+        "Location",
+        "Observation",
+        "OperationOutcome",
+        "Organization",
+        "Parameters",
+        "Patient",
+        "Practitioner",
+        "Subscription",
+    ];
+    match found {
+        None => "none".to_owned(),
+        Some(found) if KNOWN.contains(&found) => format!("{found:?}"),
+        Some(_) => "another value".to_owned(),
+    }
 }
 
 impl Error {
@@ -198,6 +230,14 @@ mod tests {
         assert_eq!(
             wrong.to_string(),
             "resourceType must be \"Patient\", found \"Device\""
+        );
+        let typed = Error::ResourceType {
+            expected: "Patient",
+            found: Some("Ada Lovelace".to_owned()),
+        };
+        assert_eq!(
+            typed.to_string(),
+            "resourceType must be \"Patient\", found another value"
         );
         assert_eq!(wrong.expression(), None);
     }

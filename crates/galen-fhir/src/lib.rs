@@ -38,6 +38,7 @@ mod error;
 pub mod location;
 pub mod observation;
 pub mod outcome;
+pub mod redact;
 pub mod registry;
 mod resource;
 pub mod search;

@@ -592,9 +592,7 @@ pub fn read_posted_observation(observation: &Observation) -> Result<PostedObserv
             return Err(Error::element(
                 "Observation.status",
                 Problem::Invalid,
-                format!(
-                    "status {status:?} is not a measurement to store; use final, amended, corrected or preliminary"
-                ),
+                "the status is not one of a measurement to store; use final, amended, corrected or preliminary",
             ));
         }
         Some(_) => {}
@@ -716,12 +714,12 @@ fn read_device(reference: Option<&Reference>) -> Result<DeviceHandle> {
     };
     match identifier.system.as_deref() {
         None | Some(codes::DEVICE_SERIAL_SYSTEM) => {}
-        Some(other) => {
+        Some(_) => {
             return Err(Error::element(
                 "Observation.device.identifier.system",
                 Problem::NotSupported,
                 format!(
-                    "device identifier system {other:?} is not Galen's; use {} (the serial)",
+                    "the device identifier system is not Galen's; use {} (the serial)",
                     codes::DEVICE_SERIAL_SYSTEM
                 ),
             ));
@@ -755,7 +753,7 @@ fn read_relative_reference(text: &str, resource_type: &str, path: &str) -> Resul
         Error::element(
             path,
             Problem::Invalid,
-            format!("reference {text:?} must be {resource_type}/{{id}} with a Galen id"),
+            format!("the reference must be {resource_type}/{{id}} with a Galen id"),
         )
     };
     let (target_type, id) = text.split_once('/').ok_or_else(wrong)?;
@@ -763,7 +761,7 @@ fn read_relative_reference(text: &str, resource_type: &str, path: &str) -> Resul
         return Err(Error::element(
             path,
             Problem::NotSupported,
-            format!("reference {text:?} must point to a {resource_type}"),
+            format!("the reference must point to a {resource_type}"),
         ));
     }
     parse_canonical_i64(id).ok_or_else(wrong)
@@ -795,9 +793,7 @@ fn read_effective(observation: &Observation) -> Result<Timestamp> {
         Error::element(
             path,
             Problem::BadTime,
-            format!(
-                "{text:?} is not a full date-time with seconds and an offset, e.g. 2026-11-23T08:15:00Z"
-            ),
+            "the time is not a full date-time with seconds and an offset, e.g. 2026-11-23T08:15:00Z",
         )
     })
 }
@@ -929,11 +925,11 @@ fn read_value(
                 ),
             ));
         }
-        (Some(other), _, _) => {
+        (Some(_), _, _) => {
             return Err(Error::element(
                 format!("{path}.valueQuantity.system"),
                 Problem::UnknownUnit,
-                format!("unit system {other:?} is not supported; use {UCUM}"),
+                format!("the unit system is not supported; use {UCUM}"),
             ));
         }
     };
@@ -943,7 +939,7 @@ fn read_value(
             &unit_path,
             Problem::UnknownUnit,
             format!(
-                "unit {unit:?} is not a known UCUM unit; {} is expected for {}",
+                "the unit is not a known UCUM unit; {} is expected for {}",
                 vital.canonical_unit(),
                 vital.alias()
             ),

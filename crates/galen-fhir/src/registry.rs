@@ -184,7 +184,7 @@ fn read_patient(resource: &Patient) -> Result<(NewPatient, usize, usize)> {
         Error::element(
             "Patient.birthDate",
             Problem::Invalid,
-            format!("{birth_text:?} is not a full date YYYY-MM-DD (Galen needs the day)"),
+            "birthDate is not a full past date YYYY-MM-DD (Galen needs the day)",
         )
     })?;
     let sex = match resource.gender.as_deref() {
@@ -193,7 +193,7 @@ fn read_patient(resource: &Patient) -> Result<(NewPatient, usize, usize)> {
             Error::element(
                 "Patient.gender",
                 Problem::Invalid,
-                format!("gender {code:?} must be male, female, other or unknown"),
+                "gender must be male, female, other or unknown",
             )
         })?,
     };
@@ -447,7 +447,7 @@ fn read_device(resource: &Device) -> Result<(NewDevice, Option<PatientId>, Optio
             return Err(Error::element(
                 format!("Device.identifier[{index}].value"),
                 Problem::Invalid,
-                format!("the serial identifier {identifier:?} differs from serialNumber {field:?}"),
+                "the serial identifier differs from serialNumber",
             ));
         }
         (Some(field), _) => field,
@@ -470,7 +470,7 @@ fn read_device(resource: &Device) -> Result<(NewDevice, Option<PatientId>, Optio
             Error::element(
                 "Device.status",
                 Problem::Invalid,
-                format!("status {code:?} must be active, inactive, entered-in-error or unknown"),
+                "status must be active, inactive, entered-in-error or unknown",
             )
         })?,
     };
@@ -486,7 +486,7 @@ fn read_device(resource: &Device) -> Result<(NewDevice, Option<PatientId>, Optio
                     format!("Device.type.coding[{index}].code"),
                     Problem::Invalid,
                     format!(
-                        "{code:?} is not a device kind of {}: {}",
+                        "the code is not a device kind of {}: {}",
                         codes::DEVICE_KIND_SYSTEM,
                         DeviceKind::ALL.map(DeviceKind::code).join(", ")
                     ),

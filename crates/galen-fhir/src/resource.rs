@@ -99,7 +99,7 @@ impl<'de, R: FhirResource> Deserialize<'de> for ResourceType<R> {
 /// type; [`Error::ResourceType`] when `resourceType` is absent or another type.
 pub fn parse_resource<R: FhirResource + DeserializeOwned>(body: &[u8]) -> Result<R> {
     let value: Value = serde_json::from_slice(body).map_err(|error| Error::Syntax {
-        message: error.to_string(),
+        message: crate::redact::json_error(&error),
     })?;
     resource_from_value(value)
 }
@@ -133,7 +133,7 @@ pub fn resource_from_value<R: FhirResource + DeserializeOwned>(value: Value) -> 
         }
     }
     serde_json::from_value(value).map_err(|error| Error::Syntax {
-        message: error.to_string(),
+        message: crate::redact::json_error(&error),
     })
 }
 

@@ -5,6 +5,8 @@
 //! Lenient by design: what can be read is read, and every oddity becomes a [`Diagnostic`] with
 //! its place and an HL7 table 0357 code, so the adapter can store it with the message and answer
 //! with ERR segments. Only a message that cannot be an ORU^R01 at all is refused as a whole.
+//! A diagnostic names the segment and field, never the field's content: a misplaced value can
+//! be a patient's name or birth date, and diagnostics travel into ACKs, dead letters and logs.
 
 use crate::message::Message;
 use crate::time::{Hl7Time, parse_time};
@@ -251,10 +253,7 @@ pub fn read_oru(message: &Message<'_>) -> Result<OruReport, Box<Refusal>> {
             &header,
             9,
             ErrorCode::UnsupportedMessageType,
-            format!(
-                "message type {:?} is not supported; send ORU^R01",
-                header.message_type
-            ),
+            "the message type (MSH-9.1) is not supported; send ORU^R01".into(),
         ));
     }
     if header.trigger_event != "R01" {
@@ -262,10 +261,7 @@ pub fn read_oru(message: &Message<'_>) -> Result<OruReport, Box<Refusal>> {
             &header,
             9,
             ErrorCode::UnsupportedEvent,
-            format!(
-                "event {:?} is not supported; send ORU^R01",
-                header.trigger_event
-            ),
+            "the trigger event (MSH-9.2) is not supported; send ORU^R01".into(),
         ));
     }
     if !header.version.starts_with("2.") {
@@ -273,7 +269,7 @@ pub fn read_oru(message: &Message<'_>) -> Result<OruReport, Box<Refusal>> {
             &header,
             12,
             ErrorCode::UnsupportedVersion,
-            format!("HL7 version {:?} is not supported (2.x)", header.version),
+            "the HL7 version (MSH-12) is not supported; send 2.x".into(),
         ));
     }
     let mut diagnostics = Vec::new();
@@ -322,7 +318,7 @@ pub fn read_oru(message: &Message<'_>) -> Result<OruReport, Box<Refusal>> {
                             Some(7),
                             ErrorCode::DataType,
                             Severity::Warning,
-                            format!("OBR-7 {text:?} is not a date/time; using MSH-7"),
+                            "OBR-7 is not a date/time; using MSH-7".into(),
                         ),
                     }
                 }
@@ -375,7 +371,7 @@ pub fn read_oru(message: &Message<'_>) -> Result<OruReport, Box<Refusal>> {
                                         Some(5),
                                         ErrorCode::DataType,
                                         Severity::Error,
-                                        format!("OBX-5 {trimmed:?} is not a number (OBX-2 is NM)"),
+                                        "OBX-5 is not a number (OBX-2 is NM)".into(),
                                     );
                                     continue;
                                 }
@@ -424,7 +420,7 @@ pub fn read_oru(message: &Message<'_>) -> Result<OruReport, Box<Refusal>> {
                         Some(11),
                         ErrorCode::TableValueNotFound,
                         Severity::Warning,
-                        format!("OBX-11 {status:?} is not a result status (F, R, P, C, X)"),
+                        "OBX-11 is not a result status (F, R, P, C, X)".into(),
                     );
                 }
                 let time_text = message.value(segment.raw(14));
@@ -440,9 +436,7 @@ pub fn read_oru(message: &Message<'_>) -> Result<OruReport, Box<Refusal>> {
                                 Some(14),
                                 ErrorCode::DataType,
                                 Severity::Warning,
-                                format!(
-                                    "OBX-14 {time_text:?} is not a date/time; using the report time"
-                                ),
+                                "OBX-14 is not a date/time; using the report time".into(),
                             );
                             observation_time
                         }

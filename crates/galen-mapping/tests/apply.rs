@@ -183,12 +183,12 @@ time = { path = "@.t", format = "epoch_s" }
             Err(error(
                 "measurement[0].value",
                 Some("$.readings[1].v"),
-                "not a number: \"abc\""
+                "not a number but a string"
             )),
             Err(error(
                 "measurement[0].code",
                 Some("$.readings[2].kind"),
-                "value \"bp\" has no entry in map"
+                "the value has no entry in map"
             )),
             Ok(("spo2".into(), 97.0)),
             Err(error(
@@ -199,12 +199,12 @@ time = { path = "@.t", format = "epoch_s" }
             Err(error(
                 "measurement[0].time",
                 Some("$.readings[5].t"),
-                "not a number of seconds since 1970: true"
+                "not a number of seconds since 1970"
             )),
             Err(error(
                 "measurement[0].code",
                 Some("$.readings[6].kind"),
-                "not a string or number: [\"hr\"]"
+                "not a string or number but an array"
             )),
             Err(error(
                 "measurement[0].value",
@@ -215,7 +215,7 @@ time = { path = "@.t", format = "epoch_s" }
     );
     assert_eq!(
         outcome[1].as_ref().expect_err("error").to_string(),
-        "measurement[0].value at $.readings[1].v: not a number: \"abc\""
+        "measurement[0].value at $.readings[1].v: not a number but a string"
     );
 }
 
@@ -356,7 +356,7 @@ time = { path = "$.t" }
         self::error(
             "measurement[0].value",
             Some("$.v"),
-            "out of range after scale and offset: 10000000000.0"
+            "out of range after scale and offset"
         )
     );
 }
@@ -382,11 +382,11 @@ fn times_come_in_three_formats() {
     );
     assert_eq!(
         time(&rfc3339, json!("2026-11-23 08:15:00")),
-        Err("not an RFC 3339 time with an offset: \"2026-11-23 08:15:00\"".into())
+        Err("not an RFC 3339 time with an offset".into())
     );
     assert_eq!(
         time(&rfc3339, json!(1_795_421_700)),
-        Err("not an RFC 3339 time with an offset: 1795421700".into())
+        Err("not an RFC 3339 time with an offset but a number".into())
     );
     let seconds = with("epoch_s");
     assert_eq!(time(&seconds, json!(1_795_421_700)), Ok(at(TIME)));
@@ -402,11 +402,11 @@ fn times_come_in_three_formats() {
     );
     assert_eq!(
         time(&millis, json!(i64::MAX)),
-        Err("time out of range: 9223372036854775807".into())
+        Err("time out of range".into())
     );
     assert_eq!(
         time(&millis, json!("soon")),
-        Err("not a number of milliseconds since 1970: \"soon\"".into())
+        Err("not a number of milliseconds since 1970".into())
     );
 }
 
@@ -436,7 +436,7 @@ fn the_device_comes_from_the_payload_the_topic_or_both_agreeing() {
         Err(error(
             "device",
             Some("$.gw.sn"),
-            "the payload names device \"1234\" but the topic names \"dev-1\""
+            "the payload names another device than the topic (\"dev-1\")"
         ))
     );
     assert_eq!(
@@ -464,25 +464,25 @@ fn the_device_comes_from_the_payload_the_topic_or_both_agreeing() {
 }
 
 #[test]
-fn payload_text_in_messages_is_cut_short() {
+fn payload_values_are_never_repeated_in_messages() {
+    // A payload may carry a patient's name in the wrong field: messages name the field and
+    // describe the value, never repeat it.
     let long = "x".repeat(10_000);
     let mapping = apply(
         &one(PLAIN),
-        json!({"code": "spo2", "value": long, "unit": "%", "time": TIME}),
+        json!({"code": "spo2", "value": "Ada Lovelace", "unit": "%", "time": TIME}),
     );
     let message = only_error(&mapping).to_string();
-    assert!(message.starts_with("measurement[0].value at $.value: not a number: \"xxxx"));
-    assert!(message.ends_with('…'));
-    assert!(message.chars().count() < 120, "{message}");
+    assert_eq!(
+        message,
+        "measurement[0].value at $.value: not a number but a string"
+    );
     let mapping = apply(
         &one(PLAIN),
         json!({"code": long, "value": 1, "unit": "%", "time": TIME}),
     );
     let problem = &only_error(&mapping).problem;
-    assert!(
-        problem.starts_with("longer than 256 characters: \"xxx"),
-        "{problem}"
-    );
+    assert_eq!(problem, "longer than 256 characters");
 }
 
 #[test]

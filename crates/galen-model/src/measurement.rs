@@ -3,7 +3,9 @@
 //! [`normalize`] turns what a device said (code, value, unit, time) into a [`Measurement`] in the
 //! canonical unit, or into a [`Rejection`] that names the reason in a stable machine code plus a
 //! sentence for the integration engineer. Rejections are data: the caller keeps them (dead letter)
-//! and reports them to the sender; nothing is dropped here.
+//! and reports them to the sender; nothing is dropped here. The sentence never repeats a value the
+//! device sent that Galen does not know (a code, a unit, a time): a misplaced field may carry a
+//! patient's name or birth date, and rejections travel into answers, dead letters and logs.
 
 use std::fmt;
 
@@ -171,14 +173,14 @@ pub fn normalize(
     let vital = VitalSign::parse(code).ok_or_else(|| {
         Rejection::new(
             RejectionReason::UnknownCode,
-            format!("code {code:?} is not a known LOINC code, MDC code or Galen alias"),
+            "the code is not a known LOINC code, MDC code or Galen alias",
         )
     })?;
     let parsed_unit = Unit::parse(unit).ok_or_else(|| {
         Rejection::new(
             RejectionReason::UnknownUnit,
             format!(
-                "unit {unit:?} is not a known UCUM or MDC unit; {} is expected for {}",
+                "the unit is not a known UCUM or MDC unit; {} is expected for {}",
                 vital.canonical_unit(),
                 vital.alias()
             ),
@@ -220,15 +222,13 @@ pub fn normalize(
     if time.micros() > now.micros().saturating_add(FUTURE_TOLERANCE_MICROS) {
         return Err(Rejection::new(
             RejectionReason::FutureTime,
-            format!(
-                "time {time} is more than 5 minutes ahead of the server clock; check the device clock"
-            ),
+            "the time is more than 5 minutes ahead of the server clock; check the device clock",
         ));
     }
     if time.micros() < now.micros().saturating_sub(MAX_AGE_MICROS) {
         return Err(Rejection::new(
             RejectionReason::TooOld,
-            format!("time {time} is more than 10 years old; check the device clock"),
+            "the time is more than 10 years old; check the device clock",
         ));
     }
     Ok(Measurement {

@@ -199,6 +199,12 @@ pub(crate) fn action_of(method: &Method, route: &str) -> AuditAction {
         {
             AuditAction::ConfigChange
         }
+        // Enrolling, confirming and removing a second factor.
+        Method::POST | Method::DELETE
+            if route.starts_with("/api/v1/session/totp") || route.ends_with("/totp") =>
+        {
+            AuditAction::ConfigChange
+        }
         Method::POST => AuditAction::Create,
         Method::PUT | Method::PATCH => AuditAction::Update,
         Method::DELETE => AuditAction::Delete,
@@ -275,5 +281,17 @@ mod tests {
             action_of(&Method::DELETE, "/fhir/Subscription/{id}"),
             AuditAction::Delete
         );
+        for (method, route) in [
+            (Method::POST, "/api/v1/session/totp"),
+            (Method::POST, "/api/v1/session/totp/confirm"),
+            (Method::DELETE, "/api/v1/session/totp"),
+            (Method::DELETE, "/api/v1/users/{id}/totp"),
+        ] {
+            assert_eq!(
+                action_of(&method, route),
+                AuditAction::ConfigChange,
+                "{method} {route}"
+            );
+        }
     }
 }

@@ -162,7 +162,7 @@ pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Permissio
         | "/fhir/Subscription/{id}"
         | "/fhir/Subscription/{id}/$status"
         | "/fhir/Subscription/{id}/$get-ws-binding-token" => P::Subscribe,
-        "/api/v1/audit" | "/fhir/AuditEvent" | "/fhir/AuditEvent/{id}" => P::ReadAudit,
+        "/audit" | "/api/v1/audit" | "/fhir/AuditEvent" | "/fhir/AuditEvent/{id}" => P::ReadAudit,
         // Auditors review grants; clinicians and nurses break the glass and end their grants.
         "/api/v1/break-glass" => {
             if read {
@@ -182,6 +182,7 @@ pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Permissio
         "/api/v1/users"
         | "/api/v1/users/{id}"
         | "/api/v1/users/{id}/tokens"
+        | "/api/v1/users/{id}/totp"
         | "/api/v1/tokens/{id}"
         | "/api/v1/oauth-clients"
         | "/api/v1/oauth-clients/{id}" => P::ManageUsers,
@@ -193,7 +194,27 @@ pub(crate) fn route_permission(method: &Method, route: &str) -> Option<Permissio
 /// Routes any authenticated principal may call: each checks what it does itself (a batch carries
 /// out every entry as its own request) or concerns only the caller.
 fn open_to_every_principal(route: &str) -> bool {
-    matches!(route, "/fhir" | "/fhir/{*rest}" | "/api/v1/session")
+    matches!(route, "/fhir" | "/fhir/{*rest}") || own_session_route(route)
+}
+
+/// Routes about the caller's own session and second factor: the only ones open to an
+/// administrator who must enrol a second factor first.
+fn own_session_route(route: &str) -> bool {
+    matches!(
+        route,
+        "/api/v1/session" | "/api/v1/session/totp" | "/api/v1/session/totp/confirm"
+    )
+}
+
+/// With `--require-admin-totp`, an administrator account without an active second factor may
+/// only enrol one (its API tokens included: they act as the account).
+fn second_factor_missing(app: &App, principal: &Principal, route: &str) -> bool {
+    app.0.config.access.require_admin_totp
+        && principal.role == crate::access::Role::Administrator
+        && principal
+            .user
+            .is_some_and(|user| !app.0.accounts.totp_active(user))
+        && !own_session_route(route)
 }
 
 /// Answers a request without valid credentials: `401` for the API, a redirect for pages.
@@ -429,12 +450,13 @@ pub(crate) async fn authenticate(
     let now = app.0.clock.now();
     let action = action_of(&method, &route);
     let Some(mut principal) = principal_of(&app, request.headers()) else {
+        // By its route: an unauthenticated path is whatever the client typed (see below).
         let record = request_record(
             now,
             "unauthenticated",
             "none",
             action,
-            &path,
+            &route,
             None,
             AuditOutcome::Denied,
             &source,
@@ -454,14 +476,21 @@ pub(crate) async fn authenticate(
     });
     // A request about a patient opened by a break-glass grant says so in its record.
     let emergency = patient.is_some_and(|id| principal.emergency.contains(&id));
-    // This request's record, by its outcome and detail.
+    // This request's record, by its outcome and detail. A successful request is recorded by its
+    // path (its ids named records that exist); a refused or failed one by its route template,
+    // because its path holds whatever the client typed where an id belongs, which can be an MRN
+    // or a name. The patient a refused request named is still recorded, as its id.
     let record = |outcome: AuditOutcome, detail: String| {
         request_record(
             now,
             &principal.actor,
             principal.role.code(),
             action,
-            &path,
+            if outcome == AuditOutcome::Success {
+                &path
+            } else {
+                &route
+            },
             patient,
             outcome,
             &source,
@@ -473,7 +502,14 @@ pub(crate) async fn authenticate(
         )
     };
     let query = request.uri().query().unwrap_or("").to_owned();
-    if let Some(reason) = refusal(&app, &principal, &method, &route, &path, &query, named) {
+    let reason = if second_factor_missing(&app, &principal, &route) {
+        Some(Cow::Borrowed(
+            "administrators must enrol a second factor first: POST /api/v1/session/totp",
+        ))
+    } else {
+        refusal(&app, &principal, &method, &route, &path, &query, named)
+    };
+    if let Some(reason) = reason {
         tracing::info!(actor = %principal.actor, role = principal.role.code(), %route, %reason, "request refused");
         app.0
             .audit
@@ -560,19 +596,29 @@ pub(crate) async fn login_page() -> Html<&'static str> {
 pub(crate) struct LoginForm {
     name: String,
     password: String,
+    /// The TOTP code of an account with a second factor; empty otherwise.
+    #[serde(default)]
+    code: String,
 }
 
-/// `POST /login`: an account's name and password; a session cookie on success. Every failure
-/// gets the same answer.
+/// `POST /login`: an account's name and password, and its TOTP code when it has a second factor;
+/// a session cookie on success. Every failure gets the same answer.
 pub(crate) async fn login(State(app): State<App>, Form(form): Form<LoginForm>) -> Response {
     let now = app.0.clock.now();
     let attempt = app
         .0
         .accounts
-        .login(app.0.store.as_ref(), now, &form.name, &form.password)
+        .login(
+            app.0.store.as_ref(),
+            now,
+            &form.name,
+            &form.password,
+            &form.code,
+        )
         .await;
-    // The name as typed is recorded for a failure too: it is a staff account name, never PHI,
-    // and a security officer needs to see guessing against one account.
+    // The name is recorded when it is an account's (a security officer needs to see guessing
+    // against one account); a name that is no account's is not repeated: it may be a mistyped
+    // password, or anything else someone typed into the field.
     let (action, outcome, detail) = match &attempt {
         Ok(_) => (AuditAction::Login, AuditOutcome::Success, String::new()),
         Err(LoginFailure::Locked(_)) => (
@@ -580,23 +626,24 @@ pub(crate) async fn login(State(app): State<App>, Form(form): Form<LoginForm>) -
             AuditOutcome::Denied,
             "account locked".to_owned(),
         ),
+        Err(LoginFailure::SecondFactor) => (
+            AuditAction::LoginFailed,
+            AuditOutcome::Failed,
+            "right password, missing, wrong or reused second-factor code".to_owned(),
+        ),
         Err(_) => (
             AuditAction::LoginFailed,
             AuditOutcome::Failed,
             "wrong name or password".to_owned(),
         ),
     };
-    let actor: String = form.name.chars().take(200).collect();
+    let actor: String = if app.0.accounts.exists(&form.name) {
+        form.name.chars().take(200).collect()
+    } else {
+        "unknown-account".to_owned()
+    };
     let record = request_record(
-        now,
-        if actor.is_empty() { "unnamed" } else { &actor },
-        "none",
-        action,
-        "/login",
-        None,
-        outcome,
-        "http",
-        detail,
+        now, &actor, "none", action, "/login", None, outcome, "http", detail,
     );
     if !app.0.audit.record(record).await {
         return (
@@ -615,12 +662,22 @@ pub(crate) async fn login(State(app): State<App>, Form(form): Form<LoginForm>) -
             };
             let cookie =
                 format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/{secure}");
-            ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+            // Each role lands on the page it may see: auditors see no patient data.
+            let landing = if principal.may(Permission::ReadAudit)
+                && !principal.may(Permission::ReadPatientData)
+            {
+                "/audit"
+            } else {
+                "/"
+            };
+            ([(header::SET_COOKIE, cookie)], Redirect::to(landing)).into_response()
         }
         Err(failure) => {
             match failure {
                 LoginFailure::Locked(_) => tracing::warn!("sign-in refused: account locked"),
-                LoginFailure::Invalid => tracing::warn!("sign-in failed"),
+                LoginFailure::Invalid | LoginFailure::SecondFactor => {
+                    tracing::warn!("sign-in failed");
+                }
                 LoginFailure::Unavailable => tracing::error!("sign-in could not be recorded"),
             }
             let status = if failure == LoginFailure::Unavailable {

@@ -17,6 +17,18 @@
 //! When PID-3 names a registered patient other than the assigned one, the values are refused
 //! (`patient_mismatch`): a wrong-patient value is worse than a missing one.
 //!
+//! Who may send: HL7 v2 has no credentials, so the sender is authenticated by the transport.
+//! Over TLS ([`App::serve_mllp_tls`]) a client certificate from the device CA binds the
+//! connection to the device its subject CN names (see `tls.rs`): a message whose MSH-3 or any
+//! OBX-18 names another device is refused whole (AR, or CR in enhanced mode, ERR 207 naming the
+//! field), counted (`galen_protocol_events_total{protocol="mllp",event="foreign_device"}`) and
+//! kept as a `forbidden` dead letter; no receipt is stored for it, so it cannot occupy the real
+//! device's control ids. Gateways relaying for other devices are not modelled in the registry
+//! yet, so a certificate speaks for its own device only. A connection without a certificate
+//! (plain TCP, or TLS without one) is anonymous: its messages are taken at their word only when
+//! [`MllpSettings::anonymous`] allows it (demo mode, or `galen serve --allow-anonymous-mllp`);
+//! otherwise each message is answered AR, nothing is stored, and the connection is closed.
+//!
 //! Connections are processed one message at a time, in order, as MLLP senders expect; many
 //! connections share the store's group commit.
 
@@ -36,7 +48,7 @@ use tokio::net::TcpListener;
 use crate::App;
 use crate::listener::{accept_loop, stopping};
 use crate::pipeline::{Incoming, Unreadable};
-use crate::tls::DeviceTls;
+use crate::tls::{DeviceTls, peer_serial};
 
 /// The source name of this adapter in dead letters, metrics and receipts.
 const SOURCE: &str = "mllp";
@@ -50,6 +62,9 @@ pub struct MllpSettings {
     pub max_message_bytes: usize,
     /// Open connections at most; more are closed at once (and counted).
     pub max_connections: usize,
+    /// Connections without a verified client certificate may send for any registered device
+    /// (their messages name the device). Off by default: such connections are refused.
+    pub anonymous: bool,
 }
 
 impl Default for MllpSettings {
@@ -57,6 +72,7 @@ impl Default for MllpSettings {
         MllpSettings {
             max_message_bytes: 1024 * 1024,
             max_connections: 1024,
+            anonymous: false,
         }
     }
 }
@@ -73,8 +89,8 @@ impl App {
     }
 
     /// Like [`App::serve_mllp`], over TLS: each accepted connection completes the handshake
-    /// within `tls`'s timeout first. Client certificates, when `tls` asks for them, only admit
-    /// the connection; the sender is still identified by the message (MSH, OBX-18).
+    /// within `tls`'s timeout first. A verified client certificate binds the connection to the
+    /// device it names: messages for any other device are refused (see the module docs).
     pub async fn serve_mllp_tls(self, listener: TcpListener, tls: DeviceTls) {
         self.serve_mllp_on(listener, Some(tls)).await;
     }
@@ -87,33 +103,54 @@ impl App {
             SOURCE,
             max,
             tls,
-            |app, stream| async move { app.mllp_connection_logged(stream).await },
-            |app, stream| async move { app.mllp_connection_logged(stream).await },
+            |app, stream| async move { app.mllp_connection_logged(stream, None).await },
+            |app, stream| async move {
+                let certified = peer_serial(&stream);
+                app.mllp_connection_logged(stream, certified).await;
+            },
         )
         .await;
     }
 
-    async fn mllp_connection_logged<S>(&self, stream: S)
+    async fn mllp_connection_logged<S>(&self, stream: S, certified: Option<String>)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        if let Err(error) = self.mllp_connection(stream).await {
+        if let Err(error) = self.mllp_connection(stream, certified.as_deref()).await {
             tracing::debug!(%error, "MLLP connection ended with an error");
         }
     }
 
-    async fn mllp_connection<S>(&self, mut stream: S) -> std::io::Result<()>
+    /// Serves one connection. `certified` is the device serial of a verified client
+    /// certificate: every message must come from that device.
+    async fn mllp_connection<S>(
+        &self,
+        mut stream: S,
+        certified: Option<&str>,
+    ) -> std::io::Result<()>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
+        // Fail closed: without a certificate, and unless anonymous senders are allowed, nothing
+        // from this connection is stored; each message read is answered AR, then it closes.
+        let unauthenticated = certified.is_none() && !self.0.config.mllp.anonymous;
         let mut decoder = Decoder::new(self.0.config.mllp.max_message_bytes);
         let mut buffer = vec![0u8; 16 * 1024];
         let mut shutdown = self.0.shutdown.subscribe();
         let mut replies = Vec::new();
         loop {
             while let Some(frame) = decoder.next_frame() {
-                if let Some(ack) = self.mllp_frame(frame).await {
+                let ack = if unauthenticated {
+                    self.unauthenticated(&frame)
+                } else {
+                    self.mllp_frame(frame, certified).await
+                };
+                if let Some(ack) = ack {
                     replies.extend_from_slice(&encode_frame(&ack));
+                    if unauthenticated {
+                        // One refusal, then the connection closes.
+                        break;
+                    }
                 }
             }
             if !replies.is_empty() {
@@ -121,6 +158,9 @@ impl App {
                 // A TLS stream may hold written bytes until flushed (plain TCP: no-op).
                 stream.flush().await?;
                 replies.clear();
+                if unauthenticated {
+                    return Ok(());
+                }
             }
             if *shutdown.borrow() {
                 return Ok(());
@@ -130,9 +170,12 @@ impl App {
                 () = stopping(&mut shutdown) => return Ok(()),
             };
             if read == 0 {
+                if unauthenticated {
+                    return Ok(());
+                }
                 if let Some(Frame::Oversize { discarded, head }) = decoder.finish() {
                     // Kept as a dead letter; there is no one left to answer.
-                    self.oversize(discarded, &head).await;
+                    self.oversize(discarded, &head, certified).await;
                 } else if decoder.pending() > 0 {
                     self.keep_unframed(
                         "the connection closed inside an unfinished MLLP frame",
@@ -148,21 +191,47 @@ impl App {
     }
 
     /// Handles one decoded frame; returns the ACK to send, if one is due.
-    async fn mllp_frame(&self, frame: Frame) -> Option<Vec<u8>> {
+    async fn mllp_frame(&self, frame: Frame, certified: Option<&str>) -> Option<Vec<u8>> {
         match frame {
-            Frame::Message(bytes) => self.hl7_message(&bytes).await,
+            Frame::Message(bytes) => self.hl7_message(&bytes, certified).await,
             Frame::Garbage(bytes) => {
                 self.keep_unframed("bytes outside an MLLP frame", &bytes, bytes.len())
                     .await;
                 None
             }
-            Frame::Oversize { discarded, head } => self.oversize(discarded, &head).await,
+            Frame::Oversize { discarded, head } => self.oversize(discarded, &head, certified).await,
         }
     }
 
+    /// The answer to a frame from a connection that may not send: AR (or CR) naming the reason
+    /// for a message, nothing for garbage. Nothing is stored: an unauthenticated peer must not
+    /// be able to fill the dead-letter store.
+    fn unauthenticated(&self, frame: &Frame) -> Option<Vec<u8>> {
+        self.0.metrics.protocol_event(SOURCE, "unauthenticated");
+        tracing::warn!("HL7 message on an MLLP connection without a client certificate refused");
+        let header = match frame {
+            Frame::Message(bytes) => msh_of(bytes),
+            Frame::Oversize { head, .. } => msh_of(head),
+            Frame::Garbage(_) => return None,
+        };
+        let diagnostic = diagnostic(
+            "MSH",
+            Some(3),
+            ErrorCode::ApplicationError,
+            Severity::Error,
+            "this listener accepts only devices presenting a client certificate from the device CA; nothing was stored".into(),
+        );
+        Some(self.ack(&header, Outcome::Rejected, &[diagnostic]))
+    }
+
     /// Refuses an oversize frame: AR (or CR) addressed by its MSH when the head holds one, and
-    /// its head kept as the dead letter.
-    async fn oversize(&self, discarded: usize, head: &[u8]) -> Option<Vec<u8>> {
+    /// its head kept as the dead letter (of the certified device, on a certified connection).
+    async fn oversize(
+        &self,
+        discarded: usize,
+        head: &[u8],
+        certified: Option<&str>,
+    ) -> Option<Vec<u8>> {
         self.0.metrics.protocol_event(SOURCE, "oversize");
         let message = format!(
             "the message is larger than {} bytes and was discarded; split it",
@@ -170,7 +239,7 @@ impl App {
         );
         let rejection = Rejection::new(RejectionReason::TooLarge, message.clone());
         let header = msh_of(head);
-        let device = header.sending_device_id.clone();
+        let device = certified.map_or_else(|| header.sending_device_id.clone(), str::to_owned);
         self.keep(vec![Err(Unreadable {
             rejection,
             device: (!device.is_empty()).then_some(device.as_str()),
@@ -224,8 +293,9 @@ impl App {
         .into_bytes()
     }
 
-    /// Reads, stores and acknowledges one HL7 message.
-    async fn hl7_message(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+    /// Reads, stores and acknowledges one HL7 message; `certified` is the device the connection
+    /// is bound to, if any.
+    async fn hl7_message(&self, bytes: &[u8], certified: Option<&str>) -> Option<Vec<u8>> {
         // HL7 v2 text is ASCII in practice; vendors that send Latin-1 get each byte as its
         // character rather than a refusal.
         let text: Cow<'_, str> = match std::str::from_utf8(bytes) {
@@ -255,9 +325,14 @@ impl App {
             }
         };
         let header = read_header(&message);
+        if let Some(serial) = certified
+            && let Some(problem) = foreign_sender(serial, &header, None)
+        {
+            return self.refuse_foreign(bytes, &header, serial, problem).await;
+        }
         // A repeated control id is recognised in the store's commit (see `commit`), atomically
         // and without a lookup per message.
-        let key = receipt_key(&header);
+        let key = receipt_key(&header, certified);
         let report = match read_oru(&message) {
             Ok(report) => report,
             Err(refusal) => {
@@ -273,6 +348,11 @@ impl App {
                 return self.commit(&header, key, vec![item], |_| ack).await;
             }
         };
+        if let Some(serial) = certified
+            && let Some(problem) = foreign_sender(serial, &header, Some(&report))
+        {
+            return self.refuse_foreign(bytes, &header, serial, problem).await;
+        }
         let obx_lines = segment_lines(&message, "OBX", message.delimiters.field);
         let mut specs = Vec::with_capacity(report.observations.len());
         for observation in &report.observations {
@@ -340,6 +420,33 @@ impl App {
             self.ack(&report.header, outcome, &diagnostics)
         };
         self.commit(&header, key, items, build).await
+    }
+
+    /// Refuses a whole message from a certified connection that names another device: kept as a
+    /// `forbidden` dead letter of the certified device, counted, answered AR (or CR). No receipt
+    /// is stored, so the message cannot claim the named device's control id.
+    async fn refuse_foreign(
+        &self,
+        bytes: &[u8],
+        header: &Header,
+        serial: &str,
+        problem: Diagnostic,
+    ) -> Option<Vec<u8>> {
+        self.0.metrics.protocol_event(SOURCE, "foreign_device");
+        tracing::warn!(
+            certified = serial,
+            "HL7 message naming another device than the client certificate refused"
+        );
+        let rejection = Rejection::new(RejectionReason::Forbidden, problem.message.clone());
+        self.keep(vec![Err(Unreadable {
+            rejection,
+            device: Some(serial),
+            raw: bytes,
+        })])
+        .await;
+        let ack = self.ack(header, Outcome::Rejected, &[problem]);
+        self.0.metrics.protocol_event(SOURCE, ack_result(&ack));
+        wanted(header, &ack).then_some(ack)
     }
 
     /// Stores `items` with the ACK `build` makes from their verdicts, then returns the ACK if the
@@ -489,13 +596,7 @@ impl ItemSpec {
                     RejectionReason::UnknownCode
                 };
                 refused = Some((
-                    Rejection::new(
-                        reason,
-                        format!(
-                            "OBX-5 of {:?} is {} text; Galen stores numeric vital signs",
-                            observation.code, observation.value_type
-                        ),
-                    ),
+                    Rejection::new(reason, "OBX-5 is text; Galen stores numeric vital signs"),
                     false,
                 ));
                 f64::NAN
@@ -579,13 +680,47 @@ fn item_diagnostic(occurrence: usize, rejection: &Rejection) -> Diagnostic {
     }
 }
 
-/// The receipt key of a message: its sender and control id. `None` without a control id.
-fn receipt_key(header: &Header) -> Option<String> {
+/// Where a message from a connection certified as `serial` names another device, as the ERR
+/// entry of its refusal: MSH-3.2 (the sender's id), else the first OBX-18 (the equipment each
+/// value belongs to, `report` once read). Empty ids are not claims and pass; the pipeline refuses
+/// values without a device. The reason names the certified serial (authenticated, registered),
+/// never the other id: that is whatever the sender wrote there.
+fn foreign_sender(
+    serial: &str,
+    header: &Header,
+    report: Option<&galen_hl7v2::OruReport>,
+) -> Option<Diagnostic> {
+    let refusal = |segment: &str, occurrence: usize, field: usize| Diagnostic {
+        segment: segment.to_owned(),
+        occurrence,
+        field: Some(field),
+        code: ErrorCode::ApplicationError,
+        message: format!(
+            "{segment}-{field} names another device than the client certificate's ({serial}); \
+             a device certificate sends only its own measurements"
+        ),
+        severity: Severity::Error,
+    };
+    let named = header.sending_device_id.as_str();
+    if !named.is_empty() && named != serial {
+        return Some(refusal("MSH", 1, 3));
+    }
+    report?
+        .observations
+        .iter()
+        .find(|observation| !observation.equipment.is_empty() && observation.equipment != serial)
+        .map(|observation| refusal("OBX", observation.occurrence, 18))
+}
+
+/// The receipt key of a message: its sender and control id. `None` without a control id. On a
+/// certified connection the sender's id is the certificate's serial (MSH-3.2 may only repeat
+/// it), so devices sharing an application name and facility never share control ids.
+fn receipt_key(header: &Header, certified: Option<&str>) -> Option<String> {
     (!header.control_id.trim().is_empty()).then(|| {
         format!(
             "{}|{}|{}|{}",
             header.sending_application,
-            header.sending_device_id,
+            certified.unwrap_or(&header.sending_device_id),
             header.sending_facility,
             header.control_id
         )

@@ -909,30 +909,28 @@ impl<'p> Message<'p> {
             Body::Items(parsed) => {
                 for (parsed, raw) in parsed {
                     items.push(match parsed {
-                        Parsed::Item { wire, time, id } => {
-                            match wire.device.as_deref() {
-                                Some(named) if named != self.serial => Err(Unreadable {
-                                    rejection: Rejection::new(
-                                        RejectionReason::Forbidden,
-                                        format!(
-                                            "the item names device {named:?} but was published under {:?}'s topic",
-                                            self.serial
-                                        ),
+                        Parsed::Item { wire, time, id } => match wire.device.as_deref() {
+                            Some(named) if named != self.serial => Err(Unreadable {
+                                rejection: Rejection::new(
+                                    RejectionReason::Forbidden,
+                                    format!(
+                                        "the item names another device than its topic's ({})",
+                                        self.serial
                                     ),
-                                    device,
-                                    raw,
-                                }),
-                                _ => Ok(Incoming {
-                                    device: self.serial,
-                                    code: &wire.code,
-                                    value: wire.value,
-                                    unit: &wire.unit,
-                                    time: *time,
-                                    id: id.as_deref(),
-                                    raw,
-                                }),
-                            }
-                        }
+                                ),
+                                device,
+                                raw,
+                            }),
+                            _ => Ok(Incoming {
+                                device: self.serial,
+                                code: &wire.code,
+                                value: wire.value,
+                                unit: &wire.unit,
+                                time: *time,
+                                id: id.as_deref(),
+                                raw,
+                            }),
+                        },
                         Parsed::Unreadable { rejection, .. } => Err(Unreadable {
                             rejection: rejection.clone(),
                             device,
@@ -948,8 +946,8 @@ impl<'p> Message<'p> {
                             rejection: Rejection::new(
                                 RejectionReason::Forbidden,
                                 format!(
-                                    "the payload names device {:?} but was published under {:?}'s topic",
-                                    mapped.device, self.serial
+                                    "the payload names another device than its topic's ({})",
+                                    self.serial
                                 ),
                             ),
                             device,
@@ -1039,7 +1037,10 @@ fn read_message<'p>(
             return refused(
                 serial,
                 RejectionReason::Malformed,
-                format!("the payload is not JSON: {error}"),
+                format!(
+                    "the payload is not JSON: {}",
+                    galen_fhir::redact::json_error(&error)
+                ),
             );
         }
     };
@@ -1048,7 +1049,7 @@ fn read_message<'p>(
             serial,
             RejectionReason::Unmapped,
             format!(
-                "no mapping template matches this payload on topic suffix {suffix:?}; publish Galen JSON to {TOPIC_PREFIX}{serial}/{MEASUREMENTS} or add a template"
+                "no mapping template matches this payload on this topic; publish Galen JSON to {TOPIC_PREFIX}{serial}/{MEASUREMENTS} or add a template"
             ),
         );
     };
@@ -1076,13 +1077,19 @@ fn parse_measurements(payload: &[u8]) -> Result<Vec<(Parsed<'_>, &[u8])>, String
     let text = std::str::from_utf8(payload).map_err(|_| "the payload is not UTF-8".to_owned())?;
     let trimmed = text.trim_start();
     let raw_items: Vec<&RawValue> = if trimmed.starts_with('[') {
-        serde_json::from_str(text)
-            .map_err(|error| format!("the payload is not a JSON array of measurements: {error}"))?
+        serde_json::from_str(text).map_err(|error| {
+            format!(
+                "the payload is not a JSON array of measurements: {}",
+                galen_fhir::redact::json_error(&error)
+            )
+        })?
     } else {
-        vec![
-            serde_json::from_str(text)
-                .map_err(|error| format!("the payload is not a JSON measurement: {error}"))?,
-        ]
+        vec![serde_json::from_str(text).map_err(|error| {
+            format!(
+                "the payload is not a JSON measurement: {}",
+                galen_fhir::redact::json_error(&error)
+            )
+        })?]
     };
     Ok(raw_items
         .into_iter()

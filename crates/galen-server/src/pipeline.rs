@@ -260,10 +260,8 @@ impl Pipeline {
                 let checked = match directory.device_by_serial(incoming.device) {
                     None => Err(Rejection::new(
                         RejectionReason::UnknownDevice,
-                        format!(
-                            "device {:?} is not registered; register it with POST /api/v1/devices",
-                            incoming.device
-                        ),
+                        // The serial is not repeated: unregistered, it is whatever the sender wrote.
+                        "the device is not registered; register its serial with POST /api/v1/devices",
                     )),
                     Some(device) if !device.details.status.accepts_data() => Err(Rejection::new(
                         RejectionReason::DeviceNotAccepting,

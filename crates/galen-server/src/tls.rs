@@ -8,7 +8,10 @@
 //! still authenticates with its password over the encrypted connection. A certificate that is
 //! presented must chain to the device CA, or the handshake fails. The MQTT listener then treats
 //! the certificate's subject common name (or, without one, its first DNS subject alternative
-//! name) as the serial of the device that connected: see [`DeviceTls`].
+//! name) as the serial of the device that connected: see [`DeviceTls`]. The MLLP listener binds
+//! the connection to that serial: every message must come from that device. HL7 v2 has no
+//! credentials of its own, so `galen serve` builds the MLLP acceptor with
+//! [`DeviceTls::requiring_client_certificates`].
 //!
 //! Crypto: rustls with the `ring` provider, installed as the process default the first time an
 //! acceptor is built (an already installed provider is kept).
@@ -69,6 +72,9 @@ pub enum TlsError {
         /// Why.
         reason: String,
     },
+    /// Client certificates are required, but no device CA is configured to verify them.
+    #[error("client certificates are required but no device CA is configured (--device-ca)")]
+    NoDeviceCa,
 }
 
 /// Where the TLS material of the device listeners is.
@@ -103,6 +109,20 @@ impl DeviceTls {
     /// Reads the PEM files and builds the acceptor (TLS 1.2 and 1.3). With a device CA, clients
     /// are asked for a certificate but may connect without one.
     pub fn from_files(files: &TlsFiles) -> Result<DeviceTls, TlsError> {
+        DeviceTls::build(files, false)
+    }
+
+    /// Like [`DeviceTls::from_files`], but a client must present a certificate from the device
+    /// CA, or the handshake fails: for listeners whose protocol has no credentials of its own
+    /// (MLLP). Refused without a device CA in `files`.
+    pub fn requiring_client_certificates(files: &TlsFiles) -> Result<DeviceTls, TlsError> {
+        if files.device_ca.is_none() {
+            return Err(TlsError::NoDeviceCa);
+        }
+        DeviceTls::build(files, true)
+    }
+
+    fn build(files: &TlsFiles, certificate_required: bool) -> Result<DeviceTls, TlsError> {
         let provider = crypto_provider();
         let chain = read_certificates(&files.certificate, "certificate")?;
         let key = read_private_key(&files.private_key)?;
@@ -124,16 +144,20 @@ impl DeviceTls {
                         source,
                     })?;
                 }
-                // Unauthenticated clients are allowed so that password authentication keeps
-                // working over TLS; a presented certificate must still verify.
+                // Unless a certificate is required, unauthenticated clients are allowed so that
+                // password authentication keeps working over TLS; a presented certificate must
+                // still verify.
                 let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                        .allow_unauthenticated()
-                        .build()
-                        .map_err(|error| TlsError::ClientCa {
-                            path: path.clone(),
-                            reason: error.to_string(),
-                        })?;
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+                let verifier = if certificate_required {
+                    verifier
+                } else {
+                    verifier.allow_unauthenticated()
+                };
+                let verifier = verifier.build().map_err(|error| TlsError::ClientCa {
+                    path: path.clone(),
+                    reason: error.to_string(),
+                })?;
                 builder.with_client_cert_verifier(verifier)
             }
         };

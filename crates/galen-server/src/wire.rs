@@ -59,7 +59,10 @@ pub(crate) fn parse_item(raw: &RawValue) -> Parsed<'_> {
     let wire: WireMeasurement<'_> = match serde_json::from_str(raw.get()) {
         Ok(wire) => wire,
         Err(error) => {
-            let message = format!("item is not a measurement: {error}");
+            let message = format!(
+                "item is not a measurement: {}",
+                galen_fhir::redact::json_error(&error)
+            );
             return unreadable(Rejection::new(RejectionReason::Malformed, message));
         }
     };

@@ -323,6 +323,7 @@ async fn every_role_against_every_route_family() {
             &["administrator"],
         ),
         (Method::GET, "/api/v1/audit".into(), None, &["auditor"]),
+        (Method::GET, "/audit".into(), None, &["auditor"]),
         (Method::GET, "/fhir/AuditEvent".into(), None, &["auditor"]),
     ];
     let mut failures = Vec::new();
@@ -444,7 +445,9 @@ async fn a_nurse_sees_and_acts_on_her_ward_only() {
         denied
             .iter()
             .any(|record| record["patient"] == cardio_patient
-                && record["resource"] == format!("/fhir/Patient/{cardio_patient}")),
+                // A refused request is recorded by its route (its path may carry anything), with
+                // the patient it named.
+                && record["resource"] == "/fhir/Patient/{id}"),
         "{trail}"
     );
     let read = records
@@ -898,4 +901,107 @@ async fn a_transaction_entry_is_authorized_as_if_sent_alone() {
         )
         .await;
     assert_eq!(found["total"], 0, "nothing written: {found}");
+}
+
+#[tokio::test]
+async fn an_auditor_signs_in_to_the_audit_view_and_others_to_the_ward_view() {
+    let fixture = Fixture::new().await;
+    fixture.account("aud", "auditor", json!({})).await;
+    fixture
+        .account("nina", "nurse", json!({ "wards": ["ICU"] }))
+        .await;
+    let send = |request: Request<Body>| async {
+        let response = fixture.app.router().oneshot(request).await.expect("router");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    };
+    let login = |name: &str| {
+        Request::post("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!(
+                "name={name}&password={}",
+                PASSWORD.replace(' ', "+")
+            )))
+            .expect("request")
+    };
+    let (status, headers, _) = send(login("aud")).await;
+    assert!(status.is_redirection(), "{status}");
+    assert_eq!(headers[header::LOCATION], "/audit");
+    let cookie = headers[header::SET_COOKIE]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let (status, headers, page) = send(
+        Request::get("/audit")
+            .header(header::COOKIE, &cookie)
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .is_ok_and(|value| value.starts_with("text/html"))
+    );
+    // The CSP allows no inline script or style: the page loads its script and styles.
+    assert!(page.contains(r#"<script src="/assets/audit.js" defer></script>"#));
+    assert_eq!(page.matches("<script").count(), 1, "no inline script");
+    assert!(
+        !page.contains("<style") && !page.contains("style="),
+        "no inline style"
+    );
+    let (status, headers, script) = send(
+        Request::get("/assets/audit.js")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .is_ok_and(|value| value.starts_with("text/javascript"))
+    );
+    assert!(script.contains("/api/v1/audit") && !script.contains("innerHTML"));
+    // The ward view is not the auditor's; a nurse lands there and may not open the audit view.
+    let (status, _, _) = send(
+        Request::get("/")
+            .header(header::COOKIE, &cookie)
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, headers, _) = send(login("nina")).await;
+    assert_eq!(headers[header::LOCATION], "/");
+    let nurse = headers[header::SET_COOKIE]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let (status, _, _) = send(
+        Request::get("/audit")
+            .header(header::COOKIE, &nurse)
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }

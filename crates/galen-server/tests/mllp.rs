@@ -57,8 +57,19 @@ fn monitor(serial: &str) -> NewDevice {
     }
 }
 
-/// A server with MRN-1 (assigned MONITOR) and MRN-2 (assigned OTHER_MONITOR).
+/// A server with MRN-1 (assigned MONITOR) and MRN-2 (assigned OTHER_MONITOR), whose plain MLLP
+/// listener takes anonymous senders (allowed explicitly: these tests are about HL7 itself; the
+/// certified sender is tested in `tls.rs`).
 async fn harness(settings: MllpSettings) -> Harness {
+    harness_exactly(MllpSettings {
+        anonymous: true,
+        ..settings
+    })
+    .await
+}
+
+/// Like [`harness`], with `settings` as given.
+async fn harness_exactly(settings: MllpSettings) -> Harness {
     let dir = TempDir::new().expect("temp dir");
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).expect("store"));
@@ -462,5 +473,39 @@ async fn copies_arriving_at_once_on_two_connections_are_stored_once_and_answered
         letters.len(),
         10,
         "one dead letter per message, not per copy"
+    );
+}
+
+#[tokio::test]
+async fn anonymous_senders_are_refused_unless_allowed() {
+    // The default: a connection without a client certificate may not send.
+    let harness = harness_exactly(MllpSettings::default()).await;
+    let mut stream = TcpStream::connect(harness.address).await.expect("connect");
+    let mut bytes = encode_frame(oru("ANON-1", "", "MRN-1", &[]).as_bytes());
+    bytes.extend(encode_frame(oru("ANON-2", "", "MRN-1", &[]).as_bytes()));
+    stream.write_all(&bytes).await.expect("write");
+    let ack = read_acks(&mut stream, 1).await.remove(0);
+    assert_eq!(msa(&ack), ("AR".into(), "ANON-1".into()), "{ack}");
+    assert!(ack.contains("client certificate"), "the reason: {ack}");
+    // Then the connection is closed: no answer (and nothing stored) for the second message.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+        .await
+        .expect("closed within 10 s")
+        .expect("read");
+    assert!(rest.is_empty(), "nothing after the refusal: {rest:?}");
+    assert!(
+        stored(&harness, MONITOR, VitalSign::Spo2).await.is_empty(),
+        "nothing stored"
+    );
+    assert!(
+        dead_letters(&harness).await.is_empty(),
+        "an unauthenticated peer cannot fill the dead-letter store"
+    );
+    let metrics = harness.app.metrics().render(&harness.store.stats());
+    assert!(
+        metrics
+            .contains(r#"galen_protocol_events_total{protocol="mllp",event="unauthenticated"} 1"#),
+        "{metrics}"
     );
 }

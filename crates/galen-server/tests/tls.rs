@@ -1,7 +1,7 @@
 //! The device listeners over TLS, in-process with certificates made by rcgen: MQTT with a
 //! password, MQTT with a device certificate (the certificate's CN is the serial), a certificate
-//! from another CA refused at the handshake, HL7 v2 over MLLP/TLS, and start-up errors that name
-//! the file.
+//! from another CA refused at the handshake, HL7 v2 over MLLP/TLS bound to the device certificate
+//! (messages for another device refused), and start-up errors that name the file.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -202,7 +202,11 @@ async fn harness() -> Harness {
     tokio::spawn(app.clone().serve_mqtt_tls(mqtt_listener, tls.clone()));
     let mllp_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let mllp = mllp_listener.local_addr().expect("address");
-    tokio::spawn(app.clone().serve_mllp_tls(mllp_listener, tls));
+    // MLLP has no credentials of its own: its TLS listener requires the device certificate.
+    let mllp_tls = DeviceTls::requiring_client_certificates(&files)
+        .expect("MLLP TLS from the PEM files")
+        .with_handshake_timeout(Duration::from_secs(5));
+    tokio::spawn(app.clone().serve_mllp_tls(mllp_listener, mllp_tls));
     Harness {
         app,
         store,
@@ -401,10 +405,52 @@ async fn a_certificate_from_another_ca_is_refused_at_the_handshake() {
     assert_eq!(heart_rates(&harness, "DEV-A").await, Vec::<f64>::new());
 }
 
+/// An ORU^R01 with control id `control` whose MSH-3.2 is `sender` and whose one OBX (heart rate
+/// `rate`, measured at second `rate % 60`) names `equipment` in OBX-18 (empty: the MSH-3 device).
+fn oru_from(control: &str, sender: &str, equipment: &str, rate: u32) -> String {
+    [
+        format!(
+            "MSH|^~\\&|MONITOR^{sender}^EUI-64|ICU|GALEN|HOSP|20261123080005+0000||ORU^R01^ORU_R01|{control}|P|2.6"
+        ),
+        "OBR|1|||182777000^monitoring of patient^SCT|||20261123080000+0000".to_owned(),
+        format!(
+            "OBX|1|NM|149530^MDC_PULS_OXIM_PULS_RATE^MDC|1.1.1.2|{rate}|264864^MDC_DIM_BEAT_PER_MIN^MDC|||||F|||202611230800{second:02}+0000||||{equipment}",
+            second = rate % 60
+        ),
+    ]
+    .join("\r")
+}
+
+/// Sends `message` over `stream` and reads its ACK.
+async fn exchange_hl7(stream: &mut TlsStream<TcpStream>, message: &str) -> String {
+    stream
+        .write_all(&encode_frame(message.as_bytes()))
+        .await
+        .expect("send");
+    stream.flush().await.expect("flush");
+    let mut decoder = Decoder::new(1 << 20);
+    let mut buffer = [0u8; 4096];
+    loop {
+        if let Some(frame) = decoder.next_frame() {
+            match frame {
+                Frame::Message(bytes) => return String::from_utf8(bytes).expect("utf-8 ACK"),
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+            .await
+            .expect("an ACK within 10 s")
+            .expect("read");
+        assert!(read > 0, "closed before the ACK");
+        decoder.push(&buffer[..read]);
+    }
+}
+
 #[tokio::test]
 async fn hl7_over_mllp_tls_is_acknowledged() {
     let harness = harness().await;
-    let mut stream = tls_connect(harness.mllp, &harness.ca.pem, None)
+    let identity = harness.ca.device(MONITOR);
+    let mut stream = tls_connect(harness.mllp, &harness.ca.pem, Some(&identity))
         .await
         .expect("handshake");
     let message = [
@@ -416,29 +462,103 @@ async fn hl7_over_mllp_tls_is_acknowledged() {
         "OBX|1|NM|149530^MDC_PULS_OXIM_PULS_RATE^MDC|1.1.1.2|72|264864^MDC_DIM_BEAT_PER_MIN^MDC|||||F".to_owned(),
     ]
     .join("\r");
-    stream
-        .write_all(&encode_frame(message.as_bytes()))
-        .await
-        .expect("send");
-    stream.flush().await.expect("flush");
-    let mut decoder = Decoder::new(1 << 20);
-    let mut buffer = [0u8; 4096];
-    let ack = loop {
-        if let Some(frame) = decoder.next_frame() {
-            match frame {
-                Frame::Message(bytes) => break String::from_utf8(bytes).expect("utf-8 ACK"),
-                other => panic!("unexpected frame {other:?}"),
-            }
-        }
-        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
-            .await
-            .expect("an ACK within 10 s")
-            .expect("read");
-        assert!(read > 0, "closed before the ACK");
-        decoder.push(&buffer[..read]);
-    };
+    let ack = exchange_hl7(&mut stream, &message).await;
     assert!(ack.contains("MSA|AA|TLS-1"), "{ack}");
     assert_eq!(heart_rates(&harness, MONITOR).await, vec![72.0]);
+}
+
+#[tokio::test]
+async fn a_device_certificate_on_mllp_sends_only_for_its_own_device() {
+    let harness = harness().await;
+    let identity = harness.ca.device("DEV-A");
+    let mut stream = tls_connect(harness.mllp, &harness.ca.pem, Some(&identity))
+        .await
+        .expect("handshake with DEV-A's certificate");
+
+    // DEV-A for itself: by MSH-3, and by OBX-18.
+    let ack = exchange_hl7(&mut stream, &oru_from("OWN-1", "DEV-A", "", 61)).await;
+    assert!(ack.contains("MSA|AA|OWN-1"), "{ack}");
+    let ack = exchange_hl7(&mut stream, &oru_from("OWN-2", "", "DEV-A", 62)).await;
+    assert!(ack.contains("MSA|AA|OWN-2"), "{ack}");
+    assert_eq!(heart_rates(&harness, "DEV-A").await, vec![61.0, 62.0]);
+
+    // DEV-A claiming to be MONITOR (MSH-3), or slipping MONITOR's values in (OBX-18): refused
+    // whole, on the same connection, naming the field and the certified device.
+    let ack = exchange_hl7(&mut stream, &oru_from("FORGED-1", MONITOR, "", 91)).await;
+    assert!(ack.contains("MSA|AR|FORGED-1"), "{ack}");
+    assert!(
+        ack.contains("MSH^1^3") && ack.contains("DEV-A") && !ack.contains(MONITOR),
+        "names the field and the certified device, not what the sender wrote: {ack}"
+    );
+    let ack = exchange_hl7(&mut stream, &oru_from("FORGED-2", "DEV-A", MONITOR, 92)).await;
+    assert!(ack.contains("MSA|AR|FORGED-2"), "{ack}");
+    assert!(ack.contains("OBX^1^18"), "{ack}");
+    // Enhanced mode (MSH-15 set): CR.
+    let enhanced = oru_from("FORGED-3", MONITOR, "", 93).replace("|P|2.6", "|P|2.6|||AL|NE");
+    let ack = exchange_hl7(&mut stream, &enhanced).await;
+    assert!(ack.contains("MSA|CR|FORGED-3"), "{ack}");
+    assert_eq!(
+        heart_rates(&harness, MONITOR).await,
+        Vec::<f64>::new(),
+        "nothing stored for the impersonated device"
+    );
+
+    // Kept as forbidden dead letters of the certified device, and counted.
+    let letters = harness.store.dead_letters(0, 100).await.expect("letters");
+    assert_eq!(letters.len(), 3, "one per refused message");
+    for letter in &letters {
+        assert_eq!(letter.letter.reason.code(), "forbidden");
+        assert_eq!(letter.letter.device.as_deref(), Some("DEV-A"));
+        assert!(letter.letter.payload.starts_with(b"MSH|"));
+    }
+    let metrics = harness.app.metrics().render(&harness.store.stats());
+    assert!(
+        metrics
+            .contains(r#"galen_protocol_events_total{protocol="mllp",event="foreign_device"} 3"#),
+        "{metrics}"
+    );
+
+    // A refused message claims no control id: MONITOR's own FORGED-1 is taken afterwards.
+    let monitor = harness.ca.device(MONITOR);
+    let mut stream = tls_connect(harness.mllp, &harness.ca.pem, Some(&monitor))
+        .await
+        .expect("handshake with MONITOR's certificate");
+    let ack = exchange_hl7(&mut stream, &oru_from("FORGED-1", MONITOR, "", 74)).await;
+    assert!(ack.contains("MSA|AA|FORGED-1"), "{ack}");
+    assert_eq!(heart_rates(&harness, MONITOR).await, vec![74.0]);
+}
+
+#[tokio::test]
+async fn mllp_tls_without_a_device_certificate_is_refused_at_the_handshake() {
+    let harness = harness().await;
+    let message = oru_from("ANON-1", MONITOR, "", 80);
+    // In TLS 1.3 the refusal may arrive as an alert on the first read instead.
+    match tls_connect(harness.mllp, &harness.ca.pem, None).await {
+        Err(_) => {}
+        Ok(mut stream) => {
+            let _ = stream.write_all(&encode_frame(message.as_bytes())).await;
+            let _ = stream.flush().await;
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+                .await
+                .expect("closed within 10 s");
+            assert!(
+                answer.is_empty(),
+                "no ACK without a certificate: {answer:?}"
+            );
+        }
+    }
+    let forged = Authority::new("Someone else's CA").device(MONITOR);
+    if let Ok(mut stream) = tls_connect(harness.mllp, &harness.ca.pem, Some(&forged)).await {
+        let _ = stream.write_all(&encode_frame(message.as_bytes())).await;
+        let _ = stream.flush().await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .expect("closed within 10 s");
+        assert!(answer.is_empty(), "no ACK for another CA's certificate");
+    }
+    assert_eq!(heart_rates(&harness, MONITOR).await, Vec::<f64>::new());
 }
 
 #[test]
@@ -494,12 +614,20 @@ fn start_up_errors_name_the_file() {
     );
     assert!(
         DeviceTls::from_files(&TlsFiles {
-            certificate,
-            private_key: key,
+            certificate: certificate.clone(),
+            private_key: key.clone(),
             device_ca: None,
         })
         .is_ok()
     );
+    let message = DeviceTls::requiring_client_certificates(&TlsFiles {
+        certificate,
+        private_key: key,
+        device_ca: None,
+    })
+    .expect_err("no device CA to require certificates from")
+    .to_string();
+    assert!(message.contains("--device-ca"), "{message}");
 }
 
 async fn heart_rates(harness: &Harness, serial: &str) -> Vec<f64> {

@@ -2,7 +2,9 @@
 //! OAuth2 machine clients.
 //!
 //! The store keeps only verifiers: a password's Argon2id hash (a PHC string), an API token's or a
-//! client secret's SHA-256, and a client's public keys. The roles and ward scopes are stored as text the server interprets; the store does not
+//! client secret's SHA-256, and a client's public keys. The one exception is an account's TOTP secret (RFC 6238), which both sides must hold
+//! to compute codes: it is kept as given, never leaves through `Debug`, and encryption at rest is
+//! the store's (see `docs/threat-model.md`). The roles and ward scopes are stored as text the server interprets; the store does not
 //! know what a role may do. Sessions are not stored: they live in the server's memory and end with
 //! the process.
 
@@ -45,6 +47,33 @@ pub struct User {
     pub failed_logins: u32,
     /// Until when logins are refused after repeated failures.
     pub locked_until: Option<Timestamp>,
+    /// The account's TOTP second factor, active or being enrolled.
+    pub totp: Option<Totp>,
+}
+
+/// An account's TOTP second factor (RFC 6238), as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Totp {
+    /// The shared secret (random bytes; Galen uses 20, the HMAC-SHA-1 block the RFC suggests).
+    pub secret: Vec<u8>,
+    /// Confirmed with a code, so logins need one. `false`: an enrolment not yet confirmed, which
+    /// logins ignore.
+    pub active: bool,
+    /// The last TOTP time step whose code was accepted: a code of this step or an earlier one is
+    /// refused (each code works once).
+    pub last_step: u64,
+}
+
+impl std::fmt::Debug for Totp {
+    /// Never prints the secret.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Totp")
+            .field("secret", &"<redacted>")
+            .field("active", &self.active)
+            .field("last_step", &self.last_step)
+            .finish()
+    }
 }
 
 /// What an account change sets (everything but the name).
@@ -231,4 +260,20 @@ pub trait AccessStore: Send + Sync + std::fmt::Debug {
     ) -> Result<OAuthClient>;
     /// Every machine client, revoked ones included, by id.
     async fn oauth_clients(&self) -> Result<Vec<OAuthClient>>;
+    /// Starts a TOTP enrolment of account `id`: `secret` is kept, inactive, replacing an
+    /// unconfirmed one. [`crate::Error::NotFound`] without the account,
+    /// [`crate::Error::Conflict`] if a second factor is already active. Durable on return.
+    async fn begin_totp(&self, id: i64, secret: Vec<u8>) -> Result<User>;
+    /// Activates the enrolled secret of account `id`, recording `step` (the step of the code that
+    /// confirmed it) as used. [`crate::Error::Conflict`] if nothing is being enrolled (none, or
+    /// already active). Durable on return.
+    async fn activate_totp(&self, id: i64, step: u64) -> Result<User>;
+    /// Removes the second factor of account `id` (active or being enrolled).
+    /// [`crate::Error::NotFound`] without the account. Durable on return.
+    async fn remove_totp(&self, id: i64) -> Result<User>;
+    /// Uses time step `step` of account `id`'s active second factor: `true` if it is later than
+    /// every step used before (and is now the last one used), `false` otherwise (a replayed or
+    /// older code, or no active second factor). Atomic: of two logins with the same code, one
+    /// wins. Durable on return.
+    async fn claim_totp_step(&self, id: i64, step: u64) -> Result<bool>;
 }

@@ -44,6 +44,7 @@ pub async fn run_all(fresh: &(dyn Fn() -> Box<dyn Backend> + Sync)) {
     accounts_and_api_tokens(fresh().as_ref()).await;
     oauth_clients(fresh().as_ref()).await;
     audit_trail(fresh().as_ref()).await;
+    totp_second_factor(fresh().as_ref()).await;
     writes_commit_their_audit_records(fresh().as_ref()).await;
     break_glass_grants(fresh().as_ref()).await;
     consents(fresh().as_ref()).await;
@@ -2379,12 +2380,15 @@ async fn oauth_clients(backend: &dyn Backend) {
     }
     assert!(matches!(
         store
-            .create_oauth_client(crate::NewOAuthClient {
-                client_id: "gc_4".into(),
-                name: "spaced".into(),
-                scopes: vec!["system/Patient.r system/Device.r".into()],
-                ..with_secret.clone()
-            }, Vec::new())
+            .create_oauth_client(
+                crate::NewOAuthClient {
+                    client_id: "gc_4".into(),
+                    name: "spaced".into(),
+                    scopes: vec!["system/Patient.r system/Device.r".into()],
+                    ..with_secret.clone()
+                },
+                Vec::new()
+            )
             .await,
         Err(Error::Invalid(_))
     ));
@@ -2404,10 +2408,13 @@ async fn oauth_clients(backend: &dyn Backend) {
     assert!(
         matches!(
             store
-                .create_oauth_client(crate::NewOAuthClient {
-                    client_id: "gc_5".into(),
-                    ..with_secret.clone()
-                }, Vec::new())
+                .create_oauth_client(
+                    crate::NewOAuthClient {
+                        client_id: "gc_5".into(),
+                        ..with_secret.clone()
+                    },
+                    Vec::new()
+                )
                 .await,
             Err(Error::Conflict(_))
         ),
@@ -2419,6 +2426,128 @@ async fn oauth_clients(backend: &dyn Backend) {
         reopened.oauth_clients().await.expect("clients"),
         vec![revoked, second],
         "durable, by id"
+    );
+    reopened.close().await.expect("close");
+}
+
+async fn totp_second_factor(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let admin = store
+        .create_user(
+            crate::NewUser {
+                name: "admin.ada".into(),
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+                role: "administrator".into(),
+                wards: Vec::new(),
+                patient: None,
+                created: at(0),
+                organization: None,
+            },
+            Vec::new(),
+        )
+        .await
+        .expect("create");
+    assert_eq!(admin.totp, None, "no second factor by default");
+    assert!(
+        !store.claim_totp_step(admin.id, 5).await.expect("claim"),
+        "no step is taken without an active factor"
+    );
+    assert!(matches!(
+        store.activate_totp(admin.id, 1).await,
+        Err(Error::Conflict(_))
+    ));
+    let pending = store
+        .begin_totp(admin.id, vec![1; 20])
+        .await
+        .expect("begin");
+    let expected = crate::Totp {
+        secret: vec![1; 20],
+        active: false,
+        last_step: 0,
+    };
+    assert_eq!(pending.totp, Some(expected));
+    assert!(
+        !store.claim_totp_step(admin.id, 5).await.expect("claim"),
+        "an unconfirmed enrolment opens nothing"
+    );
+    // A second enrolment replaces an unconfirmed one.
+    let pending = store
+        .begin_totp(admin.id, vec![2; 20])
+        .await
+        .expect("again");
+    assert_eq!(
+        pending.totp.as_ref().map(|totp| totp.secret.clone()),
+        Some(vec![2; 20])
+    );
+    let active = store.activate_totp(admin.id, 100).await.expect("activate");
+    assert_eq!(
+        active.totp,
+        Some(crate::Totp {
+            secret: vec![2; 20],
+            active: true,
+            last_step: 100,
+        })
+    );
+    assert!(
+        !format!("{active:?}").contains("[2, 2"),
+        "Debug never shows the secret"
+    );
+    assert!(matches!(
+        store.begin_totp(admin.id, vec![3; 20]).await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        store.activate_totp(admin.id, 101).await,
+        Err(Error::Conflict(_))
+    ));
+    // Each step once, and never an earlier one.
+    assert!(!store.claim_totp_step(admin.id, 100).await.expect("claim"));
+    assert!(store.claim_totp_step(admin.id, 101).await.expect("claim"));
+    assert!(
+        !store.claim_totp_step(admin.id, 101).await.expect("claim"),
+        "replay"
+    );
+    assert!(
+        !store.claim_totp_step(admin.id, 99).await.expect("claim"),
+        "older"
+    );
+    let claims = futures_join_all((0..8).map(|_| {
+        let store = store.clone();
+        let id = admin.id;
+        async move { store.claim_totp_step(id, 102).await.expect("claim") }
+    }))
+    .await;
+    assert_eq!(
+        claims.iter().filter(|won| **won).count(),
+        1,
+        "of concurrent uses of one code, one wins"
+    );
+    assert!(matches!(
+        store.begin_totp(9_999, vec![1; 20]).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        store.remove_totp(9_999).await,
+        Err(Error::NotFound(_))
+    ));
+    store.close().await.expect("close");
+    let reopened = backend.open().await;
+    let users = reopened.users().await.expect("users");
+    assert_eq!(
+        users[0]
+            .totp
+            .as_ref()
+            .map(|totp| (totp.active, totp.last_step)),
+        Some((true, 102)),
+        "durable"
+    );
+    let removed = reopened.remove_totp(admin.id).await.expect("remove");
+    assert_eq!(removed.totp, None);
+    assert!(
+        !reopened
+            .claim_totp_step(admin.id, 200)
+            .await
+            .expect("claim")
     );
     reopened.close().await.expect("close");
 }

@@ -35,7 +35,7 @@ use galen_model::{
 
 pub use access::{
     AccessStore, ApiToken, BreakGlassGrant, ClientCredential, NewOAuthClient, NewUser, OAuthClient,
-    User, UserChange,
+    Totp, User, UserChange,
 };
 pub use audit::{
     AUDIT_FORMAT, AuditAction, AuditOutcome, AuditQuery, AuditRecord, AuditStore, BreakKind,

@@ -435,12 +435,15 @@ pub(crate) async fn mllp(args: MllpArgs) -> Result<()> {
     // The listener, over a fresh store.
     let store = Arc::new(crate::open_store(directory.join("mllp")).await?);
     crate::bench::register(store.as_ref(), args.devices, start.add_seconds(-60)).await?;
-    let app = App::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        ServerConfig::default(),
-    )
-    .await?;
+    // The benchmark's clients send over plain MLLP on loopback, as anonymous senders.
+    let config = ServerConfig {
+        mllp: galen_server::MllpSettings {
+            anonymous: true,
+            ..galen_server::MllpSettings::default()
+        },
+        ..ServerConfig::default()
+    };
+    let app = App::new(store.clone(), Arc::new(SystemClock), config).await?;
     let http = crate::bind("127.0.0.1:0".parse().context("address")?).await?;
     let mllp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = mllp_listener.local_addr()?;

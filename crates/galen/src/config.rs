@@ -54,7 +54,9 @@ pub(crate) struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, env = "GALEN_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
-    /// Address and port of the HL7 v2 (MLLP) listener, or `off` [default: 127.0.0.1:2575].
+    /// Address and port of the plain HL7 v2 (MLLP) listener, or `off` [default: off]. MLLP has
+    /// no credentials, so this listener is anonymous and needs --allow-anonymous-mllp; prefer
+    /// --mllp-tls-addr with --device-ca.
     #[arg(long, env = "GALEN_MLLP_ADDR")]
     mllp_addr: Option<ListenAddr>,
     /// Address and port of the MQTT listener, or `off` [default: 127.0.0.1:1883].
@@ -78,8 +80,9 @@ pub(crate) struct ServeArgs {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, env = "GALEN_TLS_KEY")]
     tls_key: Option<PathBuf>,
-    /// CA certificates (PEM) that sign device certificates: an MQTT-over-TLS client presenting
-    /// one is authenticated as the device whose serial is the certificate's subject CN.
+    /// CA certificates (PEM) that sign device certificates: an MQTT-over-TLS or MLLP/TLS client
+    /// presenting one is authenticated as the device whose serial is the certificate's subject
+    /// CN. MLLP/TLS requires one (unless --allow-anonymous-mllp).
     #[arg(long, env = "GALEN_DEVICE_CA")]
     device_ca: Option<PathBuf>,
     /// External MQTT broker to take device messages from, mqtt://HOST:PORT [default: none]. Galen
@@ -112,6 +115,15 @@ pub(crate) struct ServeArgs {
     /// the volume itself is encrypted.
     #[arg(long, env = "GALEN_ALLOW_UNENCRYPTED_DATA", value_parser = clap::builder::BoolishValueParser::new())]
     allow_unencrypted_data: bool,
+    /// Start with HL7 v2 listeners that do not authenticate the sending device (--mllp-addr, or
+    /// --mllp-tls-addr without --device-ca) and take every message's device ids at their word:
+    /// only where a closed network or an interface engine vouches for every sender.
+    #[arg(long, env = "GALEN_ALLOW_ANONYMOUS_MLLP", value_parser = clap::builder::BoolishValueParser::new())]
+    allow_anonymous_mllp: bool,
+    /// Administrator accounts without an active TOTP second factor may do nothing but enrol one
+    /// (POST /api/v1/session/totp, then .../confirm).
+    #[arg(long, env = "GALEN_REQUIRE_ADMIN_TOTP", value_parser = clap::builder::BoolishValueParser::new())]
+    require_admin_totp: bool,
     /// HTTP requests per second each client address may make on average; 0 turns the limit off
     /// [default: 50]. Loopback clients are not limited.
     #[arg(long, env = "GALEN_RATE_LIMIT")]
@@ -163,6 +175,8 @@ struct FileConfig {
     mqtt_broker_group: Option<String>,
     outbound_ca: Option<PathBuf>,
     allow_plaintext: Option<bool>,
+    allow_anonymous_mllp: Option<bool>,
+    require_admin_totp: Option<bool>,
     rate_limit: Option<u32>,
     rate_limit_burst: Option<u32>,
     trusted_proxies: Option<Vec<IpAddr>>,
@@ -285,6 +299,10 @@ pub(crate) struct Settings {
     pub(crate) data_key: Option<galen_store::crypto::MasterKey>,
     /// Serving without encryption at rest is allowed.
     pub(crate) allow_unencrypted_data: bool,
+    /// MLLP listeners that do not authenticate the sending device are allowed.
+    pub(crate) allow_anonymous_mllp: bool,
+    /// Administrators must enrol a TOTP second factor before doing anything else.
+    pub(crate) require_admin_totp: bool,
     /// Rate limit and trusted proxies of the HTTP listener.
     pub(crate) hardening: HardeningConfig,
     /// Public base URL (OAuth2 issuer; FHIR audience and token endpoint under it), if given.
@@ -373,10 +391,7 @@ impl Settings {
                 .or(file.stale_after_seconds)
                 .unwrap_or(60),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
-            mllp_addr: args
-                .mllp_addr
-                .or(file.mllp_addr)
-                .unwrap_or(ListenAddr::At(SocketAddr::from(([127, 0, 0, 1], 2575)))),
+            mllp_addr: args.mllp_addr.or(file.mllp_addr).unwrap_or(ListenAddr::Off),
             mqtt_addr: args
                 .mqtt_addr
                 .or(file.mqtt_addr)
@@ -389,6 +404,9 @@ impl Settings {
             allow_plaintext: args.allow_plaintext || file.allow_plaintext.unwrap_or(false),
             data_key: args.data_key.load()?,
             allow_unencrypted_data: args.allow_unencrypted_data,
+            allow_anonymous_mllp: args.allow_anonymous_mllp
+                || file.allow_anonymous_mllp.unwrap_or(false),
+            require_admin_totp: args.require_admin_totp || file.require_admin_totp.unwrap_or(false),
             hardening: HardeningConfig {
                 rate_per_second: args
                     .rate_limit
@@ -505,9 +523,65 @@ impl Settings {
                 Ok(())
             }
             (None, false) => bail!(
-                "refusing to start: patient names, identifiers and birth dates would be stored                  unencrypted. Make a master key with `galen keys generate --out FILE --id ID`,                  keep it outside the data directory and give it with --data-key-file                  (GALEN_DATA_KEY_FILE) or GALEN_DATA_KEY; or pass --allow-unencrypted-data                  (GALEN_ALLOW_UNENCRYPTED_DATA=true) if the volume is encrypted"
+                "refusing to start: patient names, identifiers and birth dates would be stored \
+                 unencrypted. Make a master key with `galen keys generate --out FILE --id ID`, \
+                 keep it outside the data directory and give it with --data-key-file \
+                 (GALEN_DATA_KEY_FILE) or GALEN_DATA_KEY; or pass --allow-unencrypted-data \
+                 (GALEN_ALLOW_UNENCRYPTED_DATA=true) if the volume is encrypted"
             ),
         }
+    }
+
+    /// The HL7 v2 listeners that would not authenticate the sending device: the plain one, and
+    /// MLLP/TLS without a device CA to verify client certificates. `(listener, flag, address)`.
+    pub(crate) fn anonymous_mllp(&self) -> Vec<(&'static str, &'static str, SocketAddr)> {
+        let mut anonymous = Vec::new();
+        if let ListenAddr::At(addr) = self.mllp_addr {
+            anonymous.push(("HL7 v2 (MLLP)", "--mllp-addr", addr));
+        }
+        let device_ca = self
+            .tls
+            .as_ref()
+            .is_some_and(|files| files.device_ca.is_some());
+        if let (ListenAddr::At(addr), false) = (self.mllp_tls_addr, device_ca) {
+            anonymous.push((
+                "HL7 v2 over MLLP/TLS without --device-ca",
+                "--mllp-tls-addr",
+                addr,
+            ));
+        }
+        anonymous
+    }
+
+    /// Refuses anonymous device ingest: MLLP listeners that do not authenticate the sender,
+    /// unless `--allow-anonymous-mllp` is given (then they are logged as a warning). MQTT and
+    /// HTTP always authenticate their devices.
+    pub(crate) fn check_device_identity(&self) -> Result<()> {
+        let anonymous = self.anonymous_mllp();
+        if anonymous.is_empty() {
+            return Ok(());
+        }
+        let listed: Vec<String> = anonymous
+            .iter()
+            .map(|(listener, flag, addr)| format!("{listener} on {addr} ({flag})"))
+            .collect();
+        if self.allow_anonymous_mllp {
+            tracing::warn!(
+                listeners = %listed.join(", "),
+                "HL7 v2 listeners accept messages for any registered device without \
+                 authenticating the sender, allowed by --allow-anonymous-mllp"
+            );
+            return Ok(());
+        }
+        bail!(
+            "refusing to start: {} would accept measurements from anyone, because HL7 v2 has no \
+             credentials of its own. Serve MLLP over TLS with client certificates \
+             (--mllp-tls-addr with --tls-cert, --tls-key and --device-ca; `galen certs` makes \
+             development certificates), turn the listener off (--mllp-addr off), or pass \
+             --allow-anonymous-mllp (GALEN_ALLOW_ANONYMOUS_MLLP=true) if a closed network or an \
+             interface engine vouches for every sender",
+            listed.join(", ")
+        )
     }
 }
 
@@ -731,6 +805,61 @@ mod tests {
         assert_eq!(tls.device_ca, Some(PathBuf::from("/etc/galen/devices.pem")));
         let flags = resolve(&["--config", &file, "--mqtt-tls-addr", "off"]).expect("flags");
         assert_eq!(flags.mqtt_tls_addr, ListenAddr::Off, "flags beat the file");
+    }
+
+    #[test]
+    fn anonymous_mllp_is_off_by_default_and_refused_unless_allowed() {
+        let defaults = resolve(&[]).expect("defaults");
+        assert_eq!(
+            defaults.mllp_addr,
+            ListenAddr::Off,
+            "plain MLLP is anonymous"
+        );
+        defaults.check_device_identity().expect("nothing anonymous");
+        let plain = resolve(&["--mllp-addr", "127.0.0.1:2575"]).expect("flags");
+        let error = format!("{:#}", plain.check_device_identity().expect_err("refused"));
+        assert!(
+            error.contains("HL7 v2 (MLLP) on 127.0.0.1:2575 (--mllp-addr)")
+                && error.contains("--allow-anonymous-mllp")
+                && error.contains("GALEN_ALLOW_ANONYMOUS_MLLP"),
+            "{error}"
+        );
+        let tls = [
+            "--mllp-tls-addr",
+            "127.0.0.1:2576",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ];
+        let error = format!(
+            "{:#}",
+            resolve(&tls)
+                .expect("flags")
+                .check_device_identity()
+                .expect_err("no device CA")
+        );
+        assert!(error.contains("(--mllp-tls-addr)"), "{error}");
+        let mut certified = tls.to_vec();
+        certified.extend(["--device-ca", "ca.pem"]);
+        resolve(&certified)
+            .expect("flags")
+            .check_device_identity()
+            .expect("client certificates required");
+        let mut allowed = tls.to_vec();
+        allowed.extend(["--mllp-addr", "127.0.0.1:2575", "--allow-anonymous-mllp"]);
+        let allowed = resolve(&allowed).expect("flags");
+        assert!(allowed.allow_anonymous_mllp);
+        allowed.check_device_identity().expect("allowed explicitly");
+        let directory = tempfile::tempdir().expect("temp dir");
+        let file = config_file(
+            directory.path(),
+            "mllp_addr = \"127.0.0.1:2575\"\nallow_anonymous_mllp = true\n",
+        );
+        resolve(&["--config", &file])
+            .expect("file")
+            .check_device_identity()
+            .expect("allowed in the file");
     }
 
     #[test]

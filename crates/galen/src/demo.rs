@@ -265,6 +265,11 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
             anonymous: true,
             ..galen_server::MqttSettings::default()
         },
+        // Demo mode is the one place anonymous ingest exists (its listeners are off by default).
+        mllp: galen_server::MllpSettings {
+            anonymous: true,
+            ..galen_server::MllpSettings::default()
+        },
         template_dir: args.templates.clone(),
         export_dir: Some(args.data_dir.join("exports")),
         ..ServerConfig::default()

@@ -163,12 +163,14 @@ impl DeviceListeners {
     }
 
     /// Loads the TLS material and binds the TLS listeners asked for (`None` = off). The device
-    /// CA, if any, admits client certificates on MQTT only.
+    /// CA, if any, admits client certificates on MQTT (optional there: devices may use their
+    /// password instead) and on MLLP, where they are required unless `mllp_anonymous`.
     pub(crate) async fn bind_tls(
         mut self,
         files: Option<&TlsFiles>,
         mqtt: Option<SocketAddr>,
         mllp: Option<SocketAddr>,
+        mllp_anonymous: bool,
     ) -> Result<DeviceListeners> {
         let Some(files) = files else {
             if mqtt.is_some() || mllp.is_some() {
@@ -182,11 +184,14 @@ impl DeviceListeners {
             self.mqtt_tls = Some((listener, tls));
         }
         if let Some(addr) = mllp {
-            let files = TlsFiles {
-                device_ca: None,
-                ..files.clone()
-            };
-            let tls = DeviceTls::from_files(&files).context("setting up MLLP over TLS")?;
+            // HL7 v2 has no credentials: the client certificate is the device's only proof of
+            // identity, so without permission for anonymous senders it is required.
+            let tls = if mllp_anonymous {
+                DeviceTls::from_files(files)
+            } else {
+                DeviceTls::requiring_client_certificates(files)
+            }
+            .context("setting up MLLP over TLS")?;
             let listener = bind_flag(addr, "--mllp-tls-addr", "GALEN_MLLP_TLS_ADDR").await?;
             self.mllp_tls = Some((listener, tls));
         }
@@ -371,6 +376,7 @@ async fn serve(args: config::ServeArgs) -> Result<()> {
     init_logging(settings.log_format);
     settings.check_transport()?;
     settings.check_encryption()?;
+    settings.check_device_identity()?;
     // With a server certificate the HTTP listener serves HTTPS (no client certificates there).
     let http_tls = settings
         .tls
@@ -394,6 +400,7 @@ async fn serve(args: config::ServeArgs) -> Result<()> {
             settings.tls.as_ref(),
             settings.mqtt_tls_addr.addr(),
             settings.mllp_tls_addr.addr(),
+            settings.allow_anonymous_mllp,
         )
         .await?;
     let signing_key = config::load_or_create_signing_key(
@@ -420,6 +427,14 @@ async fn serve(args: config::ServeArgs) -> Result<()> {
         // With a certificate the HTTP listener serves HTTPS only: the session cookie is Secure.
         secure_cookies: settings.tls.is_some(),
         oauth: Some(oauth),
+        access: galen_server::access::accounts::AccessSettings {
+            require_admin_totp: settings.require_admin_totp,
+            ..galen_server::access::accounts::AccessSettings::default()
+        },
+        mllp: galen_server::MllpSettings {
+            anonymous: settings.allow_anonymous_mllp,
+            ..galen_server::MllpSettings::default()
+        },
         ..ServerConfig::default()
     };
     let app = App::new(store, Arc::new(SystemClock), server_config).await?;

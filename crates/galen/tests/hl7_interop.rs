@@ -61,7 +61,15 @@ fn whole_seconds_ago(seconds_ago: i64) -> i64 {
 }
 
 fn start_server(data_dir: &Path) -> Server {
-    let server = start_with_args(data_dir, &["--mllp-addr", "127.0.0.1:0"]);
+    let server = start_with_args(
+        data_dir,
+        &[
+            "--mllp-addr",
+            "127.0.0.1:0",
+            // The Python peer speaks plain MLLP, which cannot authenticate it: allowed explicitly.
+            "--allow-anonymous-mllp",
+        ],
+    );
     assert!(
         server.mllp.is_some(),
         "galen serve printed no mllp:// listener: {:?}",

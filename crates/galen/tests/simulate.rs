@@ -187,7 +187,15 @@ fn assert_stored(address: &str, sets: u64) {
 #[test]
 fn simulate_feeds_a_server_over_hl7() {
     let directory = tempfile::tempdir().expect("temp dir");
-    let server = start_with_args(directory.path(), &["--mllp-addr", "127.0.0.1:0"]);
+    let server = start_with_args(
+        directory.path(),
+        &[
+            "--mllp-addr",
+            "127.0.0.1:0",
+            // The simulator speaks plain MLLP, which cannot authenticate it: allowed explicitly.
+            "--allow-anonymous-mllp",
+        ],
+    );
     let mllp = server.mllp.clone().expect("an MLLP listener");
 
     let summary = simulate_over(&server, &["--protocol", "hl7", "--mllp", &mllp]);

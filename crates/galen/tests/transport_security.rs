@@ -111,6 +111,279 @@ fn plaintext_on_a_public_address_is_refused_unless_allowed() {
     );
 }
 
+#[test]
+fn anonymous_mllp_is_refused_unless_allowed() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let data = directory.path().join("data").display().to_string();
+    let pki = directory.path().join("pki");
+    run_certs(&pki, "SN-A");
+    let path = |name: &str| pki.join(name).display().to_string();
+    let (certificate, key) = (path("server.pem"), path("server-key.pem"));
+    for (extra, named) in [
+        (
+            vec!["--mllp-addr", "127.0.0.1:0"],
+            "HL7 v2 (MLLP) on 127.0.0.1:0 (--mllp-addr)",
+        ),
+        (
+            vec![
+                "--mllp-tls-addr",
+                "127.0.0.1:0",
+                "--tls-cert",
+                &certificate,
+                "--tls-key",
+                &key,
+            ],
+            "HL7 v2 over MLLP/TLS without --device-ca on 127.0.0.1:0 (--mllp-tls-addr)",
+        ),
+    ] {
+        let mut args = vec![
+            "serve",
+            "--data-dir",
+            &data,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--mqtt-addr",
+            "off",
+        ];
+        args.extend(extra);
+        let output = galen(&args)
+            .env_remove("GALEN_ALLOW_ANONYMOUS_MLLP")
+            .output()
+            .expect("run galen serve");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{named}: {stderr}");
+        assert!(
+            stderr.contains("refusing to start")
+                && stderr.contains(named)
+                && stderr.contains("--allow-anonymous-mllp")
+                && stderr.contains("--device-ca"),
+            "{stderr}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&output.stdout).contains("galen:"),
+            "nothing was served"
+        );
+    }
+
+    // Allowed explicitly (here through the environment), it starts and says so in its log.
+    let mut child = galen(&[
+        "serve",
+        "--data-dir",
+        &data,
+        "--http-addr",
+        "127.0.0.1:0",
+        "--mqtt-addr",
+        "off",
+        "--mllp-addr",
+        "127.0.0.1:0",
+    ])
+    .env("GALEN_ALLOW_ANONYMOUS_MLLP", "true")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start galen serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let started = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.contains("dashboard at http://"));
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        started,
+        "did not start with GALEN_ALLOW_ANONYMOUS_MLLP: {stderr}"
+    );
+    assert!(
+        stderr.contains("--allow-anonymous-mllp") && stderr.contains("HL7 v2 (MLLP) on"),
+        "the exception is logged: {stderr}"
+    );
+}
+
+/// An MLLP/TLS client: OpenSSL's `s_client` (independent of Galen's rustls), trusting `ca`,
+/// presenting `identity` (certificate and key files) if given. Sends `message` in an MLLP frame
+/// and returns the ACK, or `None` when the connection ended without one (a refused handshake).
+fn mllp_over_openssl(
+    address: &str,
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+    message: &str,
+) -> Option<String> {
+    let mut command = Command::new("openssl");
+    command
+        .args(["s_client", "-connect", address, "-quiet", "-ign_eof"])
+        .args(["-verify_return_error", "-CAfile"])
+        .arg(ca);
+    if let Some((certificate, key)) = identity {
+        command.arg("-cert").arg(certificate).arg("-key").arg(key);
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!("cannot run openssl ({error}); install it (Debian: apt-get install openssl)")
+        });
+    let mut frame = vec![0x0B];
+    frame.extend_from_slice(message.as_bytes());
+    frame.extend_from_slice(&[0x1C, 0x0D]);
+    let mut stdin = child.stdin.take().expect("stdin");
+    let _ = stdin.write_all(&frame);
+    let _ = stdin.flush();
+    let mut stdout = child.stdout.take().expect("stdout");
+    // The server keeps a good connection open, so s_client never ends by itself: it is ended
+    // once the ACK is read, or after 20 s (which ends the read below).
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let reaper = std::thread::spawn(move || {
+        let _ = finished.recv_timeout(Duration::from_secs(20));
+        let _ = child.kill();
+        let _ = child.wait();
+    });
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !received.ends_with(&[0x1C, 0x0D]) {
+        match stdout.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => received.extend_from_slice(&buffer[..read]),
+        }
+    }
+    drop(stdin);
+    let _ = done.send(());
+    reaper.join().expect("s_client ended");
+    let start = received.iter().position(|byte| *byte == 0x0B)?;
+    let end = received.iter().rposition(|byte| *byte == 0x1C)?;
+    (start < end).then(|| String::from_utf8_lossy(&received[start + 1..end]).into_owned())
+}
+
+fn oru(control: &str, sender: &str, time: i64) -> String {
+    let time = time::OffsetDateTime::from_unix_timestamp(time / 1_000_000).expect("time");
+    let stamp = format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}+0000",
+        time.year(),
+        u8::from(time.month()),
+        time.day(),
+        time.hour(),
+        time.minute(),
+        time.second()
+    );
+    [
+        format!(
+            "MSH|^~\\&|MON^{sender}^EUI-64|ICU|GALEN|HOSP|{stamp}||ORU^R01^ORU_R01|{control}|P|2.6"
+        ),
+        format!("OBR|1|||182777000^monitoring of patient^SCT|||{stamp}"),
+        format!(
+            "OBX|1|NM|149530^MDC_PULS_OXIM_PULS_RATE^MDC|1.1.1.2|72|264864^MDC_DIM_BEAT_PER_MIN^MDC|||||F|||{stamp}"
+        ),
+    ]
+    .join("\r")
+}
+
+#[test]
+fn galen_certs_device_certificates_bind_mllp_over_tls() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let pki = directory.path().join("pki");
+    run_certs(&pki, "SN-A,SN-B");
+    let path = |name: &str| pki.join(name).display().to_string();
+    let server = start_with_args(
+        &directory.path().join("data"),
+        &[
+            "--tls-cert",
+            &path("server.pem"),
+            "--tls-key",
+            &path("server-key.pem"),
+            "--device-ca",
+            &path("ca.pem"),
+            "--mllp-tls-addr",
+            "127.0.0.1:0",
+            "--mqtt-addr",
+            "off",
+        ],
+    );
+    let ca = pki.join("ca.pem");
+    let mut ids = Vec::new();
+    for serial in ["SN-A", "SN-B"] {
+        let body = json!({
+            "serial": serial, "manufacturer": "Interop", "model": "galen certs device",
+            "kind": "monitor", "status": "active",
+        })
+        .to_string();
+        let device = https(
+            &server.address,
+            &ca,
+            "POST",
+            "/api/v1/devices",
+            Some(&body),
+            Some(TOKEN),
+        );
+        assert_eq!(device.status, 201, "{}", device.body);
+        ids.push(device.json()["id"].as_i64().expect("device id"));
+    }
+    let mllps = server
+        .listeners
+        .get("mllps")
+        .cloned()
+        .unwrap_or_else(|| panic!("no mllps:// line: {:?}", server.listeners));
+    let identity_a = (
+        pki.join("devices/SN-A.pem"),
+        pki.join("devices/SN-A-key.pem"),
+    );
+    let identity_a = Some((identity_a.0.as_path(), identity_a.1.as_path()));
+    let time = now_micros() - 10 * 1_000_000;
+
+    // SN-A for itself: accepted.
+    let ack = mllp_over_openssl(&mllps, &ca, identity_a, &oru("OWN-1", "SN-A", time))
+        .expect("an ACK for SN-A's own message");
+    assert!(ack.contains("MSA|AA|OWN-1"), "{ack}");
+    // SN-A's certificate sending for SN-B: refused, naming the certified device.
+    let ack = mllp_over_openssl(&mllps, &ca, identity_a, &oru("FORGED-1", "SN-B", time))
+        .expect("an ACK for the forged message");
+    assert!(
+        ack.contains("MSA|AR|FORGED-1") && ack.contains("SN-A") && ack.contains("MSH-3"),
+        "{ack}"
+    );
+    // No certificate: no ACK (the handshake fails).
+    assert_eq!(
+        mllp_over_openssl(&mllps, &ca, None, &oru("ANON-1", "SN-B", time)),
+        None,
+        "an anonymous client got an answer"
+    );
+
+    let letters = https(
+        &server.address,
+        &ca,
+        "GET",
+        "/api/v1/dead-letters",
+        None,
+        Some(TOKEN),
+    );
+    assert_eq!(letters.status, 200, "{}", letters.body);
+    let items = letters.json()["items"].as_array().expect("items").clone();
+    assert_eq!(items.len(), 1, "the forged message only: {items:?}");
+    assert_eq!(items[0]["reason"], "forbidden");
+    let vitals = |id: i64| {
+        let reply = https(
+            &server.address,
+            &ca,
+            "GET",
+            &format!(
+                "/api/v1/devices/{id}/vitals?code=heart_rate&from={}&to={}",
+                micros_to_rfc3339(time - 2_000_000),
+                micros_to_rfc3339(now_micros() + 1_000_000)
+            ),
+            None,
+            Some(TOKEN),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()["points"].as_array().expect("points").len()
+    };
+    assert_eq!(
+        (vitals(ids[0]), vitals(ids[1])),
+        (1, 0),
+        "SN-A stored, SN-B untouched"
+    );
+}
+
 fn mosquitto_pub(args: &[&str]) -> Output {
     Command::new("mosquitto_pub")
         .args(args)

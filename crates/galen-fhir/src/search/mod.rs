@@ -302,9 +302,10 @@ impl TokenParam {
                 }
             }
             _ => {
-                return Err(format!(
-                    "{text:?} has more than one '|'; a token is system|code (escape a literal | as \\|)"
-                ));
+                return Err(
+                    "the value has more than one '|'; a token is system|code (escape a literal | as \\|)"
+                        .to_owned(),
+                );
             }
         };
         Ok(token)
@@ -462,7 +463,7 @@ impl Occurrence<'_> {
         for value in self.alternatives() {
             let value = unescape(value);
             if !is_fhir_id(&value) {
-                return Err(self.value_error(format!("{value:?} is not a valid FHIR id")));
+                return Err(self.value_error("a value is not a valid FHIR id"));
             }
             group.extend(parse(&value));
         }
@@ -531,7 +532,7 @@ impl Occurrence<'_> {
         for value in self.alternatives() {
             let value = unescape(value);
             if !is_fhir_id(&value) {
-                return Err(self.value_error(format!("{value:?} is not a valid FHIR id")));
+                return Err(self.value_error("a value is not a valid FHIR id"));
             }
             ids.extend(parse_canonical_i64(&value));
         }
@@ -575,17 +576,17 @@ impl Occurrence<'_> {
                 Some((resource_type, id)) if resource_type == target && !id.contains('/') => id,
                 Some(_) if value.contains("://") => {
                     return Err(self.value_error(format!(
-                        "{value:?}: absolute references are not supported; use {target}/{{id}}"
+                        "absolute references are not supported; use {target}/{{id}}"
                     )));
                 }
                 Some(_) => {
                     return Err(self.value_error(format!(
-                        "{value:?} is not a reference to a {target}; use {target}/{{id}} or {{id}}"
+                        "a value is not a reference to a {target}; use {target}/{{id}} or {{id}}"
                     )));
                 }
             };
             if !is_fhir_id(id) {
-                return Err(self.value_error(format!("{id:?} is not a valid FHIR id")));
+                return Err(self.value_error("a value is not a valid FHIR id"));
             }
             ids.push(id.to_owned());
         }
@@ -640,7 +641,7 @@ fn walk<K: AsRef<str>, V: AsRef<str>>(
                     return Err(Error::search_value(
                         written,
                         format!(
-                            "{value:?} is not a page size: use a whole number 0 to {MAX_COUNT}"
+                            "the value is not a page size: use a whole number 0 to {MAX_COUNT}"
                         ),
                     ));
                 }

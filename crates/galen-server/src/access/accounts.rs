@@ -10,7 +10,9 @@
 //! A session ends after [`AccessSettings::idle_timeout`] without a request (automatic logoff,
 //! 45 CFR 164.312(a)(2)(iii)) or [`AccessSettings::session_lifetime`] after login.
 //! **API tokens** (`glt_` and 64 hex digits) are shown once at creation; only their SHA-256 is
-//! stored.
+//! stored. **Second factor:** an account with an active TOTP secret (`totp.rs`) signs in only with
+//! a current code as well, each code once; a missing, wrong or replayed code is a failed login
+//! like a wrong password (same answer, same lockout count).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -38,6 +40,9 @@ pub struct AccessSettings {
     pub idle_timeout: Duration,
     /// A session ends this long after login whatever its use.
     pub session_lifetime: Duration,
+    /// Administrators without an active second factor may do nothing but enrol one
+    /// (`galen serve --require-admin-totp`).
+    pub require_admin_totp: bool,
 }
 
 impl Default for AccessSettings {
@@ -45,6 +50,7 @@ impl Default for AccessSettings {
         AccessSettings {
             idle_timeout: Duration::from_secs(15 * 60),
             session_lifetime: Duration::from_secs(12 * 3600),
+            require_admin_totp: false,
         }
     }
 }
@@ -111,6 +117,9 @@ struct Session {
 pub enum LoginFailure {
     /// Unknown name, wrong password or disabled account.
     Invalid,
+    /// The right password, but the second-factor code was missing, wrong or used before. Only
+    /// the audit trail tells this apart: it suggests the password is known to someone else.
+    SecondFactor,
     /// Too many failures: locked until then.
     Locked(Timestamp),
     /// The store could not record the attempt.
@@ -269,14 +278,37 @@ impl Accounts {
             .cloned()
     }
 
-    /// Checks a name and password; on success starts a session and returns its token (to put in
-    /// the cookie) and the principal.
+    /// Whether an account is called `name`.
+    pub(crate) fn exists(&self, name: &str) -> bool {
+        self.user_by_name(name).is_some()
+    }
+
+    /// Whether account `id` has an active second factor.
+    pub(crate) fn totp_active(&self, id: i64) -> bool {
+        self.user(id)
+            .is_some_and(|user| user.totp.is_some_and(|totp| totp.active))
+    }
+
+    /// The account `id` as cached.
+    pub(crate) fn account(&self, id: i64) -> Option<User> {
+        self.user(id)
+    }
+
+    /// Keeps `user` as the store returned it after a change.
+    pub(crate) fn remember_user(&self, user: User) {
+        self.remember(user);
+    }
+
+    /// Checks a name, password and, for an account with an active second factor, a TOTP `code`
+    /// (each step's code is taken once, in the store); on success starts a session and returns
+    /// its token (to put in the cookie) and the principal.
     pub(crate) async fn login(
         &self,
         store: &dyn Store,
         now: Timestamp,
         name: &str,
         password: &str,
+        code: &str,
     ) -> Result<(String, Principal), LoginFailure> {
         let user = self.user_by_name(name);
         let hash = user.as_ref().map_or(DUMMY_HASH.to_owned(), |user| {
@@ -293,7 +325,22 @@ impl Accounts {
         if let Some(until) = user.locked_until.filter(|until| *until > now) {
             return Err(LoginFailure::Locked(until));
         }
-        if !matches || user.disabled {
+        let mut failure = (!matches || user.disabled).then_some(LoginFailure::Invalid);
+        if failure.is_none()
+            && let Some(totp) = user.totp.as_ref().filter(|totp| totp.active)
+        {
+            let claimed = match super::totp::matching_step(&totp.secret, code, now) {
+                Some(step) => store
+                    .claim_totp_step(user.id, step)
+                    .await
+                    .map_err(|_| LoginFailure::Unavailable)?,
+                None => false,
+            };
+            if !claimed {
+                failure = Some(LoginFailure::SecondFactor);
+            }
+        }
+        if let Some(failure) = failure {
             let lock = (user.failed_logins + 1 >= MAX_FAILURES)
                 .then(|| now.add_micros(LOCKOUT.as_micros() as i64));
             let updated = store
@@ -303,7 +350,7 @@ impl Accounts {
             self.remember(updated);
             return Err(match lock {
                 Some(until) => LoginFailure::Locked(until),
-                None => LoginFailure::Invalid,
+                None => failure,
             });
         }
         let updated = store

@@ -14,6 +14,7 @@ pub mod accounts;
 pub(crate) mod jwt;
 pub mod oauth;
 pub mod smart;
+pub mod totp;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -98,7 +98,10 @@ pub(crate) async fn post_measurements(
     let raw_items: Vec<&RawValue> = match serde_json::from_slice(&bytes) {
         Ok(items) => items,
         Err(error) => {
-            let message = format!("the body must be a JSON array of measurements: {error}");
+            let message = format!(
+                "the body must be a JSON array of measurements: {}",
+                galen_fhir::redact::json_error(&error)
+            );
             return refuse_request(
                 &app,
                 StatusCode::BAD_REQUEST,

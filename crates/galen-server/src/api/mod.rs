@@ -8,6 +8,7 @@ mod measurements;
 mod oauth;
 mod ops;
 mod registry;
+mod second_factor;
 mod users;
 mod vitals;
 
@@ -29,6 +30,8 @@ pub(crate) fn router(app: App) -> Router {
     let protected = Router::new()
         .route("/", get(assets::index))
         .route("/patients/{id}", get(assets::patient_page))
+        // Auditors only (`Permission::ReadAudit`), like the API it reads.
+        .route("/audit", get(assets::audit_page))
         .route("/metrics", get(ops::metrics))
         .route(
             "/api/v1/measurements",
@@ -126,6 +129,15 @@ pub(crate) fn router(app: App) -> Router {
             "/api/v1/break-glass/{id}",
             axum::routing::delete(break_glass::end),
         )
+        .route(
+            "/api/v1/session/totp",
+            post(second_factor::enrol).delete(second_factor::remove_own),
+        )
+        .route("/api/v1/session/totp/confirm", post(second_factor::confirm))
+        .route(
+            "/api/v1/users/{id}/totp",
+            axum::routing::delete(second_factor::remove_for),
+        )
         .route("/api/v1/dashboard", get(vitals::dashboard))
         .route("/api/v1/stream", get(vitals::stream))
         .merge(crate::fhir::router())
@@ -147,12 +159,36 @@ pub(crate) fn router(app: App) -> Router {
         .route("/assets/{name}", get(assets::asset))
         .merge(crate::fhir::public_router())
         .merge(protected)
+        .layer(middleware::map_response(redact_rejections))
         // Registry and login bodies are small: 1 MiB at most. The ingest handler reads its body
         // itself with the configured limit, so that an oversize batch is answered and recorded.
         .layer(axum::extract::DefaultBodyLimit::max(
             app.0.config.max_body_bytes.min(REGISTRY_BODY_LIMIT),
         ))
         .with_state(app)
+}
+
+/// Rewrites axum's own rejections of a request (a path segment that is not an id, a query
+/// string or form that does not deserialize): their plain-text explanations quote the input, and
+/// a client that put an MRN where an id belongs must not get it back in an error, nor have it in a
+/// proxy's log. Galen's own errors are JSON and already say nothing of the input's values.
+async fn redact_rejections(response: axum::response::Response) -> axum::response::Response {
+    let plain_text = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/plain"));
+    if !response.status().is_client_error() || !plain_text {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Rejection texts are short; anything longer is cut, never passed on unread.
+    let text = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(bytes) => galen_fhir::redact::serde_message(&String::from_utf8_lossy(&bytes)),
+        Err(_) => "the request was refused".to_owned(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    axum::response::Response::from_parts(parts, axum::body::Body::from(text))
 }
 
 /// Whether the request says its body is JSON.
@@ -173,8 +209,12 @@ pub(crate) fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes)
             "send the body as JSON with 'Content-Type: application/json'",
         ));
     }
-    serde_json::from_slice(body)
-        .map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
+    serde_json::from_slice(body).map_err(|error| {
+        ApiError::bad_request(format!(
+            "invalid JSON body: {}",
+            galen_fhir::redact::json_error(&error)
+        ))
+    })
 }
 
 /// Parses an optional RFC 3339 query parameter.

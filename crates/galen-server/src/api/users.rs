@@ -32,6 +32,7 @@ fn user_json(user: &User) -> Value {
         "created": user.details.created.to_rfc3339(),
         "disabled": user.disabled,
         "locked_until": user.locked_until.map(Timestamp::to_rfc3339),
+        "second_factor": user.totp.as_ref().is_some_and(|totp| totp.active),
     })
 }
 
@@ -297,8 +298,9 @@ pub(crate) async fn revoke_token(
     Ok((record.stored(), Json(token_json(&token))))
 }
 
-/// `GET /api/v1/session`: the caller's identity, role, permissions and scope.
-pub(crate) async fn session(principal: Principal) -> Json<Value> {
+/// `GET /api/v1/session`: the caller's identity, role, permissions, scope and whether its
+/// account has an active second factor.
+pub(crate) async fn session(State(app): State<App>, principal: Principal) -> Json<Value> {
     let scope = match &principal.scope {
         Scope::All => json!({ "all": true }),
         Scope::Wards(wards) => json!({ "wards": wards }),
@@ -318,5 +320,6 @@ pub(crate) async fn session(principal: Principal) -> Json<Value> {
         "scope": scope,
         "break_glass_patients": principal.emergency.iter().map(|patient| patient.0).collect::<Vec<_>>(),
         "organization": principal.organization.as_ref().map(ToString::to_string),
+        "second_factor": principal.user.is_some_and(|user| app.0.accounts.totp_active(user)),
     }))
 }

@@ -71,9 +71,7 @@ fn window(app: &App, query: &VitalsQuery) -> ApiResult<Window> {
         .as_deref()
         .ok_or_else(|| ApiError::bad_request("code is required, e.g. code=heart_rate"))?;
     let vital = VitalSign::parse(code).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "code {code:?} is not a known LOINC code, MDC code or alias"
-        ))
+        ApiError::bad_request("code is not a known LOINC code, MDC code or alias")
     })?;
     let to =
         parse_time("to", query.to.as_deref())?.unwrap_or_else(|| app.0.clock.now().add_micros(1));

@@ -189,9 +189,7 @@ fn read_request(
             }
             "_since" => {
                 let instant = Timestamp::parse_rfc3339(value).map_err(|_| {
-                    bad_request(format!(
-                        "_since {value:?} is not a FHIR instant such as 2026-11-01T00:00:00Z"
-                    ))
+                    bad_request("_since is not a FHIR instant such as 2026-11-01T00:00:00Z")
                 })?;
                 since = Some(instant);
             }

@@ -58,7 +58,7 @@ fn check_body_id(resource_type: &str, body_id: Option<&str>, id: i64) -> FhirRes
         Some(body_id) if body_id != id.to_string() => Err(FhirError::new(
             StatusCode::BAD_REQUEST,
             IssueType::Invalid,
-            format!("{resource_type}.id {body_id:?} differs from the id in the URL ({id})"),
+            format!("{resource_type}.id differs from the id in the URL ({id})"),
         )),
         _ => Ok(()),
     }

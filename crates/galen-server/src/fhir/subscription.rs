@@ -394,7 +394,7 @@ fn parse(resource: &Value) -> FhirResult<Parsed> {
                 let id: i64 = id.parse().map_err(|_| {
                     invalid(
                         "Subscription.criteria",
-                        format!("patient {value:?} is not a Patient reference"),
+                        "a patient filter value is not a Patient reference (Patient/{id})",
                     )
                 })?;
                 patients

@@ -9,13 +9,13 @@ use super::SqliteStore;
 use super::audit::with_records;
 use crate::access::{
     AccessStore, ApiToken, BreakGlassGrant, ClientCredential, NewOAuthClient, NewUser, OAuthClient,
-    User, UserChange,
+    Totp, User, UserChange,
 };
 use crate::audit::AuditRecord;
 use crate::crypto::{self, FieldCipher};
 use crate::error::{Error, Result};
 
-const USER_COLUMNS: &str = "id, name, password_hash, role, wards, patient_id, created, disabled, failed_logins, locked_until, organization";
+const USER_COLUMNS: &str = "id, name, password_hash, role, wards, patient_id, created, disabled, failed_logins, locked_until, organization, totp_secret, totp_active, totp_last_step";
 const TOKEN_COLUMNS: &str = "id, user_id, label, secret_sha256, created, expires, revoked";
 const CLIENT_COLUMNS: &str =
     "id, client_id, name, role, wards, scopes, secret_sha256, jwks, created, revoked";
@@ -38,6 +38,14 @@ fn split_wards(text: &str) -> Vec<String> {
 
 fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     let wards: String = row.get(4)?;
+    let totp = match row.get::<_, Option<Vec<u8>>>(11)? {
+        None => None,
+        Some(secret) => Some(Totp {
+            secret,
+            active: row.get::<_, i64>(12)? != 0,
+            last_step: u64::try_from(row.get::<_, i64>(13)?).unwrap_or(0),
+        }),
+    };
     let organization = row
         .get::<_, Option<String>>(10)?
         .map(|text| {
@@ -64,7 +72,13 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
         disabled: row.get::<_, i64>(7)? != 0,
         failed_logins: u32::try_from(row.get::<_, i64>(8)?).unwrap_or(u32::MAX),
         locked_until: row.get::<_, Option<i64>>(9)?.map(Timestamp::from_micros),
+        totp,
     })
+}
+
+/// A TOTP time step as SQLite's integer (steps of 30 s fit for the next 10^11 years).
+fn step_value(step: u64) -> i64 {
+    i64::try_from(step).unwrap_or(i64::MAX)
 }
 
 fn token_from_row(row: &Row<'_>) -> rusqlite::Result<ApiToken> {
@@ -339,6 +353,80 @@ impl AccessStore for SqliteStore {
                 let token = load_token(transaction, id)?.ok_or(Error::NotFound("api token"))?;
                 Ok(token)
             })
+        })
+        .await
+    }
+
+    async fn begin_totp(&self, id: i64, secret: Vec<u8>) -> Result<User> {
+        self.registry(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let user = load_user(&transaction, id)?.ok_or(Error::NotFound("user"))?;
+            if user.totp.as_ref().is_some_and(|totp| totp.active) {
+                return Err(Error::Conflict(
+                    "a second factor is already active; remove it first".into(),
+                ));
+            }
+            transaction.execute(
+                "UPDATE users SET totp_secret = ?1, totp_active = 0, totp_last_step = 0 WHERE id = ?2",
+                params![secret, id],
+            )?;
+            let user = load_user(&transaction, id)?.ok_or(Error::NotFound("user"))?;
+            transaction.commit()?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn activate_totp(&self, id: i64, step: u64) -> Result<User> {
+        self.registry(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let user = load_user(&transaction, id)?.ok_or(Error::NotFound("user"))?;
+            if user.totp.as_ref().is_none_or(|totp| totp.active) {
+                return Err(Error::Conflict("no second factor is being enrolled".into()));
+            }
+            transaction.execute(
+                "UPDATE users SET totp_active = 1, totp_last_step = ?1 WHERE id = ?2",
+                params![step_value(step), id],
+            )?;
+            let user = load_user(&transaction, id)?.ok_or(Error::NotFound("user"))?;
+            transaction.commit()?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn remove_totp(&self, id: i64) -> Result<User> {
+        self.registry(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = transaction.execute(
+                "UPDATE users SET totp_secret = NULL, totp_active = 0, totp_last_step = 0 WHERE id = ?1",
+                [id],
+            )?;
+            if changed == 0 {
+                return Err(Error::NotFound("user"));
+            }
+            let user = load_user(&transaction, id)?.ok_or(Error::NotFound("user"))?;
+            transaction.commit()?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn claim_totp_step(&self, id: i64, step: u64) -> Result<bool> {
+        self.registry(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // One statement decides: the step is taken only if it is later than the last one.
+            let changed = transaction.execute(
+                "UPDATE users SET totp_last_step = ?1
+                 WHERE id = ?2 AND totp_active = 1 AND totp_secret IS NOT NULL AND totp_last_step < ?1",
+                params![step_value(step), id],
+            )?;
+            transaction.commit()?;
+            Ok(changed == 1)
         })
         .await
     }

@@ -149,7 +149,10 @@ CREATE TABLE IF NOT EXISTS users (
     created INTEGER NOT NULL,
     disabled INTEGER NOT NULL DEFAULT 0,
     failed_logins INTEGER NOT NULL DEFAULT 0,
-    locked_until INTEGER
+    locked_until INTEGER,
+    totp_secret BLOB,
+    totp_active INTEGER NOT NULL DEFAULT 0,
+    totp_last_step INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS api_tokens (
     id INTEGER PRIMARY KEY,
@@ -258,6 +261,10 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("users", "organization", "TEXT"),
     // Schema 7: the sealed identifier of an encrypted store (crate::crypto).
     ("patients", "identifier_sealed", "TEXT"),
+    // Schema 7: the TOTP second factor of accounts.
+    ("users", "totp_secret", "BLOB"),
+    ("users", "totp_active", "INTEGER NOT NULL DEFAULT 0"),
+    ("users", "totp_last_step", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 /// Pages (4 KiB) of SQLite's write-ahead log between its checkpoints: 40 MiB. The default, 1,000,
@@ -341,9 +348,40 @@ mod tests {
             1
         );
         assert!(columns(&connection, "consents").contains(&"recipients".to_owned()));
+        assert!(columns(&connection, "patients").contains(&"identifier_sealed".to_owned()));
+    }
+
+    #[test]
+    fn an_older_users_table_gains_the_added_columns() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let path = directory.path().join("galen.db");
+        let connection = connect(&path).expect("connect");
+        // The users table as schema 6 created it, with an account.
+        connection
+            .execute_batch(
+                "CREATE TABLE users (
+                    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,
+                    role TEXT NOT NULL, wards TEXT NOT NULL, patient_id INTEGER,
+                    created INTEGER NOT NULL, disabled INTEGER NOT NULL DEFAULT 0,
+                    failed_logins INTEGER NOT NULL DEFAULT 0, locked_until INTEGER);
+                 INSERT INTO users (name, password_hash, role, wards, created)
+                    VALUES ('ada', 'x', 'administrator', '', 0);
+                 PRAGMA user_version = 6;",
+            )
+            .expect("schema 6");
+        migrate(&connection).expect("migrate");
+        let (secret, active, last): (Option<Vec<u8>>, i64, i64) = connection
+            .query_row(
+                "SELECT totp_secret, totp_active, totp_last_step FROM users WHERE name = 'ada'",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .expect("the new columns");
+        assert_eq!((secret, active, last), (None, 0, 0));
         let version: i64 = connection
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .expect("version");
         assert_eq!(version, SCHEMA_VERSION);
+        migrate(&connection).expect("migrating again changes nothing");
     }
 }

@@ -39,20 +39,39 @@ pub fn start(data_dir: &Path) -> Server {
 /// Starts `galen serve` with `extra` arguments after the usual ones (for example
 /// `["--mllp-addr", "127.0.0.1:0"]`).
 pub fn start_with_args(data_dir: &Path, extra: &[&str]) -> Server {
-    spawn(data_dir, "warn", None, extra)
+    spawn(data_dir, "warn", None, None, extra)
 }
 
 /// Starts `galen serve`; with `log` given, its stderr is collected there instead of inherited.
 pub fn start_with_log(data_dir: &Path, level: &str, log: Option<Arc<Mutex<String>>>) -> Server {
-    spawn(data_dir, level, log, &[])
+    spawn(data_dir, level, log, None, &[])
+}
+
+/// Starts `galen serve` with `extra` arguments at log level `level`, collecting everything it
+/// writes to stderr into `log` and to stdout into `out`.
+pub fn start_capturing(
+    data_dir: &Path,
+    level: &str,
+    extra: &[&str],
+    log: Arc<Mutex<String>>,
+    out: Arc<Mutex<String>>,
+) -> Server {
+    spawn(data_dir, level, Some(log), Some(out), extra)
 }
 
 /// Starts `galen serve` and waits for its dashboard line.
 ///
-/// Device listeners that are not asked for in `extra` listen on a free port (through their
-/// environment variables, which the flags override and which a binary without that listener
-/// ignores), so tests running in parallel never fight over the default ports.
-fn spawn(data_dir: &Path, level: &str, log: Option<Arc<Mutex<String>>>, extra: &[&str]) -> Server {
+/// The MQTT listener, unless `extra` says otherwise, listens on a free port (through its
+/// environment variable, which the flag overrides), so tests running in parallel never fight over
+/// the default port. The plain MLLP listener is off unless asked for (it is anonymous and needs
+/// `--allow-anonymous-mllp`).
+fn spawn(
+    data_dir: &Path,
+    level: &str,
+    log: Option<Arc<Mutex<String>>>,
+    out: Option<Arc<Mutex<String>>>,
+    extra: &[&str],
+) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_galen"))
         .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
@@ -60,7 +79,6 @@ fn spawn(data_dir: &Path, level: &str, log: Option<Arc<Mutex<String>>>, extra: &
         .env("GALEN_API_TOKEN", TOKEN)
         .env("GALEN_DATA_KEY", DATA_KEY)
         .env("GALEN_LOG", level)
-        .env("GALEN_MLLP_ADDR", "127.0.0.1:0")
         .env("GALEN_MQTT_ADDR", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(if log.is_some() {
@@ -90,6 +108,11 @@ fn spawn(data_dir: &Path, level: &str, log: Option<Arc<Mutex<String>>>, extra: &
                 panic!("galen serve exited ({status}) before printing its dashboard address");
             }
         };
+        if let Some(out) = &out {
+            let mut out = out.lock().expect("stdout lock");
+            out.push_str(&line);
+            out.push('\n');
+        }
         // The dashboard line: `http://` or, with a server certificate, `https://`.
         if let Some(rest) = line
             .split("http://")
@@ -103,7 +126,15 @@ fn spawn(data_dir: &Path, level: &str, log: Option<Arc<Mutex<String>>>, extra: &
         }
     };
     // Keep draining stdout so the server never blocks on a full pipe.
-    thread::spawn(move || for _ in lines {});
+    thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Some(out) = &out {
+                let mut out = out.lock().expect("stdout lock");
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+    });
     Server {
         child,
         address,
