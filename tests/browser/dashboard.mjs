@@ -6,6 +6,7 @@
 // Then starts `galen serve` with an auditor account, signs in as the auditor
 // and filters and pages the audit trail view, which shows patients by id only.
 // Last stdout line is exactly "1 passed, 0 failed" or "0 passed, 1 failed".
+import { randomBytes } from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -94,7 +95,9 @@ function startServer(bin) {
 function startServe(bin) {
   const dataDir = path.join(tmpDir, 'serve-data');
   fs.mkdirSync(dataDir);
-  const env = { ...process.env, NO_COLOR: '1', GALEN_API_TOKEN: SERVICE_TOKEN, GALEN_LOG: 'warn' };
+  // A master key for encryption at rest, fresh for this run (`galen serve` refuses to run without one).
+  const dataKey = `browser-test:${randomBytes(32).toString('hex')}`;
+  const env = { ...process.env, NO_COLOR: '1', GALEN_API_TOKEN: SERVICE_TOKEN, GALEN_LOG: 'warn', GALEN_DATA_KEY: dataKey };
   const added = spawnSync(bin, ['users', 'add', '--data-dir', dataDir, '--name', AUDITOR.name, '--role', 'auditor'],
     { input: `${AUDITOR.password}\n`, env, encoding: 'utf8' });
   check(added.status === 0, `galen users add failed: ${added.stderr}`);
