@@ -3,8 +3,8 @@
 //!
 //! The store keeps only verifiers: a password's Argon2id hash (a PHC string), an API token's or a
 //! client secret's SHA-256, and a client's public keys. The one exception is an account's TOTP secret (RFC 6238), which both sides must hold
-//! to compute codes: it is kept as given, never leaves through `Debug`, and encryption at rest is
-//! the store's (see `docs/threat-model.md`). The roles and ward scopes are stored as text the server interprets; the store does not
+//! to compute codes: it is sealed by encryption at rest when the store encrypts (see `crate::crypto`),
+//! and never leaves through `Debug`. The roles and ward scopes are stored as text the server interprets; the store does not
 //! know what a role may do. Sessions are not stored: they live in the server's memory and end with
 //! the process.
 
@@ -263,14 +263,14 @@ pub trait AccessStore: Send + Sync + std::fmt::Debug {
     /// Starts a TOTP enrolment of account `id`: `secret` is kept, inactive, replacing an
     /// unconfirmed one. [`crate::Error::NotFound`] without the account,
     /// [`crate::Error::Conflict`] if a second factor is already active. Durable on return.
-    async fn begin_totp(&self, id: i64, secret: Vec<u8>) -> Result<User>;
+    async fn begin_totp(&self, id: i64, secret: Vec<u8>, audit: Vec<AuditRecord>) -> Result<User>;
     /// Activates the enrolled secret of account `id`, recording `step` (the step of the code that
     /// confirmed it) as used. [`crate::Error::Conflict`] if nothing is being enrolled (none, or
     /// already active). Durable on return.
-    async fn activate_totp(&self, id: i64, step: u64) -> Result<User>;
+    async fn activate_totp(&self, id: i64, step: u64, audit: Vec<AuditRecord>) -> Result<User>;
     /// Removes the second factor of account `id` (active or being enrolled).
     /// [`crate::Error::NotFound`] without the account. Durable on return.
-    async fn remove_totp(&self, id: i64) -> Result<User>;
+    async fn remove_totp(&self, id: i64, audit: Vec<AuditRecord>) -> Result<User>;
     /// Uses time step `step` of account `id`'s active second factor: `true` if it is later than
     /// every step used before (and is now the last one used), `false` otherwise (a replayed or
     /// older code, or no active second factor). Atomic: of two logins with the same code, one

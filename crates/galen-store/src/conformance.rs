@@ -2453,11 +2453,11 @@ async fn totp_second_factor(backend: &dyn Backend) {
         "no step is taken without an active factor"
     );
     assert!(matches!(
-        store.activate_totp(admin.id, 1).await,
+        store.activate_totp(admin.id, 1, Vec::new()).await,
         Err(Error::Conflict(_))
     ));
     let pending = store
-        .begin_totp(admin.id, vec![1; 20])
+        .begin_totp(admin.id, vec![1; 20], Vec::new())
         .await
         .expect("begin");
     let expected = crate::Totp {
@@ -2472,14 +2472,17 @@ async fn totp_second_factor(backend: &dyn Backend) {
     );
     // A second enrolment replaces an unconfirmed one.
     let pending = store
-        .begin_totp(admin.id, vec![2; 20])
+        .begin_totp(admin.id, vec![2; 20], Vec::new())
         .await
         .expect("again");
     assert_eq!(
         pending.totp.as_ref().map(|totp| totp.secret.clone()),
         Some(vec![2; 20])
     );
-    let active = store.activate_totp(admin.id, 100).await.expect("activate");
+    let active = store
+        .activate_totp(admin.id, 100, Vec::new())
+        .await
+        .expect("activate");
     assert_eq!(
         active.totp,
         Some(crate::Totp {
@@ -2493,11 +2496,11 @@ async fn totp_second_factor(backend: &dyn Backend) {
         "Debug never shows the secret"
     );
     assert!(matches!(
-        store.begin_totp(admin.id, vec![3; 20]).await,
+        store.begin_totp(admin.id, vec![3; 20], Vec::new()).await,
         Err(Error::Conflict(_))
     ));
     assert!(matches!(
-        store.activate_totp(admin.id, 101).await,
+        store.activate_totp(admin.id, 101, Vec::new()).await,
         Err(Error::Conflict(_))
     ));
     // Each step once, and never an earlier one.
@@ -2523,11 +2526,11 @@ async fn totp_second_factor(backend: &dyn Backend) {
         "of concurrent uses of one code, one wins"
     );
     assert!(matches!(
-        store.begin_totp(9_999, vec![1; 20]).await,
+        store.begin_totp(9_999, vec![1; 20], Vec::new()).await,
         Err(Error::NotFound(_))
     ));
     assert!(matches!(
-        store.remove_totp(9_999).await,
+        store.remove_totp(9_999, Vec::new()).await,
         Err(Error::NotFound(_))
     ));
     store.close().await.expect("close");
@@ -2541,7 +2544,10 @@ async fn totp_second_factor(backend: &dyn Backend) {
         Some((true, 102)),
         "durable"
     );
-    let removed = reopened.remove_totp(admin.id).await.expect("remove");
+    let removed = reopened
+        .remove_totp(admin.id, Vec::new())
+        .await
+        .expect("remove");
     assert_eq!(removed.totp, None);
     assert!(
         !reopened

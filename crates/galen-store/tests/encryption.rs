@@ -16,7 +16,8 @@ use galen_store::{
 };
 
 /// Recognisable PHI: none of it may appear in the database files.
-const PHI: [&str; 6] = [
+const PHI: [&str; 7] = [
+    "TOTP-SECRET-0123456",
     "Quaxley",
     "Zebulon",
     "MRN-PHI-7731",
@@ -130,6 +131,10 @@ async fn fill(store: &SqliteStore) {
         .await
         .expect("user");
     store
+        .begin_totp(nurse.id, b"TOTP-SECRET-0123456".to_vec(), Vec::new())
+        .await
+        .expect("second factor");
+    store
         .create_break_glass(
             BreakGlassGrant {
                 id: 0,
@@ -165,6 +170,11 @@ async fn read_back(store: &SqliteStore) {
     assert_eq!(
         store.break_glass_grants().await.expect("grants")[0].reason,
         "collapsed at the bus stop"
+    );
+    let users = store.users().await.expect("users");
+    assert_eq!(
+        users[0].totp.as_ref().map(|totp| totp.secret.as_slice()),
+        Some(b"TOTP-SECRET-0123456".as_slice())
     );
 }
 
@@ -206,9 +216,10 @@ async fn identifying_values_are_sealed_and_open_only_with_their_key() {
             rotated.patients,
             rotated.documents,
             rotated.dead_letters,
-            rotated.grants
+            rotated.grants,
+            rotated.second_factors
         ),
-        (1, 1, 1, 1)
+        (1, 1, 1, 1, 1)
     );
     assert!(SqliteStore::open(dir.path(), options(Some(&first))).is_err());
     let store = SqliteStore::open(dir.path(), options(Some(&second))).expect("open rotated");

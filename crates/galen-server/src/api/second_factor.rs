@@ -10,10 +10,10 @@
 //! The secret is never logged and never answered again; every request is audited as a
 //! configuration change by the authentication gate.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -21,6 +21,8 @@ use super::parse_json;
 use crate::App;
 use crate::access::Principal;
 use crate::access::totp::{self, DIGITS, STEP_SECONDS};
+use crate::audit::WriteRecord;
+use crate::auth::Audited;
 use crate::error::{ApiError, ApiResult};
 
 /// The account of a password session, or why the request is refused.
@@ -53,15 +55,21 @@ fn wrong_code() -> ApiError {
 /// an unconfirmed one; `409` while a factor is active (remove it first).
 pub(crate) async fn enrol(
     State(app): State<App>,
+    record: WriteRecord,
     principal: Principal,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Extension<Audited>, Json<Value>)> {
     let id = session_account(&principal)?;
     let secret = totp::new_secret().ok_or_else(|| ApiError::internal("no randomness"))?;
-    let user = app.0.store.begin_totp(id, secret.to_vec()).await?;
+    let user = app
+        .0
+        .store
+        .begin_totp(id, secret.to_vec(), record.records())
+        .await?;
     app.0.accounts.remember_user(user.clone());
     tracing::info!(actor = %principal.actor, account = id, "second-factor enrolment started");
     Ok((
         StatusCode::CREATED,
+        record.stored(),
         Json(json!({
             "secret": totp::base32(&secret),
             "uri": totp::otpauth_uri(&user.details.name, &secret),
@@ -77,10 +85,11 @@ pub(crate) async fn enrol(
 /// from the app (that code is then used up).
 pub(crate) async fn confirm(
     State(app): State<App>,
+    record: WriteRecord,
     principal: Principal,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<(Extension<Audited>, Json<Value>)> {
     let id = session_account(&principal)?;
     let wire: WireCode = parse_json(&headers, &body)?;
     let pending = app
@@ -98,20 +107,25 @@ pub(crate) async fn confirm(
         })?;
     let step = totp::matching_step(&pending.secret, &wire.code, app.0.clock.now())
         .ok_or_else(wrong_code)?;
-    let user = app.0.store.activate_totp(id, step).await?;
+    let user = app
+        .0
+        .store
+        .activate_totp(id, step, record.records())
+        .await?;
     app.0.accounts.remember_user(user);
     tracing::info!(actor = %principal.actor, account = id, "second factor activated");
-    Ok(Json(json!({ "active": true })))
+    Ok((record.stored(), Json(json!({ "active": true }))))
 }
 
 /// `DELETE /api/v1/session/totp {code}`: removes the caller's second factor with a current code
 /// (used up like a login's). An unconfirmed enrolment is cancelled without one.
 pub(crate) async fn remove_own(
     State(app): State<App>,
+    record: WriteRecord,
     principal: Principal,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<(Extension<Audited>, Json<Value>)> {
     let id = session_account(&principal)?;
     let factor = app.0.accounts.account(id).and_then(|user| user.totp);
     if let Some(factor) = factor.filter(|factor| factor.active) {
@@ -122,19 +136,20 @@ pub(crate) async fn remove_own(
             return Err(wrong_code());
         }
     }
-    let user = app.0.store.remove_totp(id).await?;
+    let user = app.0.store.remove_totp(id, record.records()).await?;
     app.0.accounts.remember_user(user);
     tracing::info!(actor = %principal.actor, account = id, "second factor removed");
-    Ok(Json(json!({ "active": false })))
+    Ok((record.stored(), Json(json!({ "active": false }))))
 }
 
 /// `DELETE /api/v1/users/{id}/totp` (administrators): removes another account's second factor,
 /// for a holder who lost the device. Not one's own: that needs a code.
 pub(crate) async fn remove_for(
     State(app): State<App>,
+    record: WriteRecord,
     principal: Principal,
     Path(id): Path<i64>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<(Extension<Audited>, Json<Value>)> {
     if principal.user == Some(id) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -142,8 +157,8 @@ pub(crate) async fn remove_for(
             "remove your own second factor with a current code (DELETE /api/v1/session/totp), or ask another administrator",
         ));
     }
-    let user = app.0.store.remove_totp(id).await?;
+    let user = app.0.store.remove_totp(id, record.records()).await?;
     app.0.accounts.remember_user(user);
     tracing::info!(actor = %principal.actor, account = id, "second factor removed by an administrator");
-    Ok(Json(json!({ "active": false })))
+    Ok((record.stored(), Json(json!({ "active": false }))))
 }

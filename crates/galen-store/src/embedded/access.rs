@@ -185,6 +185,26 @@ fn load_client(connection: &Connection, id: i64) -> Result<Option<OAuthClient>> 
         .optional()?)
 }
 
+/// The sealed column of accounts: a TOTP secret is a shared secret, not a verifier, so it is
+/// sealed like patient-identifying data (its values' additional authenticated data).
+pub(super) const TOTP_SECRET: &str = "users.totp_secret";
+
+/// A TOTP secret as stored: sealed when the store encrypts.
+fn sealed_secret(cipher: Option<&FieldCipher>, secret: &[u8]) -> Result<Vec<u8>> {
+    match cipher {
+        Some(cipher) => cipher.seal_blob(TOTP_SECRET, secret),
+        None => Ok(secret.to_vec()),
+    }
+}
+
+/// An account as read, its TOTP secret opened.
+fn opened_user(cipher: Option<&FieldCipher>, mut user: User) -> Result<User> {
+    if let Some(totp) = &mut user.totp {
+        totp.secret = crypto::open_blob(cipher, TOTP_SECRET, &totp.secret)?;
+    }
+    Ok(user)
+}
+
 fn load_user(connection: &Connection, id: i64) -> Result<Option<User>> {
     Ok(connection
         .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
@@ -204,7 +224,7 @@ fn load_token(connection: &Connection, id: i64) -> Result<Option<ApiToken>> {
 #[async_trait]
 impl AccessStore for SqliteStore {
     async fn create_user(&self, user: NewUser, audit: Vec<AuditRecord>) -> Result<User> {
-        self.registry(move |connection| {
+        self.registry_sealed(move |connection, cipher| {
             with_records(connection, audit, |transaction| {
                 let inserted = transaction.execute(
                     "INSERT INTO users (name, password_hash, role, wards, patient_id, created, organization) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -228,7 +248,7 @@ impl AccessStore for SqliteStore {
                 };
                 let id = transaction.last_insert_rowid();
                 let created = load_user(transaction, id)?.ok_or(Error::NotFound("user"))?;
-                Ok(created)
+                opened_user(cipher, created)
             })
         })
         .await
@@ -240,7 +260,7 @@ impl AccessStore for SqliteStore {
         change: UserChange,
         audit: Vec<AuditRecord>,
     ) -> Result<User> {
-        self.registry(move |connection| {
+        self.registry_sealed(move |connection, cipher| {
             with_records(connection, audit, |transaction| {
                 let changed = transaction.execute(
                     "UPDATE users SET password_hash = COALESCE(?1, password_hash), role = ?2, wards = ?3,
@@ -259,7 +279,7 @@ impl AccessStore for SqliteStore {
                     return Err(Error::NotFound("user"));
                 }
                 let updated = load_user(transaction, id)?.ok_or(Error::NotFound("user"))?;
-                Ok(updated)
+                opened_user(cipher, updated)
             })
         })
         .await
@@ -271,7 +291,8 @@ impl AccessStore for SqliteStore {
                 let mut statement = connection
                     .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))?;
                 let rows = statement.query_map([], user_from_row)?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+                rows.map(|user| opened_user(shared.cipher.as_ref(), user?))
+                    .collect()
             })
         })
         .await
@@ -283,7 +304,7 @@ impl AccessStore for SqliteStore {
         success: bool,
         lock_until: Option<Timestamp>,
     ) -> Result<User> {
-        self.registry(move |connection| {
+        self.registry_sealed(move |connection, cipher| {
             let transaction =
                 connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let changed = if success {
@@ -303,7 +324,7 @@ impl AccessStore for SqliteStore {
             }
             let user = load_user(&transaction, id)?.ok_or(Error::NotFound("user"))?;
             transaction.commit()?;
-            Ok(user)
+            opened_user(cipher, user)
         })
         .await
     }
@@ -357,11 +378,10 @@ impl AccessStore for SqliteStore {
         .await
     }
 
-    async fn begin_totp(&self, id: i64, secret: Vec<u8>) -> Result<User> {
-        self.registry(move |connection| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let user = load_user(&transaction, id)?.ok_or(Error::NotFound("user"))?;
+    async fn begin_totp(&self, id: i64, secret: Vec<u8>, audit: Vec<AuditRecord>) -> Result<User> {
+        self.registry_sealed(move |connection, cipher| {
+            with_records(connection, audit, |transaction| {
+            let user = load_user(transaction, id)?.ok_or(Error::NotFound("user"))?;
             if user.totp.as_ref().is_some_and(|totp| totp.active) {
                 return Err(Error::Conflict(
                     "a second factor is already active; remove it first".into(),
@@ -369,38 +389,36 @@ impl AccessStore for SqliteStore {
             }
             transaction.execute(
                 "UPDATE users SET totp_secret = ?1, totp_active = 0, totp_last_step = 0 WHERE id = ?2",
-                params![secret, id],
+                params![sealed_secret(cipher, &secret)?, id],
             )?;
-            let user = load_user(&transaction, id)?.ok_or(Error::NotFound("user"))?;
-            transaction.commit()?;
-            Ok(user)
+            let user = load_user(transaction, id)?.ok_or(Error::NotFound("user"))?;
+            opened_user(cipher, user)
+            })
         })
         .await
     }
 
-    async fn activate_totp(&self, id: i64, step: u64) -> Result<User> {
-        self.registry(move |connection| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let user = load_user(&transaction, id)?.ok_or(Error::NotFound("user"))?;
-            if user.totp.as_ref().is_none_or(|totp| totp.active) {
-                return Err(Error::Conflict("no second factor is being enrolled".into()));
-            }
-            transaction.execute(
-                "UPDATE users SET totp_active = 1, totp_last_step = ?1 WHERE id = ?2",
-                params![step_value(step), id],
-            )?;
-            let user = load_user(&transaction, id)?.ok_or(Error::NotFound("user"))?;
-            transaction.commit()?;
-            Ok(user)
+    async fn activate_totp(&self, id: i64, step: u64, audit: Vec<AuditRecord>) -> Result<User> {
+        self.registry_sealed(move |connection, cipher| {
+            with_records(connection, audit, |transaction| {
+                let user = load_user(transaction, id)?.ok_or(Error::NotFound("user"))?;
+                if user.totp.as_ref().is_none_or(|totp| totp.active) {
+                    return Err(Error::Conflict("no second factor is being enrolled".into()));
+                }
+                transaction.execute(
+                    "UPDATE users SET totp_active = 1, totp_last_step = ?1 WHERE id = ?2",
+                    params![step_value(step), id],
+                )?;
+                let user = load_user(transaction, id)?.ok_or(Error::NotFound("user"))?;
+                opened_user(cipher, user)
+            })
         })
         .await
     }
 
-    async fn remove_totp(&self, id: i64) -> Result<User> {
-        self.registry(move |connection| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    async fn remove_totp(&self, id: i64, audit: Vec<AuditRecord>) -> Result<User> {
+        self.registry_sealed(move |connection, cipher| {
+            with_records(connection, audit, |transaction| {
             let changed = transaction.execute(
                 "UPDATE users SET totp_secret = NULL, totp_active = 0, totp_last_step = 0 WHERE id = ?1",
                 [id],
@@ -408,9 +426,9 @@ impl AccessStore for SqliteStore {
             if changed == 0 {
                 return Err(Error::NotFound("user"));
             }
-            let user = load_user(&transaction, id)?.ok_or(Error::NotFound("user"))?;
-            transaction.commit()?;
-            Ok(user)
+            let user = load_user(transaction, id)?.ok_or(Error::NotFound("user"))?;
+            opened_user(cipher, user)
+            })
         })
         .await
     }

@@ -24,6 +24,8 @@ pub struct Rotated {
     pub dead_letters: u64,
     /// Break-glass reasons re-sealed.
     pub grants: u64,
+    /// TOTP secrets re-sealed.
+    pub second_factors: u64,
 }
 
 /// Re-seals the store in `data_dir` under `new` (a master key with a new id), opening it with
@@ -70,19 +72,22 @@ pub fn rotate(data_dir: &Path, old: Option<&MasterKey>, new: &MasterKey) -> Resu
         "UPDATE break_glass SET reason = ?2 WHERE id = CAST(?1 AS INTEGER)",
         super::access::REASON,
     )?;
-    {
-        let rows: Vec<(i64, Vec<u8>)> = transaction
-            .prepare("SELECT id, payload FROM dead_letters")?
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut update =
-            transaction.prepare("UPDATE dead_letters SET payload = ?2 WHERE id = ?1")?;
-        for (id, payload) in rows {
-            let plain = open_blob(current.as_ref(), DEAD_LETTER_PAYLOAD, &payload)?;
-            update.execute(params![id, next.seal_blob(DEAD_LETTER_PAYLOAD, &plain)?])?;
-            rotated.dead_letters += 1;
-        }
-    }
+    rotated.dead_letters = reseal_blobs(
+        &transaction,
+        current.as_ref(),
+        &next,
+        "SELECT id, payload FROM dead_letters",
+        "UPDATE dead_letters SET payload = ?2 WHERE id = ?1",
+        DEAD_LETTER_PAYLOAD,
+    )?;
+    rotated.second_factors = reseal_blobs(
+        &transaction,
+        current.as_ref(),
+        &next,
+        "SELECT id, totp_secret FROM users WHERE totp_secret IS NOT NULL",
+        "UPDATE users SET totp_secret = ?2 WHERE id = ?1",
+        super::access::TOTP_SECRET,
+    )?;
     transaction.commit()?;
     Ok(rotated)
 }
@@ -105,6 +110,29 @@ fn reseal_texts(
     for (key, value) in rows {
         let plain = open_text(current, column, &value)?;
         statement.execute(params![key, next.seal_text(column, &plain)?])?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Re-seals the blob column that `select` reads as `(id, value)` and `update` writes by id.
+fn reseal_blobs(
+    connection: &rusqlite::Connection,
+    current: Option<&FieldCipher>,
+    next: &FieldCipher,
+    select: &str,
+    update: &str,
+    column: &str,
+) -> Result<u64> {
+    let rows: Vec<(i64, Vec<u8>)> = connection
+        .prepare(select)?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut statement = connection.prepare(update)?;
+    let mut count = 0;
+    for (id, value) in rows {
+        let plain = open_blob(current, column, &value)?;
+        statement.execute(params![id, next.seal_blob(column, &plain)?])?;
         count += 1;
     }
     Ok(count)
