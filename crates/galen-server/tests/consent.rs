@@ -947,3 +947,94 @@ async fn a_subscription_stops_delivering_a_patients_events_once_they_deny_sharin
         .await;
     assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.text);
 }
+
+/// A ward-bound clinician's subscription carries her wards' patients only: the scope she could
+/// read is the scope she is notified of.
+#[tokio::test]
+async fn a_clinicians_subscription_carries_her_wards_patients_only() {
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let captured = received.clone();
+    let receiver = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let captured = captured.clone();
+            async move {
+                captured
+                    .lock()
+                    .expect("lock")
+                    .push(serde_json::from_str(&body).unwrap_or(Value::Null));
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+    let fixture = Fixture::new().await;
+    let icu = fixture.admit("W-1", "ICU", "MON-W1").await;
+    let cardio = fixture.admit("W-2", "CARDIO", "MON-W2").await;
+    let doctor = fixture
+        .account("dr.icu", "clinician", json!({ "wards": ["ICU"] }))
+        .await;
+    let created = fixture
+        .call(
+            &doctor,
+            Method::POST,
+            "/fhir/Subscription",
+            Some(json!({
+                "resourceType": "Subscription",
+                "status": "requested",
+                "reason": "my ward's vital signs",
+                "criteria": "https://galen.invalid/fhir/SubscriptionTopic/vital-sign-observation",
+                "channel": {
+                    "type": "rest-hook",
+                    "endpoint": format!("http://{address}/hook"),
+                    "payload": "application/fhir+json"
+                }
+            })),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    fixture
+        .measure("MON-W2", "2026-11-24T07:59:10Z", 90.0)
+        .await;
+    fixture
+        .measure("MON-W1", "2026-11-24T07:59:20Z", 80.0)
+        .await;
+    let mut delivered = 0;
+    for _ in 0..500 {
+        delivered = received
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|bundle| {
+                bundle["entry"]
+                    .as_array()
+                    .is_some_and(|entries| entries.len() > 1)
+            })
+            .count();
+        if delivered >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Give a wrongly delivered event of the other ward time to arrive too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bundles = received.lock().expect("lock").clone();
+    let events: Vec<&Value> = bundles
+        .iter()
+        .flat_map(|bundle| bundle["entry"].as_array().into_iter().flatten().skip(1))
+        .collect();
+    assert_eq!(delivered, 1, "{bundles:?}");
+    assert_eq!(events.len(), 1, "only her ward's event: {bundles:?}");
+    // Devices are numbered as admitted: MON-W1 (ICU) is device 1, MON-W2 (CARDIO) device 2.
+    let text = serde_json::to_string(&bundles).expect("json");
+    assert!(
+        text.contains("Observation/1.hr.") && !text.contains("Observation/2.hr."),
+        "her ward's observation, nothing of the other ward: {text}"
+    );
+    let _ = (icu, cardio);
+}

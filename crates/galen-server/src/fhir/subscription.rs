@@ -212,6 +212,9 @@ struct Owner {
     role: String,
     /// The organisation notifications are disclosed to (`None`: the hospital's own).
     organization: Option<galen_model::Recipient>,
+    /// The wards whose patients' events it may receive (`None`: every ward), as its creator's
+    /// scope was: a ward-bound clinician's subscription carries her wards' patients only.
+    wards: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Owner {
@@ -220,7 +223,28 @@ impl Owner {
             actor: principal.actor.clone(),
             role: principal.role.code().to_owned(),
             organization: principal.organization.clone(),
+            wards: match &principal.scope {
+                crate::access::Scope::All => None,
+                crate::access::Scope::Wards(wards) => Some(wards.clone()),
+                crate::access::Scope::Patient(_) | crate::access::Scope::Nobody => {
+                    Some(std::collections::BTreeSet::new())
+                }
+            },
         }
+    }
+
+    /// Whether an event about `patient` (or about no patient) is in the owner's scope.
+    fn may_receive(&self, app: &App, patient: Option<galen_model::PatientId>) -> bool {
+        let Some(wards) = &self.wards else {
+            return true;
+        };
+        patient.is_some_and(|patient| {
+            app.0
+                .directory
+                .read()
+                .patient(patient)
+                .is_some_and(|patient| wards.contains(&patient.details.ward))
+        })
     }
 
     /// The disclosure each notification makes, or `None` for the hospital's own operations.
@@ -236,6 +260,7 @@ impl Owner {
             "actor": self.actor,
             "role": self.role,
             "organization": self.organization.as_ref().map(ToString::to_string),
+            "wards": self.wards,
         })
     }
 
@@ -246,10 +271,15 @@ impl Owner {
             Some(text) => Some(galen_model::Recipient::parse(text).ok()?),
             None => None,
         };
+        let wards = match &value["wards"] {
+            Value::Null => None,
+            wards => Some(serde_json::from_value(wards.clone()).ok()?),
+        };
         Some(Owner {
             actor: value["actor"].as_str().unwrap_or("unknown").to_owned(),
             role: value["role"].as_str().unwrap_or("unknown").to_owned(),
             organization,
+            wards,
         })
     }
 }
@@ -1011,6 +1041,11 @@ async fn resolve(app: &App, events: &[Event]) -> Vec<Option<Arc<Value>>> {
 /// organisation (and those of no patient). Every decision is audited (one record per event of a
 /// patient) before anything is delivered; when the records cannot be written, nothing is.
 async fn screen(app: &App, live: &Live, batch: Vec<Event>) -> Vec<Event> {
+    // First the owner's ward scope: a subscription never carries more than its creator may read.
+    let batch: Vec<Event> = batch
+        .into_iter()
+        .filter(|event| live.owner.may_receive(app, event.patient))
+        .collect();
     let Some(disclosure) = live.owner.disclosure() else {
         return batch;
     };
