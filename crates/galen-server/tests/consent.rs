@@ -722,9 +722,9 @@ async fn a_research_export_carries_only_the_patients_who_opted_in() {
     assert_eq!(read.status, StatusCode::FORBIDDEN);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscription_stops_delivering_a_patients_events_once_they_deny_sharing() {
-    // A rest-hook endpoint of Acme that records what it is sent.
+/// A rest-hook endpoint that records every notification it is sent: its address and the
+/// notifications, parsed.
+async fn hook_receiver() -> (std::net::SocketAddr, Arc<Mutex<Vec<Value>>>) {
     let received: Arc<Mutex<Vec<Value>>> = Arc::default();
     let captured = received.clone();
     let receiver = axum::Router::new().route(
@@ -745,6 +745,13 @@ async fn a_subscription_stops_delivering_a_patients_events_once_they_deny_sharin
         .expect("bind");
     let address = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, receiver).await });
+    (address, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_stops_delivering_a_patients_events_once_they_deny_sharing() {
+    // A rest-hook endpoint of Acme that records what it is sent.
+    let (address, received) = hook_receiver().await;
 
     let fixture = Fixture::new().await;
     let patient = fixture.admit("S-1", "ICU", "MON-S1").await;
@@ -952,26 +959,7 @@ async fn a_subscription_stops_delivering_a_patients_events_once_they_deny_sharin
 /// read is the scope she is notified of.
 #[tokio::test]
 async fn a_clinicians_subscription_carries_her_wards_patients_only() {
-    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let captured = received.clone();
-    let receiver = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: String| {
-            let captured = captured.clone();
-            async move {
-                captured
-                    .lock()
-                    .expect("lock")
-                    .push(serde_json::from_str(&body).unwrap_or(Value::Null));
-                StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    let (address, received) = hook_receiver().await;
 
     let fixture = Fixture::new().await;
     let icu = fixture.admit("W-1", "ICU", "MON-W1").await;
