@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 use galen_model::{AuditAction, AuditOutcome, PatientId};
 
 use super::{
-    Paging, SearchParamType, SearchParameterSpec, TimeWindow, TokenSystem, paging, restrict, spec,
+    Paging, SearchParamType, SearchParameterSpec, TimeWindow, paging, restrict, spec,
     split_unescaped, unescape, walk,
 };
 use crate::audit_event::{
@@ -91,15 +91,6 @@ pub struct AuditEventQuery {
     pub paging: Paging,
 }
 
-/// Whether a token's system is absent from the query or is `system`.
-fn system_is(system: &TokenSystem, expected: &str) -> bool {
-    match system {
-        TokenSystem::Any => true,
-        TokenSystem::Exact(exact) => exact == expected,
-        TokenSystem::None => false,
-    }
-}
-
 impl AuditEventQuery {
     /// Parses the query pairs of an AuditEvent search.
     pub fn parse<K: AsRef<str>, V: AsRef<str>>(params: &[(K, V)]) -> Result<AuditEventQuery> {
@@ -145,7 +136,7 @@ impl AuditEventQuery {
                             .code
                             .as_deref()
                             .filter(|code| ["C", "R", "U", "D", "E"].contains(code))
-                            .filter(|_| system_is(&token.system, AUDIT_EVENT_ACTION))
+                            .filter(|_| token.system.allows(AUDIT_EVENT_ACTION))
                             .ok_or_else(|| {
                                 occurrence.value_error(format!(
                                     "action must be C, R, U, D or E (of {AUDIT_EVENT_ACTION})"
@@ -177,7 +168,7 @@ impl AuditEventQuery {
                             .code
                             .as_deref()
                             .filter(|code| ["0", "4", "8", "12"].contains(code))
-                            .filter(|_| system_is(&token.system, AUDIT_EVENT_OUTCOME))
+                            .filter(|_| token.system.allows(AUDIT_EVENT_OUTCOME))
                             .ok_or_else(|| {
                                 occurrence.value_error(format!(
                                     "outcome must be 0, 4, 8 or 12 (of {AUDIT_EVENT_OUTCOME})"

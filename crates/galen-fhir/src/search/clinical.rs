@@ -314,20 +314,12 @@ pub struct FlagQuery {
     pub paging: Paging,
 }
 
-fn token_system_is(token: &TokenParam, system: &str) -> bool {
-    match &token.system {
-        TokenSystem::Any => true,
-        TokenSystem::Exact(exact) => exact == system,
-        TokenSystem::None => false,
-    }
-}
-
 fn states_of(occurrence: &Occurrence<'_>) -> Result<BTreeSet<AlarmState>> {
     let mut group = BTreeSet::new();
     for token in occurrence.tokens()? {
         let states: &[AlarmState] = match token.code.as_deref() {
             Some(code) if occurrence.name == "status" => {
-                if !token_system_is(&token, FLAG_STATUS_SYSTEM) {
+                if !token.system.allows(FLAG_STATUS_SYSTEM) {
                     return Err(occurrence.value_error(format!(
                         "status is a code of {FLAG_STATUS_SYSTEM}: active or inactive"
                     )));
@@ -407,7 +399,7 @@ impl FlagQuery {
                                     (priority.code() == code
                                         && matches!(token.system, TokenSystem::Any))
                                         || (priority.flag_priority_code() == code
-                                            && token_system_is(&token, codes::FLAG_PRIORITY_CODES))
+                                            && token.system.allows(codes::FLAG_PRIORITY_CODES))
                                 })
                             })
                             .ok_or_else(|| {

@@ -12,9 +12,7 @@ use std::collections::BTreeSet;
 
 use galen_model::{Consent, ConsentId, ConsentPurpose, ConsentStatus, PatientId};
 
-use super::{
-    Paging, SearchParamType, SearchParameterSpec, TokenSystem, paging, restrict, spec, walk,
-};
+use super::{Paging, SearchParamType, SearchParameterSpec, paging, restrict, spec, walk};
 use crate::consent::CONSENT_SCOPE;
 use crate::error::{Error, Result};
 use crate::observation::parse_canonical_i64;
@@ -58,14 +56,6 @@ pub struct ConsentQuery {
     pub paging: Paging,
 }
 
-fn system_is(system: &TokenSystem, expected: &str) -> bool {
-    match system {
-        TokenSystem::Any => true,
-        TokenSystem::Exact(exact) => exact == expected,
-        TokenSystem::None => false,
-    }
-}
-
 impl ConsentQuery {
     /// Parses the query pairs of a Consent search.
     pub fn parse<K: AsRef<str>, V: AsRef<str>>(params: &[(K, V)]) -> Result<ConsentQuery> {
@@ -102,7 +92,7 @@ impl ConsentQuery {
                             "inactive",
                             "entered-in-error",
                         ];
-                        if !known.contains(&code) || !system_is(&token.system, CONSENT_STATE) {
+                        if !known.contains(&code) || !token.system.allows(CONSENT_STATE) {
                             return Err(occurrence.value_error(format!(
                                 "status must be one of {} (of {CONSENT_STATE})",
                                 known.join(", ")
@@ -120,7 +110,7 @@ impl ConsentQuery {
                 "scope" => {
                     let mut group = BTreeSet::new();
                     for token in occurrence.tokens()? {
-                        if !system_is(&token.system, CONSENT_SCOPE) {
+                        if !token.system.allows(CONSENT_SCOPE) {
                             continue;
                         }
                         match token.code.as_deref() {

@@ -264,6 +264,18 @@ pub enum TokenSystem {
     Exact(String),
 }
 
+impl TokenSystem {
+    /// Whether a token with this system may stand for a code of `expected`: no system given, or
+    /// exactly that one (`|code`, a code without a system, is never one of Galen's coded values).
+    pub fn allows(&self, expected: &str) -> bool {
+        match self {
+            TokenSystem::Any => true,
+            TokenSystem::Exact(exact) => exact == expected,
+            TokenSystem::None => false,
+        }
+    }
+}
+
 /// A token value: `system|code`, `|code`, `code` or `system|`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TokenParam {
